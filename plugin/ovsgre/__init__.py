@@ -1,0 +1,5 @@
+"""ovsgre: a Docker network plugin joining containers over Open vSwitch and GRE."""
+
+__version__ = "0.1.0"
+
+OWNER = "ovsgre"

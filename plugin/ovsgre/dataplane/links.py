@@ -1,0 +1,149 @@
+"""Kernel links through netlink (pyroute2) and the ethtool ioctl.
+
+Only this module talks to the kernel about interfaces.  It works in the
+network namespace of the calling process (the host's).
+"""
+
+import array
+import fcntl
+import logging
+import socket
+import struct
+import threading
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from ..errors import DataplaneError
+from .. import names
+
+LOG = logging.getLogger(__name__)
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM = 0x00000016
+ETHTOOL_STXCSUM = 0x00000017
+ENODEV = 19
+EEXIST = 17
+
+
+class Links:
+    """Create, inspect and delete the veth pairs of endpoints."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._ipr = IPRoute()
+
+    def close(self):
+        with self._lock:
+            self._ipr.close()
+
+    def _call(self, *args, **kwargs):
+        with self._lock:
+            return self._ipr.link(*args, **kwargs)
+
+    def get(self, ifname):
+        """Summary dict of a link, or None if it does not exist."""
+        try:
+            msgs = self._call("get", ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code == ENODEV:
+                return None
+            raise DataplaneError(f"netlink get {ifname}: {exc}") from exc
+        return _summary(msgs[0]) if msgs else None
+
+    def list_ours(self):
+        """Names of all links in this namespace that ovsgre would create."""
+        with self._lock:
+            msgs = self._ipr.get_links()
+        out = []
+        for msg in msgs:
+            name = msg.get_attr("IFLA_IFNAME")
+            if name and names.is_ours(name):
+                out.append(name)
+        return out
+
+    def create_veth(self, host, peer, mtu, peer_mac):
+        """Create host<->peer with MTU on both ends and MAC on the peer.
+
+        Idempotent: an existing pair with the same names is kept when it is
+        intact, otherwise replaced.
+        """
+        current = self.get(host)
+        if current is not None:
+            if current["kind"] == "veth" and self.get(peer) is not None:
+                self._ensure_up(host, mtu)
+                return
+            self.delete(host)
+        if self.get(peer) is not None:
+            self.delete(peer)
+        try:
+            self._call("add", ifname=host, kind="veth", mtu=mtu,
+                       peer={"ifname": peer, "address": peer_mac, "mtu": mtu})
+        except NetlinkError as exc:
+            raise DataplaneError(f"cannot create veth {host}: {exc}") from exc
+        _disable_ipv6(host)
+        self._ensure_up(host, mtu)
+
+    def _ensure_up(self, ifname, mtu):
+        try:
+            self._call("set", ifname=ifname, mtu=mtu, state="up")
+        except NetlinkError as exc:
+            raise DataplaneError(f"cannot bring {ifname} up: {exc}") from exc
+
+    def delete(self, ifname):
+        """Delete a link (and so its veth peer); a missing link is fine."""
+        try:
+            self._call("del", ifname=ifname)
+        except NetlinkError as exc:
+            if exc.code != ENODEV:
+                raise DataplaneError(f"cannot delete {ifname}: {exc}") \
+                    from exc
+
+
+def _summary(msg):
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info else None
+    return {
+        "index": msg["index"],
+        "name": msg.get_attr("IFLA_IFNAME"),
+        "mtu": msg.get_attr("IFLA_MTU"),
+        "address": msg.get_attr("IFLA_ADDRESS"),
+        "up": bool(msg["flags"] & 1),
+        "kind": kind,
+    }
+
+
+def _disable_ipv6(ifname):
+    """The host end is an L2 port: no link-local address, no RS/ND noise."""
+    path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
+    try:
+        with open(path, "w", encoding="ascii") as fh:
+            fh.write("1")
+    except OSError as exc:  # IPv6 disabled on the host: nothing to do
+        LOG.debug("cannot disable IPv6 on %s: %s", ifname, exc)
+
+
+def _ethtool(ifname, cmd, value=0):
+    """Run one ethtool_value ioctl (struct {u32 cmd; u32 data})."""
+    buf = array.array("I", [cmd, value])
+    addr, _ = buf.buffer_info()
+    ifreq = struct.pack("16sP", ifname.encode(), addr)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, ifreq)
+    return buf[1]
+
+
+def tx_checksum(ifname):
+    """True when TX checksum offload is on for the link."""
+    try:
+        return bool(_ethtool(ifname, ETHTOOL_GTXCSUM))
+    except OSError as exc:
+        raise DataplaneError(f"ethtool get tx on {ifname}: {exc}") from exc
+
+
+def set_tx_checksum(ifname, enabled):
+    """`ethtool -K IFNAME tx on|off` without a subprocess."""
+    try:
+        _ethtool(ifname, ETHTOOL_STXCSUM, 1 if enabled else 0)
+    except OSError as exc:
+        raise DataplaneError(f"ethtool set tx on {ifname}: {exc}") from exc

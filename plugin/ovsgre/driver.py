@@ -1,0 +1,287 @@
+"""libnetwork NetworkDriver semantics, independent of HTTP.
+
+Every call is idempotent: dockerd re-sends a call when the connection drops
+and tolerates no surprises.  Intent is written to the store before the
+dataplane is touched, and an endpoint being deleted is marked so first, so a
+crash at any point leaves a record the start-up reconciler can finish.
+"""
+
+import ipaddress
+import logging
+import re
+import threading
+
+from . import names
+from .errors import Conflict, InvalidRequest, NotFound
+
+LOG = logging.getLogger(__name__)
+
+GENERIC = "com.docker.network.generic"
+OPT_MTU = "com.docker.network.driver.mtu"
+OPT_GWBRIDGE = "ovsgre.gwbridge"
+OPT_INTERNAL = "com.docker.network.internal"
+OPT_IPV6 = "com.docker.network.enable_ipv6"
+OWN_PREFIX = "ovsgre."
+KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE,)
+VLAN_MIN, VLAN_MAX = 1, 4094
+MTU_MIN, MTU_MAX = 1280, 65000
+
+_MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
+
+CREATED, JOINED, DELETING = "created", "joined", "deleting"
+
+
+class Driver:
+    def __init__(self, store, dataplane, default_mtu):
+        self.store = store
+        self.dataplane = dataplane
+        self.default_mtu = default_mtu
+        self._lock = threading.RLock()
+
+    # -- capabilities -----------------------------------------------------
+    @staticmethod
+    def capabilities():
+        # Local scope: each daemon keeps its own network definitions.
+        # Global connectivity: endpoints reach other hosts (GRE overlay).
+        return {"Scope": "local", "ConnectivityScope": "global"}
+
+    # -- networks ---------------------------------------------------------
+    def create_network(self, network_id, options, ipv4_data, ipv6_data):
+        record = {
+            "network_id": network_id,
+            "mtu": self._network_mtu(options),
+            "gwbridge": _gwbridge(options),
+            "ipv4": [_pool(d, 4) for d in ipv4_data],
+            "ipv6": [_pool(d, 6) for d in ipv6_data],
+        }
+        with self._lock:
+            existing = self.store.get("networks", network_id)
+            if existing is not None:
+                if _same_network(existing, record):
+                    return
+                raise Conflict(f"network {network_id} exists with a "
+                               "different configuration")
+            record["vlan"] = self._free_vlan()
+            self.store.put("networks", network_id, record)
+        LOG.info("network %s: vlan %d mtu %d", network_id[:12],
+                 record["vlan"], record["mtu"])
+
+    def delete_network(self, network_id):
+        with self._lock:
+            if self.store.get("networks", network_id) is None:
+                return
+            for ep in self._endpoints_of(network_id):
+                self._delete_endpoint(ep)
+            self.store.delete("networks", network_id)
+
+    def _network_mtu(self, options):
+        raw = _generic(options).get(OPT_MTU)
+        if raw in (None, ""):
+            return self.default_mtu
+        try:
+            mtu = int(raw)
+        except (TypeError, ValueError):
+            mtu = -1
+        if not MTU_MIN <= mtu <= MTU_MAX:
+            raise InvalidRequest(f"option {OPT_MTU}={raw!r}: must be an "
+                                 f"integer from {MTU_MIN} to {MTU_MAX}")
+        return mtu
+
+    def _free_vlan(self):
+        used = {n["vlan"] for n in self.store.list("networks").values()}
+        for vlan in range(VLAN_MIN, VLAN_MAX + 1):
+            if vlan not in used:
+                return vlan
+        raise Conflict("no free VLAN tag: at most 4094 networks per host")
+
+    def _network(self, network_id):
+        net = self.store.get("networks", network_id)
+        if net is None:
+            raise NotFound(f"network {network_id} not found")
+        return net
+
+    # -- endpoints --------------------------------------------------------
+    def create_endpoint(self, network_id, endpoint_id, interface):
+        with self._lock:
+            net = self._network(network_id)
+            ep = self.store.get("endpoints", endpoint_id)
+            if ep is not None and ep["state"] != DELETING:
+                if ep["network_id"] != network_id:
+                    raise Conflict(f"endpoint {endpoint_id} belongs to "
+                                   f"network {ep['network_id']}")
+                self.dataplane.plug(ep, net["vlan"])
+                return _filled(interface, ep)
+            ep = self._new_endpoint(net, endpoint_id, interface)
+            self.store.put("endpoints", endpoint_id, ep)
+            try:
+                self.dataplane.plug(ep, net["vlan"])
+            except Exception:
+                self._undo_endpoint(ep)
+                raise
+        return _filled(interface, ep)
+
+    def _new_endpoint(self, net, endpoint_id, interface):
+        _check_interface(interface)
+        mac = interface.get("MacAddress") or names.mac_for(endpoint_id)
+        host_if, peer_if = self._free_names(endpoint_id)
+        return {
+            "network_id": net["network_id"],
+            "endpoint_id": endpoint_id,
+            "host_if": host_if,
+            "peer_if": peer_if,
+            "mac": mac,
+            "mtu": net["mtu"],
+            "address": interface.get("Address", ""),
+            "address6": interface.get("AddressIPv6", ""),
+            "state": CREATED,
+            "sandbox": "",
+        }
+
+    def _free_names(self, endpoint_id):
+        taken = {e["host_if"] for e in self.store.list("endpoints").values()}
+        for attempt in range(names.MAX_ATTEMPTS):
+            host_if, peer_if = names.veth_names(endpoint_id, attempt)
+            if host_if not in taken:
+                return host_if, peer_if
+        raise Conflict(f"no free interface name for endpoint {endpoint_id}")
+
+    def endpoint_info(self, network_id, endpoint_id):
+        ep = self._endpoint(network_id, endpoint_id)
+        net = self._network(network_id)
+        return {"host_if": ep["host_if"], "peer_if": ep["peer_if"],
+                "mac": ep["mac"], "vlan": net["vlan"], "mtu": ep["mtu"],
+                "state": ep["state"]}
+
+    def _endpoint(self, network_id, endpoint_id):
+        ep = self.store.get("endpoints", endpoint_id)
+        if ep is None or ep["state"] == DELETING:
+            raise NotFound(f"endpoint {endpoint_id} not found")
+        if ep["network_id"] != network_id:
+            raise NotFound(f"endpoint {endpoint_id} is not on network "
+                           f"{network_id}")
+        return ep
+
+    def delete_endpoint(self, network_id, endpoint_id):
+        with self._lock:
+            ep = self.store.get("endpoints", endpoint_id)
+            if ep is None or ep["network_id"] != network_id:
+                return
+            self._delete_endpoint(ep)
+
+    def _delete_endpoint(self, ep):
+        ep = dict(ep, state=DELETING)
+        self.store.put("endpoints", ep["endpoint_id"], ep)
+        self.dataplane.unplug(ep)
+        self.store.delete("endpoints", ep["endpoint_id"])
+
+    def _undo_endpoint(self, ep):
+        try:
+            self._delete_endpoint(ep)
+        except Exception as exc:  # the reconciler finishes it later
+            LOG.error("cleanup of endpoint %s failed: %s",
+                      ep["endpoint_id"][:12], exc)
+
+    def _endpoints_of(self, network_id):
+        return [e for e in self.store.list("endpoints").values()
+                if e["network_id"] == network_id]
+
+    # -- join / leave -----------------------------------------------------
+    def join(self, network_id, endpoint_id, sandbox_key):
+        with self._lock:
+            ep = self._endpoint(network_id, endpoint_id)
+            net = self._network(network_id)
+            if self.dataplane.host_link(ep) is None:
+                # The pair vanished (its old sandbox died, or the host
+                # rebooted): give the endpoint a fresh one.
+                self.dataplane.plug(ep, net["vlan"])
+            ep.update(state=JOINED, sandbox=sandbox_key)
+            self.store.put("endpoints", endpoint_id, ep)
+        reply = {"InterfaceName": {"SrcName": ep["peer_if"],
+                                   "DstPrefix": "eth"}}
+        if not net["gwbridge"]:
+            reply["DisableGatewayService"] = True
+        return reply
+
+    def leave(self, network_id, endpoint_id):
+        with self._lock:
+            ep = self.store.get("endpoints", endpoint_id)
+            if ep is None or ep["network_id"] != network_id \
+                    or ep["state"] != JOINED:
+                return
+            # Docker moves the peer back to the host namespace itself; the
+            # pair stays until DeleteEndpoint.
+            ep.update(state=CREATED, sandbox="")
+            self.store.put("endpoints", endpoint_id, ep)
+
+
+def _generic(options):
+    generic = (options or {}).get(GENERIC) or {}
+    if not isinstance(generic, dict):
+        raise InvalidRequest(f"Options.{GENERIC} must be an object")
+    return generic
+
+
+def _gwbridge(options):
+    generic = _generic(options)
+    for key in generic:
+        if key.startswith(OWN_PREFIX) and key not in KNOWN_OWN_OPTIONS:
+            raise InvalidRequest(
+                f"unknown option {key!r}; ovsgre knows "
+                f"{', '.join(KNOWN_OWN_OPTIONS)}")
+    raw = str(generic.get(OPT_GWBRIDGE, "false")).lower()
+    if raw not in ("true", "false"):
+        raise InvalidRequest(f"option {OPT_GWBRIDGE}={raw!r}: must be "
+                             "true or false")
+    internal = bool((options or {}).get(OPT_INTERNAL))
+    return raw == "true" and not internal
+
+
+def _pool(data, version):
+    where = "IPv4Data" if version == 4 else "IPv6Data"
+    try:
+        pool = ipaddress.ip_network(data["Pool"], strict=False)
+    except (KeyError, ValueError, TypeError):
+        raise InvalidRequest(f"{where}.Pool {data.get('Pool')!r} is not a "
+                             f"valid IPv{version} subnet")
+    if pool.version != version:
+        raise InvalidRequest(f"{where}.Pool {data['Pool']!r} is not IPv"
+                             f"{version}")
+    gateway = data.get("Gateway") or ""
+    if gateway:
+        try:
+            ipaddress.ip_interface(gateway)
+        except ValueError:
+            raise InvalidRequest(f"{where}.Gateway {gateway!r} is not an "
+                                 "address")
+    return {"pool": str(pool), "gateway": gateway}
+
+
+def _check_interface(interface):
+    mac = interface.get("MacAddress") or ""
+    if mac and not _MAC.match(mac):
+        raise InvalidRequest(f"Interface.MacAddress {mac!r} is not a MAC "
+                             "address")
+    for field, version in (("Address", 4), ("AddressIPv6", 6)):
+        value = interface.get(field) or ""
+        if not value:
+            continue
+        try:
+            ok = ipaddress.ip_interface(value).version == version
+        except ValueError:
+            ok = False
+        if not ok:
+            raise InvalidRequest(f"Interface.{field} {value!r} is not an "
+                                 f"IPv{version} address with prefix")
+
+
+def _same_network(a, b):
+    keys = ("mtu", "gwbridge", "ipv4", "ipv6")
+    return all(a.get(k) == b.get(k) for k in keys)
+
+
+def _filled(interface, ep):
+    """Only fields Docker left empty; changing a given one is an error."""
+    filled = {}
+    if not interface.get("MacAddress"):
+        filled["MacAddress"] = ep["mac"]
+    return {"Interface": filled} if filled else {}

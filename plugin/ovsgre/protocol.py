@@ -1,0 +1,130 @@
+"""HTTP/JSON: the libnetwork remote-driver protocol over Flask.
+
+Parses and validates bodies, calls the driver, maps errors to
+``{"Err": ...}`` with a 4xx status for bad input and 5xx for failures, logs
+one line per call.  It never touches OVS or the kernel itself.
+"""
+
+import logging
+import time
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from . import schema
+from .errors import InvalidRequest, OvsgreError
+
+LOG = logging.getLogger("ovsgre.calls")
+
+MAX_BODY = 1 << 20   # Docker's largest bodies are a few KiB
+ERR_KEY = "Err"      # NetworkDriver; IpamDriver uses "Error"
+
+
+def create_app(driver):
+    app = Flask("ovsgre")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    handlers = _handlers(driver)
+
+    @app.post("/Plugin.Activate")
+    def activate():
+        return _timed("Plugin.Activate", {},
+                      lambda: {"Implements": ["NetworkDriver"]})
+
+    @app.post("/NetworkDriver.GetCapabilities")
+    def capabilities():
+        return _timed("GetCapabilities", {}, driver.capabilities)
+
+    @app.post("/NetworkDriver.<call>")
+    def network_driver(call):
+        handler = handlers.get(call)
+        if handler is None:
+            return _error(404, f"unknown call NetworkDriver.{call}")
+        return _dispatch(call, handler)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc):
+        return _error(exc.code, exc.description or exc.name)
+
+    return app
+
+
+def _handlers(driver):
+    """Call name -> function(clean body) -> reply dict."""
+    return {
+        "CreateNetwork": lambda b: driver.create_network(
+            b["NetworkID"], b.get("Options", {}), b.get("IPv4Data", []),
+            b.get("IPv6Data", [])) or {},
+        "DeleteNetwork": lambda b: driver.delete_network(
+            b["NetworkID"]) or {},
+        # Swarm-scope calls reach only global-scope (v2) plugins; the
+        # options returned here are what every node's CreateNetwork gets.
+        "AllocateNetwork": lambda b: {"Options": b.get("Options", {})},
+        "FreeNetwork": lambda b: {},
+        "CreateEndpoint": lambda b: driver.create_endpoint(
+            b["NetworkID"], b["EndpointID"], b.get("Interface", {})),
+        "EndpointOperInfo": lambda b: {"Value": driver.endpoint_info(
+            b["NetworkID"], b["EndpointID"])},
+        "DeleteEndpoint": lambda b: driver.delete_endpoint(
+            b["NetworkID"], b["EndpointID"]) or {},
+        "Join": lambda b: driver.join(
+            b["NetworkID"], b["EndpointID"], b["SandboxKey"]),
+        "Leave": lambda b: driver.leave(
+            b["NetworkID"], b["EndpointID"]) or {},
+        "ProgramExternalConnectivity": lambda b: {},
+        "RevokeExternalConnectivity": lambda b: {},
+        "DiscoverNew": lambda b: {},
+        "DiscoverDelete": lambda b: {},
+    }
+
+
+def _dispatch(call, handler):
+    try:
+        body = _body()
+        clean = schema.validate(call, body)
+    except OvsgreError as exc:
+        LOG.warning("%s rejected: %s", call, exc)
+        return _error(exc.status, str(exc))
+    return _timed(call, clean, lambda: handler(clean))
+
+
+def _body():
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    body = request.get_json(force=True, silent=True)
+    if body is None:
+        raise InvalidRequest("request body is not valid JSON")
+    return body
+
+
+def _timed(call, body, func):
+    start = time.monotonic()
+    ids = _ids(body)
+    try:
+        reply = func()
+    except OvsgreError as exc:
+        LOG.warning("%s%s failed in %.1f ms: %s", call, ids,
+                    _ms(start), exc)
+        return _error(exc.status, str(exc))
+    except Exception as exc:  # a bug or an unexpected library error
+        LOG.exception("%s%s crashed in %.1f ms", call, ids, _ms(start))
+        return _error(500, f"internal error in {call}: "
+                      f"{type(exc).__name__}: {exc}")
+    LOG.info("%s%s ok in %.1f ms", call, ids, _ms(start))
+    return jsonify(reply)
+
+
+def _ids(body):
+    parts = [f" {key[:-2].lower()}={body[key][:12]}"
+             for key in ("NetworkID", "EndpointID") if key in body]
+    return "".join(parts)
+
+
+def _ms(start):
+    return (time.monotonic() - start) * 1000
+
+
+def _error(status, message, key=ERR_KEY):
+    response = jsonify({key: message})
+    response.status_code = status
+    return response

@@ -1,0 +1,80 @@
+"""Bring OVSDB and kernel links back in line with the store.
+
+Runs at start-up, before the plugin answers Docker, and never calls the
+Docker API (dockerd may be waiting for this very plugin while it restores
+its own state).  The store is the source of truth:
+
+- an endpoint being deleted when the plugin died is deleted now;
+- an endpoint not joined to a sandbox gets its veth pair and port back;
+- a joined endpoint whose host veth still exists gets its port back (tag and
+  external_ids fixed); one whose veth is gone (its sandbox died) loses the
+  port and keeps its record until Docker deletes the endpoint;
+- OVS ports carrying ovsgre's owner tag and ovsgre-named links that belong
+  to no endpoint are removed.
+"""
+
+import logging
+import time
+
+from .driver import CREATED, DELETING, JOINED
+
+LOG = logging.getLogger(__name__)
+
+
+def reconcile(store, dataplane):
+    start = time.monotonic()
+    counts = {"restored": 0, "finished_delete": 0, "orphans": 0}
+    dataplane.ensure_bridge()
+    networks = store.list("networks")
+    endpoints = store.list("endpoints")
+    for ep in endpoints.values():
+        net = networks.get(ep["network_id"])
+        _endpoint(store, dataplane, ep, net, counts)
+    known = {e["host_if"] for e in store.list("endpoints").values()}
+    known |= {e["peer_if"] for e in store.list("endpoints").values()}
+    _orphan_ports(dataplane, known, counts)
+    _orphan_links(dataplane, known, counts)
+    LOG.info("reconciled %d networks, %d endpoints in %.0f ms: %s",
+             len(networks), len(endpoints),
+             (time.monotonic() - start) * 1000, counts)
+    return counts
+
+
+def _endpoint(store, dataplane, ep, net, counts):
+    eid = ep["endpoint_id"]
+    if ep["state"] == DELETING or net is None:
+        dataplane.unplug(ep)
+        store.delete("endpoints", eid)
+        counts["finished_delete"] += 1
+        return
+    port = dataplane.port(ep["host_if"])
+    link = dataplane.host_link(ep)
+    if ep["state"] == CREATED:
+        if port is None or link is None or port["tag"] != net["vlan"]:
+            dataplane.plug(ep, net["vlan"])
+            counts["restored"] += 1
+        return
+    if ep["state"] == JOINED and link is None:
+        if port is not None:
+            dataplane.delete_port(ep["host_if"])
+            counts["orphans"] += 1
+        return
+    if port is None or port["tag"] != net["vlan"]:
+        dataplane.ensure_port(ep, net["vlan"])
+        counts["restored"] += 1
+
+
+def _orphan_ports(dataplane, known, counts):
+    for name in dataplane.owned_ports():
+        if name not in known:
+            LOG.info("removing orphan OVS port %s", name)
+            dataplane.remove(name)
+            counts["orphans"] += 1
+
+
+def _orphan_links(dataplane, known, counts):
+    for name in dataplane.owned_links():
+        if name not in known:
+            LOG.info("removing orphan link %s", name)
+            dataplane.delete_link(name)
+            counts["orphans"] += 1

@@ -1,0 +1,123 @@
+"""The embedded local store: one JSON file per record, written crash-safely.
+
+Layout: ``STATE_DIR/<kind>/<id>.json``.  A write goes to a temporary file in
+the same directory, is fsync'ed, renamed over the old file and the directory
+is fsync'ed: after a crash a record is either the old or the new version,
+never a torn one.  One file per record keeps a write O(1) however many
+endpoints a host has.  Records are cached in memory; the plugin holds an
+exclusive lock on the directory so two plugins never share it.
+"""
+
+import fcntl
+import json
+import logging
+import os
+import re
+import threading
+
+from .errors import Unavailable
+
+LOG = logging.getLogger(__name__)
+
+KINDS = ("networks", "endpoints")
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+
+class LocalStore:
+    def __init__(self, state_dir, lock=True):
+        self.root = os.path.abspath(state_dir)
+        self._mutex = threading.Lock()
+        self._cache = {}
+        self._lock_fd = None
+        for kind in KINDS:
+            os.makedirs(os.path.join(self.root, kind), mode=0o700,
+                        exist_ok=True)
+        if lock:
+            self._take_lock()
+        for kind in KINDS:
+            self._cache[kind] = self._load(kind)
+
+    def _take_lock(self):
+        fd = os.open(os.path.join(self.root, "lock"),
+                     os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise Unavailable(f"state directory {self.root} is in use by "
+                              "another ovsgre process")
+        self._lock_fd = fd
+
+    def close(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _path(self, kind, key):
+        if kind not in KINDS or not _ID.match(key) or key.startswith("."):
+            raise ValueError(f"bad store key {kind}/{key!r}")
+        return os.path.join(self.root, kind, key + ".json")
+
+    def _load(self, kind):
+        records = {}
+        folder = os.path.join(self.root, kind)
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if name.startswith(".tmp-"):
+                os.unlink(path)  # left by a crash between write and rename
+                continue
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    records[name[:-5]] = json.load(fh)
+            except (OSError, ValueError) as exc:
+                LOG.error("ignoring unreadable record %s: %s", path, exc)
+        return records
+
+    def get(self, kind, key):
+        with self._mutex:
+            record = self._cache[kind].get(key)
+            return dict(record) if record is not None else None
+
+    def list(self, kind):
+        with self._mutex:
+            return {k: dict(v) for k, v in self._cache[kind].items()}
+
+    def put(self, kind, key, record):
+        path = self._path(kind, key)
+        data = json.dumps(record, sort_keys=True).encode()
+        with self._mutex:
+            _atomic_write(path, data)
+            self._cache[kind][key] = dict(record)
+
+    def delete(self, kind, key):
+        path = self._path(kind, key)
+        with self._mutex:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            else:
+                _fsync_dir(os.path.dirname(path))
+            self._cache[kind].pop(key, None)
+
+
+def _atomic_write(path, data):
+    folder = os.path.dirname(path)
+    tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder):
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
