@@ -44,7 +44,10 @@ def call(sock_path, method, body=None, raw=None, timeout=30):
 
 
 def ovsgre_argv():
-    """The installed console script, or the module with this Python."""
+    """The console script beside this Python (as users run it), else -m."""
+    exe = os.path.join(os.path.dirname(sys.executable), "ovsgre")
+    if os.access(exe, os.X_OK):
+        return [exe]
     exe = shutil.which("ovsgre")
     return [exe] if exe else [sys.executable, "-m", "ovsgre"]
 
