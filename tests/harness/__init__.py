@@ -12,3 +12,8 @@ Modules:
   host    -- TestHost (netns + OVS + dockerd), Underlay, underlay()
   fixtures-- pytest fixtures make_host, make_underlay
 """
+from .netns import Netns, unique_prefix, link_json, addr_json, ethtool_features  # noqa: F401
+from .ovs import OvsInstance  # noqa: F401
+from .dockerd import DockerHost  # noqa: F401
+from .image import import_busybox, BUSYBOX_TAG  # noqa: F401
+from .host import TestHost, Underlay, underlay, BASE_ROOT  # noqa: F401

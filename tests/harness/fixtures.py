@@ -1,0 +1,63 @@
+"""pytest fixtures; import them in a conftest.py (or a test module):
+
+    from tests.harness.fixtures import make_host, make_underlay  # noqa: F401
+"""
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from .host import TestHost, underlay
+from .netns import unique_prefix
+
+log = logging.getLogger("ovsgre.harness")
+
+
+@pytest.fixture
+def make_host():
+    """Factory: make_host(hostname=None, start=True, **TestHost kwargs).
+
+    All hosts of one test share a fresh prefix (make_host.prefix) and are
+    stopped (in reverse order) at teardown, even if the test failed.
+    """
+    hosts = []
+    prefix = unique_prefix()
+
+    def factory(hostname=None, start=True, **kw) -> TestHost:
+        hostname = hostname or f"h{len(hosts) + 1}"
+        h = TestHost(hostname, prefix=prefix, **kw)
+        hosts.append(h)
+        if start:
+            h.start()
+        return h
+
+    factory.prefix = prefix
+    factory.hosts = hosts
+    try:
+        yield factory
+    finally:
+        for h in reversed(hosts):
+            try:
+                h.stop()
+            except Exception as e:  # noqa: BLE001 - stop() should not raise
+                log.error("teardown of %r failed: %s", h, e)
+
+
+@pytest.fixture
+def make_underlay(make_host):
+    """Factory: make_underlay(hosts, **underlay kwargs) -> Underlay; torn
+    down before the hosts."""
+    created = []
+
+    def factory(hosts, **kw):
+        kw.setdefault("prefix", make_host.prefix)
+        u = underlay(hosts, **kw)
+        created.append(u)
+        return u
+
+    try:
+        yield factory
+    finally:
+        for u in reversed(created):
+            u.stop()
