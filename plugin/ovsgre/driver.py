@@ -12,7 +12,7 @@ import re
 import threading
 
 from . import names
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -70,9 +70,17 @@ class Driver:
         with self._lock:
             if self.store.get("networks", network_id) is None:
                 return
+            failures = []
             for ep in self._endpoints_of(network_id):
-                self._delete_endpoint(ep)
+                try:
+                    self._delete_endpoint(ep)
+                except Exception as exc:  # left "deleting" for reconcile
+                    failures.append(f"{ep['endpoint_id'][:12]}: {exc}")
+            # Docker never re-sends DeleteNetwork: release it regardless.
             self.store.delete("networks", network_id)
+        if failures:
+            raise DataplaneError("network deleted, but cleaning up "
+                                 f"endpoints failed: {'; '.join(failures)}")
 
     def _network_mtu(self, options):
         raw = _generic(options).get(OPT_MTU)
@@ -105,7 +113,10 @@ class Driver:
         with self._lock:
             net = self._network(network_id)
             ep = self.store.get("endpoints", endpoint_id)
-            if ep is not None and ep["state"] != DELETING:
+            if ep is not None and ep["state"] == DELETING:
+                self._delete_endpoint(ep)  # finish the interrupted delete
+                ep = None
+            if ep is not None:
                 if ep["network_id"] != network_id:
                     raise Conflict(f"endpoint {endpoint_id} belongs to "
                                    f"network {ep['network_id']}")
@@ -138,7 +149,8 @@ class Driver:
         }
 
     def _free_names(self, endpoint_id):
-        taken = {e["host_if"] for e in self.store.list("endpoints").values()}
+        taken = {e["host_if"] for e in self.store.list("endpoints").values()
+                 if e["endpoint_id"] != endpoint_id}
         for attempt in range(names.MAX_ATTEMPTS):
             host_if, peer_if = names.veth_names(endpoint_id, attempt)
             if host_if not in taken:
@@ -258,7 +270,7 @@ def _pool(data, version):
 
 def _check_interface(interface):
     mac = interface.get("MacAddress") or ""
-    if mac and not _MAC.match(mac):
+    if mac and not _MAC.fullmatch(mac):
         raise InvalidRequest(f"Interface.MacAddress {mac!r} is not a MAC "
                              "address")
     for field, version in (("Address", 4), ("AddressIPv6", 6)):

@@ -9,7 +9,7 @@ import logging
 import time
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 
 from . import schema
 from .errors import InvalidRequest, OvsgreError
@@ -91,10 +91,11 @@ def _body():
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
-    body = request.get_json(force=True, silent=True)
-    if body is None:
-        raise InvalidRequest("request body is not valid JSON")
-    return body
+    try:
+        # force=True: dockerd sends no Content-Type header.
+        return request.get_json(force=True)
+    except (BadRequest, RecursionError):
+        raise InvalidRequest("request body is not valid JSON") from None
 
 
 def _timed(call, body, func):

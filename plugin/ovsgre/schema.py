@@ -81,7 +81,7 @@ def _fields(spec, body, where):
 
 def _check(kind, value, field):
     ok = {
-        ID: lambda v: isinstance(v, str) and _ID.match(v),
+        ID: lambda v: isinstance(v, str) and _ID.fullmatch(v),
         STR: lambda v: isinstance(v, str) and len(v) <= 4096,
         OBJ: lambda v: isinstance(v, dict),
         LIST_OF_OBJ: lambda v: isinstance(v, list)

@@ -14,17 +14,19 @@ import logging
 import os
 import re
 import threading
+import time
 
 from .errors import Unavailable
 
 LOG = logging.getLogger(__name__)
 
 KINDS = ("networks", "endpoints")
+LOCK_WAIT = 10  # seconds
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class LocalStore:
-    def __init__(self, state_dir, lock=True):
+    def __init__(self, state_dir, lock=True, lock_wait=None):
         self.root = os.path.abspath(state_dir)
         self._mutex = threading.Lock()
         self._cache = {}
@@ -33,19 +35,26 @@ class LocalStore:
             os.makedirs(os.path.join(self.root, kind), mode=0o700,
                         exist_ok=True)
         if lock:
-            self._take_lock()
+            self._take_lock(LOCK_WAIT if lock_wait is None else lock_wait)
         for kind in KINDS:
             self._cache[kind] = self._load(kind)
 
-    def _take_lock(self):
+    def _take_lock(self, wait=LOCK_WAIT):
+        """Exclusive lock; waits a little for a dying predecessor (a worker
+        orphaned by a killed master exits within a second or two)."""
         fd = os.open(os.path.join(self.root, "lock"),
                      os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise Unavailable(f"state directory {self.root} is in use by "
-                              "another ovsgre process")
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise Unavailable(f"state directory {self.root} is in "
+                                      "use by another ovsgre process")
+                time.sleep(0.1)
         self._lock_fd = fd
 
     def close(self):
@@ -54,7 +63,7 @@ class LocalStore:
             self._lock_fd = None
 
     def _path(self, kind, key):
-        if kind not in KINDS or not _ID.match(key) or key.startswith("."):
+        if kind not in KINDS or not _ID.fullmatch(key) or key.startswith("."):
             raise ValueError(f"bad store key {kind}/{key!r}")
         return os.path.join(self.root, kind, key + ".json")
 
@@ -70,9 +79,14 @@ class LocalStore:
                 continue
             try:
                 with open(path, encoding="utf-8") as fh:
-                    records[name[:-5]] = json.load(fh)
+                    record = json.load(fh)
             except (OSError, ValueError) as exc:
                 LOG.error("ignoring unreadable record %s: %s", path, exc)
+                continue
+            if not isinstance(record, dict):
+                LOG.error("ignoring record %s: not a JSON object", path)
+                continue
+            records[name[:-5]] = record
         return records
 
     def get(self, kind, key):

@@ -1,0 +1,133 @@
+"""Container lifecycle cost: ovsgre next to Docker's built-in bridge.
+
+Builds one namespace host (OVS + dockerd + ovsgre, as the e2e tests do),
+then times `docker run --rm --network N busybox true` alternately on an
+ovsgre network and a bridge network, and reads the plugin's own per-call
+durations from its log (one line per call) to get the plugin-side time of
+each container lifecycle (CreateEndpoint ... DeleteEndpoint).
+
+    sudo python3 -m bench.lifecycle [--runs 30]
+
+Writes bench/results/lifecycle.{json,md}; removes everything it made.
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from tests.e2e.conftest import IMAGE, start_site  # noqa: E402
+from tests.harness import TestHost  # noqa: E402
+
+CALL_LINE = re.compile(r"ovsgre\.calls: (\w+) network=\w+ endpoint=(\w+) "
+                       r"ok in ([\d.]+) ms")
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                       "results")
+
+
+def percentile(values, pct):
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))
+    return ordered[index]
+
+
+def summary(values):
+    return {"n": len(values), "p50": round(statistics.median(values), 2),
+            "p99": round(percentile(values, 99), 2),
+            "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def time_runs(site, network, runs):
+    times = []
+    for _ in range(runs):
+        start = time.monotonic()
+        site.docker("run", "--rm", "--network", network, IMAGE, "true")
+        times.append((time.monotonic() - start) * 1000)
+    return times
+
+
+def plugin_calls(log_path, since_offset):
+    per_endpoint = collections.defaultdict(float)
+    per_call = collections.defaultdict(list)
+    with open(log_path, errors="replace") as fh:
+        fh.seek(since_offset)
+        for line in fh:
+            match = CALL_LINE.search(line)
+            if match:
+                call, endpoint, ms = match.group(1), match.group(2), \
+                    float(match.group(3))
+                per_endpoint[endpoint] += ms
+                per_call[call].append(ms)
+    return list(per_endpoint.values()), per_call
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    host = TestHost("bench")
+    site = None
+    try:
+        site = start_site(host)
+        site.docker("network", "create", "-d", "ovsgre", "--subnet",
+                    "198.18.61.0/24", "ovnet")
+        site.docker("network", "create", "-d", "bridge", "--subnet",
+                    "198.18.62.0/24", "brnet")
+        time_runs(site, "ovnet", 3)   # warm-up: image cache, plugin
+        time_runs(site, "brnet", 3)
+        offset = os.path.getsize(site.plugin.log_path)
+        ovs_times, bridge_times = [], []
+        for _ in range(args.runs):   # interleaved: same noise for both
+            ovs_times += time_runs(site, "ovnet", 1)
+            bridge_times += time_runs(site, "brnet", 1)
+        lifecycles, per_call = plugin_calls(site.plugin.log_path, offset)
+        result = {
+            "runs": args.runs,
+            "docker_run_ms": {"ovsgre": summary(ovs_times),
+                              "bridge": summary(bridge_times)},
+            "ratio_p50": round(statistics.median(ovs_times)
+                               / statistics.median(bridge_times), 3),
+            "plugin_lifecycle_ms": summary(lifecycles),
+            "plugin_call_ms": {k: summary(v) for k, v in
+                               sorted(per_call.items())},
+        }
+    finally:
+        if host.docker:
+            host.docker.remove_all_containers()
+        if site:
+            site.plugin.stop()
+        host.stop()
+    write(result)
+
+
+def write(result):
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "lifecycle.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    lines = ["| measure | p50 ms | p99 ms |", "|---|---|---|"]
+    for name, stats in (
+            ("`docker run --rm … true`, ovsgre",
+             result["docker_run_ms"]["ovsgre"]),
+            ("`docker run --rm … true`, bridge",
+             result["docker_run_ms"]["bridge"]),
+            ("plugin-side, one lifecycle (all calls)",
+             result["plugin_lifecycle_ms"])):
+        lines.append(f"| {name} | {stats['p50']} | {stats['p99']} |")
+    for call, stats in result["plugin_call_ms"].items():
+        lines.append(f"| plugin {call} | {stats['p50']} | {stats['p99']} |")
+    text = "\n".join(lines) + f"\n\nratio of medians ovsgre/bridge: " \
+        f"{result['ratio_p50']} ({result['runs']} runs each)\n"
+    with open(os.path.join(RESULTS, "lifecycle.md"), "w") as fh:
+        fh.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Start-up reconciliation: the store is the truth, the dataplane follows."""
+
+import pytest
+
+from ovsgre import OWNER
+from ovsgre.reconcile import reconcile
+
+from .conftest import make_id
+from .fakes import FakeDataplane
+
+NET = make_id("net")
+VLAN = 7
+
+
+def _net(store, nid=NET, vlan=VLAN):
+    store.put("networks", nid, {"network_id": nid, "vlan": vlan, "mtu": 1450,
+                                "gwbridge": False, "ipv4": [], "ipv6": []})
+
+
+def _ep(store, label, state="created", nid=NET):
+    eid = make_id(label)
+    rec = {"network_id": nid, "endpoint_id": eid,
+           "host_if": "ovgh" + eid[:11], "peer_if": "ovgc" + eid[:11],
+           "mac": "02:00:00:00:00:01", "mtu": 1450, "address": "10.0.0.2/24",
+           "address6": "", "state": state,
+           "sandbox": "/var/run/docker/netns/x" if state == "joined" else ""}
+    store.put("endpoints", eid, rec)
+    return rec
+
+
+def _plugged(fake, ep, tag=VLAN):
+    """The pair and port as the driver would have left them."""
+    fake.plug(ep, tag)
+    fake.calls.clear()
+
+
+def _owner(eid="x", nid=NET):
+    return {"owner": OWNER, "ovsgre_network": nid, "ovsgre_endpoint": eid}
+
+
+def _mutations(fake):
+    return [c[0] for c in fake.calls
+            if c[0] in ("plug", "ensure_port", "unplug", "remove",
+                        "delete_port", "delete_link")]
+
+
+def test_ensure_bridge_first(store, fake):
+    _net(store)
+    _ep(store, "a")
+    reconcile(store, fake)
+    assert fake.calls[0] == ("ensure_bridge",)
+    assert fake.bridge_ensured == 1
+
+
+def test_empty_everything(store, fake):
+    assert reconcile(store, fake) == {"restored": 0, "finished_delete": 0,
+                                      "orphans": 0}
+    assert _mutations(fake) == []
+
+
+def test_consistent_state_is_left_alone(store, fake):
+    _net(store)
+    created = _ep(store, "a")
+    joined = _ep(store, "b", "joined")
+    _plugged(fake, created)
+    _plugged(fake, joined)
+    fake.move_to_sandbox(joined["peer_if"])
+    before = (dict(fake.links), {k: dict(v) for k, v in fake.ports.items()})
+    counts = reconcile(store, fake)
+    assert counts == {"restored": 0, "finished_delete": 0, "orphans": 0}
+    assert _mutations(fake) == []
+    assert (fake.links, fake.ports) == before
+
+
+# -- endpoints being deleted ----------------------------------------------
+
+def test_deleting_endpoint_is_finished(store, fake):
+    _net(store)
+    ep = _ep(store, "a", "deleting")
+    _plugged(fake, ep)
+    counts = reconcile(store, fake)
+    assert counts["finished_delete"] == 1
+    assert store.list("endpoints") == {}
+    assert fake.links == {} and fake.ports == {}
+
+
+def test_deleting_endpoint_with_nothing_left_is_finished(store, fake):
+    _net(store)
+    _ep(store, "a", "deleting")
+    assert reconcile(store, fake)["finished_delete"] == 1
+    assert store.list("endpoints") == {}
+
+
+def test_endpoint_of_a_vanished_network_is_deleted(store, fake):
+    ep = _ep(store, "a", "joined", nid=make_id("gone"))
+    _plugged(fake, ep)
+    assert reconcile(store, fake)["finished_delete"] == 1
+    assert store.list("endpoints") == {}
+    assert fake.links == {} and fake.ports == {}
+
+
+# -- created endpoints ----------------------------------------------------
+
+@pytest.mark.parametrize("lost", ["both", "port", "link"])
+def test_created_endpoint_is_replugged(store, fake, lost):
+    _net(store)
+    ep = _ep(store, "a")
+    _plugged(fake, ep)
+    if lost in ("both", "link"):
+        fake._delete_link(ep["host_if"])        # e.g. a reboot
+    if lost in ("both", "port"):
+        fake.ports.clear()                      # e.g. OVS db reset
+    counts = reconcile(store, fake)
+    assert counts["restored"] == 1
+    assert set(fake.links) == {ep["host_if"], ep["peer_if"]}
+    assert fake.links[ep["peer_if"]]["address"] == ep["mac"]
+    assert fake.ports == {ep["host_if"]: {
+        "tag": VLAN, "external_ids": _owner(ep["endpoint_id"]),
+        "ofport": fake.ports[ep["host_if"]]["ofport"]}}
+    assert store.get("endpoints", ep["endpoint_id"]) == ep
+
+
+def test_created_endpoint_with_wrong_tag_is_fixed(store, fake):
+    _net(store)
+    ep = _ep(store, "a")
+    _plugged(fake, ep, tag=99)
+    assert reconcile(store, fake)["restored"] == 1
+    assert fake.ports[ep["host_if"]]["tag"] == VLAN
+    assert len(fake.links) == 2
+
+
+# -- joined endpoints -----------------------------------------------------
+
+def test_joined_endpoint_whose_link_is_gone_loses_port_keeps_record(store,
+                                                                    fake):
+    _net(store)
+    ep = _ep(store, "a", "joined")
+    _plugged(fake, ep)
+    fake.move_to_sandbox(ep["peer_if"])
+    fake.kill_sandbox(ep["peer_if"])          # the container died
+    assert ep["host_if"] not in fake.links
+    assert ep["host_if"] in fake.ports
+    reconcile(store, fake)
+    assert fake.ports == {}
+    assert fake.all_links() == set()
+    assert store.get("endpoints", ep["endpoint_id"]) == ep
+    assert fake.count("plug") == 0
+
+
+def test_joined_endpoint_whose_link_and_port_are_gone(store, fake):
+    _net(store)
+    ep = _ep(store, "a", "joined")
+    reconcile(store, fake)
+    assert fake.ports == {} and fake.links == {}
+    assert store.get("endpoints", ep["endpoint_id"])["state"] == "joined"
+
+
+def test_joined_endpoint_with_link_gets_port_back_without_new_veth(store,
+                                                                   fake):
+    _net(store)
+    ep = _ep(store, "a", "joined")
+    _plugged(fake, ep)
+    fake.move_to_sandbox(ep["peer_if"])
+    fake.ports.clear()                        # ovsdb lost the port
+    assert reconcile(store, fake)["restored"] == 1
+    assert fake.ports[ep["host_if"]]["tag"] == VLAN
+    assert fake.ports[ep["host_if"]]["external_ids"] == \
+        _owner(ep["endpoint_id"])
+    # The container's end was not touched (no plug, which would recreate).
+    assert fake.count("plug") == 0
+    assert ep["peer_if"] in fake.sandboxed
+
+
+def test_joined_endpoint_port_with_wrong_tag_is_fixed(store, fake):
+    _net(store)
+    ep = _ep(store, "a", "joined")
+    _plugged(fake, ep, tag=1234)
+    fake.move_to_sandbox(ep["peer_if"])
+    assert reconcile(store, fake)["restored"] == 1
+    assert fake.ports[ep["host_if"]]["tag"] == VLAN
+    assert fake.count("plug") == 0 and ep["peer_if"] in fake.sandboxed
+
+
+# -- orphans --------------------------------------------------------------
+
+def test_orphan_owned_ports_are_removed(store, fake):
+    _net(store)
+    kept = _ep(store, "kept")
+    _plugged(fake, kept)
+    # A port (and pair) of an endpoint the store no longer knows.
+    fake.add_veth("ovgh" + "a" * 11, "ovgc" + "a" * 11)
+    fake.add_port_raw("ovgh" + "a" * 11, 5, _owner("gone"))
+    # An owned port whose link is long gone, with a non-ovsgre name.
+    fake.add_port_raw("stale0", 5, _owner("gone2"))
+    counts = reconcile(store, fake)
+    assert counts["orphans"] >= 2
+    assert set(fake.ports) == {kept["host_if"]}
+    assert set(fake.links) == {kept["host_if"], kept["peer_if"]}
+
+
+def test_orphan_ovsgre_links_are_removed(store, fake):
+    _net(store)
+    kept = _ep(store, "kept")
+    _plugged(fake, kept)
+    fake.add_veth("ovgh" + "b" * 11, "ovgc" + "b" * 11)
+    fake.add_veth("ovgh" + "c" * 11, "veth0000")    # odd peer name
+    counts = reconcile(store, fake)
+    assert counts["orphans"] >= 2
+    assert set(fake.links) == {kept["host_if"], kept["peer_if"]}
+
+
+def test_foreign_ports_and_links_are_untouched(store, fake):
+    _net(store)
+    fake.add_port_raw("eth1", None, {})
+    fake.add_port_raw("vm-port", 100, {"owner": "someone-else"})
+    fake.add_port_raw("gre-peer", None, {"ovsgre_network": NET})
+    fake.add_foreign_link("eth0", "veth")
+    fake.add_foreign_link("docker0", "bridge")
+    fake.add_foreign_link("ovghshort", "veth")     # not our name format
+    fake.add_foreign_link("vethabcdefghijk", "veth")
+    before = (dict(fake.links), {k: dict(v) for k, v in fake.ports.items()})
+    counts = reconcile(store, fake)
+    assert counts == {"restored": 0, "finished_delete": 0, "orphans": 0}
+    assert (fake.links, fake.ports) == before
+    assert _mutations(fake) == []
+
+
+def test_joined_endpoint_host_link_is_not_an_orphan(store, fake):
+    _net(store)
+    ep = _ep(store, "a", "joined")
+    _plugged(fake, ep)
+    fake.move_to_sandbox(ep["peer_if"])
+    reconcile(store, fake)
+    assert ep["host_if"] in fake.links and ep["host_if"] in fake.ports
+
+
+def test_reconcile_is_idempotent(store, fake):
+    _net(store)
+    _ep(store, "a")
+    _ep(store, "b", "deleting")
+    j = _ep(store, "c", "joined")
+    _plugged(fake, j, tag=3)
+    fake.move_to_sandbox(j["peer_if"])
+    fake.add_veth("ovgh" + "d" * 11, "ovgc" + "d" * 11)
+    first = reconcile(store, fake)
+    assert sum(first.values()) > 0
+    state = (dict(fake.links), {k: dict(v) for k, v in fake.ports.items()},
+             store.list("endpoints"))
+    fake.calls.clear()
+    assert reconcile(store, fake) == {"restored": 0, "finished_delete": 0,
+                                      "orphans": 0}
+    assert _mutations(fake) == []
+    assert (fake.links, fake.ports, store.list("endpoints")) == state
+
+
+def test_after_a_host_reboot(api, store, fake):
+    """Kernel links are gone, OVSDB ports survived; dockerd will restart
+    containers later: created endpoints get their pair back, joined ones
+    whose sandbox died just lose the port."""
+    api.create_network(NET)
+    a, b = make_id("a"), make_id("b")
+    api.create_endpoint(NET, a)
+    api.create_endpoint(NET, b, "10.10.0.3/24")
+    _, reply, _ = api.join(NET, b)
+    fake.move_to_sandbox(reply["InterfaceName"]["SrcName"])
+
+    rebooted = FakeDataplane()
+    rebooted.ports = {k: dict(v) for k, v in fake.ports.items()}
+    counts = reconcile(store, rebooted)
+    ea, eb = store.get("endpoints", a), store.get("endpoints", b)
+    vlan = store.get("networks", NET)["vlan"]
+    assert counts["restored"] == 1
+    assert set(rebooted.links) == {ea["host_if"], ea["peer_if"]}
+    assert set(rebooted.ports) == {ea["host_if"]}
+    assert rebooted.ports[ea["host_if"]]["tag"] == vlan
+    assert eb["state"] == "joined"
