@@ -10,6 +10,8 @@
 #   OVSGRE_BIN_DIR     where the `ovsgre` link goes  (/usr/local/bin)
 #   OVSGRE_SKIP_APT=1  do not install Debian packages
 #   OVSGRE_NO_DOCKER=1 do not install/start Docker
+#   OVSGRE_WHEELS=DIR  install from wheels in DIR (no package index), e.g.
+#                      made with `pip wheel -w DIR .` on a connected host
 #   OVSGRE_*           plugin settings, written to /etc/default/ovsgre
 set -eu
 
@@ -42,8 +44,13 @@ install_packages() {
 install_python() {
     say "installing the ovsgre package into $PREFIX"
     [ -x "$PREFIX/bin/python" ] || /usr/bin/python3 -m venv "$PREFIX"
-    "$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
-    "$PREFIX/bin/pip" install -q --upgrade "$REPO"
+    if [ -n "${OVSGRE_WHEELS:-}" ]; then
+        "$PREFIX/bin/pip" install -q --upgrade --no-index \
+            --find-links "$OVSGRE_WHEELS" ovsgre
+    else
+        "$PREFIX/bin/pip" install -q --upgrade pip >/dev/null
+        "$PREFIX/bin/pip" install -q --upgrade "$REPO"
+    fi
     mkdir -p "$BIN_DIR"
     ln -sf "$PREFIX/bin/ovsgre" "$BIN_DIR/ovsgre"
 }
@@ -82,7 +89,7 @@ start_ovs() {
 write_defaults() {
     [ -f /etc/default/ovsgre ] && return 0
     env | grep '^OVSGRE_' | grep -v -e '^OVSGRE_PREFIX=' -e '^OVSGRE_BIN_DIR=' \
-        -e '^OVSGRE_SKIP_APT=' -e '^OVSGRE_NO_DOCKER=' \
+        -e '^OVSGRE_SKIP_APT=' -e '^OVSGRE_NO_DOCKER=' -e '^OVSGRE_WHEELS=' \
         > /etc/default/ovsgre || true
 }
 

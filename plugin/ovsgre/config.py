@@ -5,7 +5,6 @@ it (``--state-dir`` <-> ``OVSGRE_STATE_DIR``); a flag wins over the variable,
 the variable over the default.  Every ``ovsgre`` subcommand shares them.
 """
 
-import argparse
 import dataclasses
 import os
 

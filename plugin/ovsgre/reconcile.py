@@ -32,8 +32,10 @@ def reconcile(store, dataplane):
         _endpoint(store, dataplane, ep, net, counts)
     known = {e["host_if"] for e in store.list("endpoints").values()}
     known |= {e["peer_if"] for e in store.list("endpoints").values()}
-    _orphan_ports(dataplane, known, counts)
-    _orphan_links(dataplane, known, counts)
+    _remove_orphans("OVS port", dataplane.owned_ports(), known,
+                    dataplane.remove, counts)
+    _remove_orphans("link", dataplane.owned_links(), known,
+                    dataplane.delete_link, counts)
     LOG.info("reconciled %d networks, %d endpoints in %.0f ms: %s",
              len(networks), len(endpoints),
              (time.monotonic() - start) * 1000, counts)
@@ -64,17 +66,9 @@ def _endpoint(store, dataplane, ep, net, counts):
         counts["restored"] += 1
 
 
-def _orphan_ports(dataplane, known, counts):
-    for name in dataplane.owned_ports():
+def _remove_orphans(what, names, known, remove, counts):
+    for name in names:
         if name not in known:
-            LOG.info("removing orphan OVS port %s", name)
-            dataplane.remove(name)
-            counts["orphans"] += 1
-
-
-def _orphan_links(dataplane, known, counts):
-    for name in dataplane.owned_links():
-        if name not in known:
-            LOG.info("removing orphan link %s", name)
-            dataplane.delete_link(name)
+            LOG.info("removing orphan %s %s", what, name)
+            remove(name)
             counts["orphans"] += 1

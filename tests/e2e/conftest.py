@@ -14,6 +14,9 @@ from tests.harness.image import BUSYBOX_TAG
 from tests.harness.plugin import PluginProcess
 
 IMAGE = BUSYBOX_TAG
+# docker_gwbridge (ovsgre.gwbridge=true) takes its subnet from these pools
+DAEMON_CONFIG = {"default-address-pools": [{"base": "198.19.128.0/17",
+                                            "size": 24}]}
 
 
 class Site:
@@ -80,7 +83,7 @@ def start_site(host):
 
 @pytest.fixture(scope="module")
 def site():
-    host = TestHost("e2e")
+    host = TestHost("e2e", daemon_config=DAEMON_CONFIG)
     s = None
     try:
         s = start_site(host)

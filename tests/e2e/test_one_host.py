@@ -162,3 +162,32 @@ def test_plugin_kill9_keeps_traffic_and_recovers(site, network):
     site.docker("network", "rm", "keep")
     assert site.wait_no_leftovers() == {"links": [], "ports": [],
                                         "records": []}
+
+
+def test_gwbridge_option_gives_outbound_interface_and_publishing(
+        site, network):
+    network("out", "--subnet", "198.18.50.0/24", "-o", "ovsgre.gwbridge=true")
+    site.docker("run", "-d", "--init", "--name", "pub", "--network", "out",
+                "-p", "18080:8080", "--entrypoint", "sh",
+                "ovsgre-test/busybox:latest", "-c",
+                "mkdir -p /srv && echo hello-ovsgre > /srv/index.html && "
+                "exec httpd -f -p 8080 -h /srv")
+    links = site.out("exec", "pub", "ip", "-o", "link")
+    assert "eth0" in links and "eth1" in links  # eth1: docker_gwbridge
+    routes = site.out("exec", "pub", "ip", "route")
+    assert re.search(r"^default via \S+ dev eth1", routes, re.M), routes
+    fetch = ("import urllib.request as u; print(u.urlopen("
+             "'http://127.0.0.1:18080/', timeout=5).read().decode())")
+    # -p: from the host's own namespace, through Docker's port publishing
+    result = {}
+
+    def published():
+        result["r"] = site.host.run(["python3", "-c", fetch], check=False)
+        return result["r"].returncode == 0
+
+    wait_for(published, what="published port 18080")
+    assert "hello-ovsgre" in result["r"].stdout
+    # ovsgre's own side is unchanged: the ovsgre network still works
+    site.run_bg("peer", "out", "sleep", "600")
+    reply = site.out("exec", "peer", "ping", "-c", "2", "pub")
+    assert received(reply) == (2, 2)

@@ -213,3 +213,20 @@ def terminate(pids: Iterable[int], timeout: float = 5.0,
             popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.error("%s pid %s could not be reaped", what, popen.pid)
+
+
+def unmount_under(path: str) -> None:
+    path = os.path.abspath(path)
+    mounts = []
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                mp = line.split()[4].encode().decode("unicode_escape")
+                if mp == path or mp.startswith(path + "/"):
+                    mounts.append(mp)
+    except OSError:
+        return
+    for mp in reversed(mounts):
+        cp = run(["umount", "-l", mp], check=False)
+        if cp.returncode != 0:
+            log.warning("umount -l %s: %s", mp, cp.stderr.strip())

@@ -25,7 +25,7 @@ import subprocess
 import time
 from typing import Optional
 
-from ._proc import (cmdline, descendants, ns_inode, pid_alive, pids_in_cgroup,
+from ._proc import (unmount_under, cmdline, descendants, ns_inode, pid_alive, pids_in_cgroup,
                     pids_in_ns, read_pidfile, run, terminate)
 from .netns import Netns
 
@@ -328,7 +328,7 @@ class DockerHost:
             self._mntns_fd = None
         self._mntns = None
         self._remove_cgroups()
-        self._unmount_under_basedir()
+        unmount_under(self.basedir)
 
     def _remove_cgroups(self) -> None:
         root = "/sys/fs/cgroup"
@@ -347,21 +347,6 @@ class DockerHost:
                     os.rmdir(dirpath)
                 except OSError as e:
                     log.warning("rmdir cgroup %s: %s", dirpath, e)
-
-    def _unmount_under_basedir(self) -> None:
-        mounts = []
-        try:
-            with open("/proc/self/mountinfo") as f:
-                for line in f:
-                    mp = line.split()[4].encode().decode("unicode_escape")
-                    if mp == self.basedir or mp.startswith(self.basedir + "/"):
-                        mounts.append(mp)
-        except OSError:
-            return
-        for mp in reversed(mounts):
-            cp = run(["umount", "-l", mp], check=False)
-            if cp.returncode != 0:
-                log.warning("umount -l %s: %s", mp, cp.stderr.strip())
 
     def restart(self, timeout: float = 30) -> "DockerHost":
         """Stop dockerd (containers are stopped, not removed) and start it

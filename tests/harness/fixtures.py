@@ -4,12 +4,16 @@
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import signal
 
 import pytest
 
-from .host import TestHost, underlay
-from .netns import unique_prefix
+from .host import BASE_ROOT, TestHost, underlay
+from .netns import Netns, unique_prefix
 
 log = logging.getLogger("ovsgre.harness")
 
@@ -61,3 +65,24 @@ def make_underlay(make_host):
     finally:
         for u in reversed(created):
             u.stop()
+
+
+@contextlib.contextmanager
+def scratch_netns(suffix):
+    """(Netns, work dir) with a fresh prefix; on exit any process left in
+    the namespace is killed by PID, then the namespace and dir are removed."""
+    prefix = unique_prefix()
+    work = os.path.join(BASE_ROOT, f"{prefix}-{suffix}")
+    os.makedirs(work)
+    ns = Netns(f"{prefix}-{suffix}")
+    try:
+        ns.create()
+        yield ns, work
+    finally:
+        for pid in ns.pids():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        ns.delete()
+        shutil.rmtree(work, ignore_errors=True)

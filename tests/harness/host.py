@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Optional, Sequence, Union
 
-from ._proc import cmdline, pid_alive, run, terminate
+from ._proc import cmdline, pid_alive, run, terminate, unmount_under
 from .dockerd import DockerHost
 from .netns import Netns, unique_prefix
 from .ovs import OvsInstance
@@ -42,23 +42,6 @@ def _stop_leftovers() -> None:
             obj.stop()
         except Exception as e:  # noqa: BLE001
             log.error("atexit cleanup of %r failed: %s", obj, e)
-
-
-def _unmount_under(path: str) -> None:
-    path = os.path.abspath(path)
-    mounts = []
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                mp = line.split()[4].encode().decode("unicode_escape")
-                if mp == path or mp.startswith(path + "/"):
-                    mounts.append(mp)
-    except OSError:
-        return
-    for mp in reversed(mounts):
-        cp = run(["umount", "-l", mp], check=False)
-        if cp.returncode != 0:
-            log.warning("umount -l %s: %s", mp, cp.stderr.strip())
 
 
 class TestHost:
@@ -149,7 +132,7 @@ class TestHost:
         except Exception as e:  # noqa: BLE001
             log.error("%s: netns delete: %s", self.name, e)
         try:
-            _unmount_under(self.basedir)
+            unmount_under(self.basedir)
             shutil.rmtree(self.basedir, ignore_errors=True)
             if os.path.exists(self.basedir):
                 log.error("%s: could not remove %s", self.name, self.basedir)

@@ -2,12 +2,10 @@
 ovs-vswitchd (userspace datapath) inside a network namespace of the test's
 own.  Needs root."""
 
-import os
-import shutil
-
 import pytest
 
-from tests.harness import Netns, OvsInstance, unique_prefix
+from tests.harness import OvsInstance
+from tests.harness.fixtures import scratch_netns
 from tests.harness.plugin import PluginProcess
 
 pytestmark = pytest.mark.integration
@@ -16,18 +14,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def ovs_ns():
     """(Netns, OvsInstance) with a private rundir; removed afterwards."""
-    prefix = unique_prefix()
-    base = f"/tmp/ovgt/{prefix}"
-    os.makedirs(base)
-    ns = Netns(prefix + "-i").create()
-    ovs = OvsInstance(ns, base + "/ovs")
-    try:
-        ovs.start()
-        yield ns, ovs, base
-    finally:
-        ovs.stop()
-        ns.delete()
-        shutil.rmtree(base, ignore_errors=True)
+    with scratch_netns("i") as (ns, base):
+        ovs = OvsInstance(ns, base + "/ovs")
+        try:
+            ovs.start()
+            yield ns, ovs, base
+        finally:
+            ovs.stop()
 
 
 @pytest.fixture

@@ -1,7 +1,9 @@
 """Endpoints in OVSDB and in the kernel, through the plugin's HTTP API."""
 
+import json
 import os
 import stat
+import time
 
 import pytest
 
@@ -36,13 +38,22 @@ def create_endpoint(plugin, eid, net=NET, mac=""):
 def ports(ovs):
     out = ovs.vsctl("--format=json", "--columns=name,tag,external_ids",
                     "list", "Port")
-    import json
     rows = json.loads(out)["data"]
     result = {}
     for name, tag, ids in rows:
         tag = tag if isinstance(tag, int) else None
         result[name] = {"tag": tag, "external_ids": dict(ids[1])}
     return result
+
+
+def wait_ofport(ovs, port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = ovs.vsctl("get", "Interface", port, "ofport").strip()
+        if value.lstrip("-").isdigit() and int(value) > 0 \
+                or time.monotonic() > deadline:
+            return int(value) if value.lstrip("-").isdigit() else -1
+        time.sleep(0.05)
 
 
 def our_links(ns):
@@ -79,8 +90,7 @@ def test_endpoint_lifecycle_in_ovsdb_and_kernel(plugin, ovs_ns):
     assert links[peer_if]["address"] == "02:42:c6:12:0a:05"
     assert "UP" in links[host_if]["flags"]
     assert ethtool_features(ns, peer_if)["tx-checksumming"] is False
-    ofport = ovs.vsctl("get", "Interface", host_if, "ofport").strip()
-    assert int(ofport) > 0
+    assert wait_ofport(ovs, host_if) > 0  # ovs-vswitchd took the port
 
     join = plugin.ok("NetworkDriver.Join", {
         "NetworkID": NET, "EndpointID": eid,
