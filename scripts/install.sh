@@ -59,8 +59,22 @@ ovs_kernel_module() {
     [ -d /sys/module/openvswitch ] || modprobe -q openvswitch 2>/dev/null
 }
 
+userspace_vswitchd_unit() {
+    # ovs-ctl (behind ovs-vswitchd.service) refuses to start without the
+    # kernel module; the userspace datapath needs none.
+    dropin=/etc/systemd/system/ovs-vswitchd.service.d
+    mkdir -p "$dropin"
+    cat > "$dropin/ovsgre-userspace.conf" <<UNIT
+[Service]
+ExecStart=
+ExecStart=/usr/sbin/ovs-vswitchd unix:$OVS_RUN/db.sock --pidfile=$OVS_RUN/ovs-vswitchd.pid --log-file=/var/log/openvswitch/ovs-vswitchd.log -vconsole:off --detach --no-chdir
+UNIT
+    systemctl daemon-reload
+}
+
 start_ovs() {
     if have_systemd; then
+        ovs_kernel_module || userspace_vswitchd_unit
         systemctl enable --now openvswitch-switch >/dev/null 2>&1 || true
     fi
     ovs_ctl=/usr/share/openvswitch/scripts/ovs-ctl
