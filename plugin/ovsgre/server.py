@@ -77,7 +77,9 @@ class PluginServer(BaseApplication):
             "when_ready": self._when_ready,
         }
         for key, value in options.items():
-            self.cfg.set(key, value)
+            # gunicorn < 25.1 has no control socket (nor its setting)
+            if key in self.cfg.settings:
+                self.cfg.set(key, value)
 
     def _when_ready(self, _server):
         if self.settings.socket_group:
