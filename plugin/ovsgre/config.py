@@ -6,7 +6,9 @@ the variable over the default.  Every ``ovsgre`` subcommand shares them.
 """
 
 import dataclasses
+import ipaddress
 import os
+import urllib.parse
 
 
 def _positive_int(text):
@@ -30,6 +32,34 @@ def _choice(*allowed):
         return text
     parse.__name__ = "one of " + "|".join(allowed)
     return parse
+
+
+def _seconds(text):
+    value = float(text)
+    if not 0.1 <= value <= 300:
+        raise ValueError("must be between 0.1 and 300 seconds")
+    return value
+
+
+def _ip_or_empty(text):
+    text = text.strip()
+    if text:
+        ipaddress.IPv4Address(text)
+    return text
+
+
+def _ip_list(text):
+    return tuple(_ip_or_empty(part) for part in text.split(",")
+                 if part.strip())
+
+
+def _url_list(text):
+    urls = tuple(part.strip() for part in text.split(",") if part.strip())
+    for url in urls:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"{url!r} is not http(s)://HOST:PORT")
+    return urls
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +101,24 @@ OPTIONS = (
            "request threads of the single gunicorn worker"),
     Option("ovsdb_timeout", 10, _positive_int,
            "seconds an OVSDB transaction may take before the call fails"),
+    Option("ovs_rundir", "", str,
+           "OVS run directory (bridge .mgmt sockets for OpenFlow); empty = "
+           "the directory of the --ovsdb unix socket"),
+    Option("etcd", (), _url_list,
+           "etcd endpoints for multi-host state, comma-separated "
+           "(http://HOST:2379 or https://...); empty = no etcd"),
+    Option("etcd_ca", "", str, "CA certificate to verify etcd (https)"),
+    Option("etcd_cert", "", str, "client certificate for etcd"),
+    Option("etcd_key", "", str, "client key for etcd"),
+    Option("etcd_timeout", 2.0, _seconds,
+           "seconds an etcd request may take before the call fails"),
+    Option("lease_ttl", 10, _positive_int,
+           "seconds after which a silent host leaves the cluster"),
+    Option("peers", (), _ip_list,
+           "static peer list without etcd, comma-separated underlay IPs"),
+    Option("local_ip", "", _ip_or_empty,
+           "tunnel source address; empty = the source address of the "
+           "route towards the etcd endpoints or the peers"),
 )
 
 
@@ -86,6 +134,37 @@ class Settings:
     log_level: str
     threads: int
     ovsdb_timeout: int
+    ovs_rundir: str = ""
+    etcd: tuple = ()
+    etcd_ca: str = ""
+    etcd_cert: str = ""
+    etcd_key: str = ""
+    etcd_timeout: float = 2.0
+    lease_ttl: int = 10
+    peers: tuple = ()
+    local_ip: str = ""
+
+    @property
+    def multi_host(self):
+        return bool(self.etcd or self.peers)
+
+    @property
+    def rundir(self):
+        if self.ovs_rundir:
+            return self.ovs_rundir
+        if self.ovsdb.startswith("unix:"):
+            return os.path.dirname(self.ovsdb[len("unix:"):])
+        return "/var/run/openvswitch"
+
+    @property
+    def tunnel_bridge(self):
+        name = self.bridge + "-tun"
+        return name if len(name) <= 15 else self.bridge[:11] + "-tun"
+
+    def tunnel_targets(self):
+        """Hosts whose route tells the tunnel source address."""
+        hosts = [urllib.parse.urlsplit(url).hostname for url in self.etcd]
+        return hosts + list(self.peers)
 
 
 def add_arguments(parser):

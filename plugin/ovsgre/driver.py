@@ -19,10 +19,13 @@ LOG = logging.getLogger(__name__)
 GENERIC = "com.docker.network.generic"
 OPT_MTU = "com.docker.network.driver.mtu"
 OPT_GWBRIDGE = "ovsgre.gwbridge"
+OPT_NAME = "ovsgre.network"
+OPT_KEY = "ovsgre.key"
 OPT_INTERNAL = "com.docker.network.internal"
 OPT_IPV6 = "com.docker.network.enable_ipv6"
 OWN_PREFIX = "ovsgre."
-KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE,)
+KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE, OPT_NAME, OPT_KEY)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VLAN_MIN, VLAN_MAX = 1, 4094
 MTU_MIN, MTU_MAX = 1280, 65000
 
@@ -32,10 +35,13 @@ CREATED, JOINED, DELETING = "created", "joined", "deleting"
 
 
 class Driver:
-    def __init__(self, store, dataplane, default_mtu):
+    def __init__(self, store, dataplane, default_mtu, registry=None,
+                 topology=None):
         self.store = store
         self.dataplane = dataplane
         self.default_mtu = default_mtu
+        self.registry = registry     # cluster network definitions
+        self.topology = topology     # tunnels and flows, multi-host only
         self._lock = threading.RLock()
 
     # -- capabilities -----------------------------------------------------
@@ -53,7 +59,9 @@ class Driver:
             "gwbridge": _gwbridge(options),
             "ipv4": [_pool(d, 4) for d in ipv4_data],
             "ipv6": [_pool(d, 6) for d in ipv6_data],
+            "name": _cluster_name(options),
         }
+        key = _key_option(options)
         with self._lock:
             existing = self.store.get("networks", network_id)
             if existing is not None:
@@ -61,14 +69,32 @@ class Driver:
                     return
                 raise Conflict(f"network {network_id} exists with a "
                                "different configuration")
+            record["key"] = self._define(record, key)
             record["vlan"] = self._free_vlan()
             self.store.put("networks", network_id, record)
-        LOG.info("network %s: vlan %d mtu %d", network_id[:12],
-                 record["vlan"], record["mtu"])
+        LOG.info("network %s: vlan %d mtu %d name %s key %s",
+                 network_id[:12], record["vlan"], record["mtu"],
+                 record["name"] or "-", record["key"] or "-")
+        self._resync(wait=10)
+
+    def _define(self, record, key):
+        """GRE key of a named network (recorded cluster-wide); None for a
+        network that stays on this host."""
+        if not record["name"] or self.registry is None:
+            return None
+        return self.registry.define(
+            record["name"], [p["pool"] for p in record["ipv4"]],
+            [p["pool"] for p in record["ipv6"]], key)
+
+    def _resync(self, wait=0):
+        if self.topology is not None and not self.topology.request(wait):
+            LOG.warning("tunnel flows not updated yet: %s",
+                        self.topology.last_error or "sync pending")
 
     def delete_network(self, network_id):
         with self._lock:
-            if self.store.get("networks", network_id) is None:
+            net = self.store.get("networks", network_id)
+            if net is None:
                 return
             failures = []
             for ep in self._endpoints_of(network_id):
@@ -78,9 +104,20 @@ class Driver:
                     failures.append(f"{ep['endpoint_id'][:12]}: {exc}")
             # Docker never re-sends DeleteNetwork: release it regardless.
             self.store.delete("networks", network_id)
+        self._release(net)
+        self._resync()
         if failures:
             raise DataplaneError("network deleted, but cleaning up "
                                  f"endpoints failed: {'; '.join(failures)}")
+
+    def _release(self, net):
+        if not net.get("name") or self.registry is None:
+            return
+        try:
+            self.registry.release(net["name"])
+        except Exception as exc:  # etcd down: the definition stays
+            LOG.warning("network %s: cluster record not released: %s",
+                        net["name"], exc)
 
     def _network_mtu(self, options):
         raw = _generic(options).get(OPT_MTU)
@@ -286,9 +323,37 @@ def _check_interface(interface):
                                  f"IPv{version} address with prefix")
 
 
+def _cluster_name(options):
+    name = _generic(options).get(OPT_NAME)
+    if name in (None, ""):
+        return ""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidRequest(f"option {OPT_NAME}={name!r}: 1-64 letters, "
+                             "digits, '_', '.', '-', starting with a letter "
+                             "or digit")
+    return name
+
+
+def _key_option(options):
+    raw = _generic(options).get(OPT_KEY)
+    if raw in (None, ""):
+        return None
+    try:
+        key = int(raw)
+    except (TypeError, ValueError):
+        key = 0
+    if not 1 <= key <= 16777215:
+        raise InvalidRequest(f"option {OPT_KEY}={raw!r}: must be an "
+                             "integer from 1 to 16777215")
+    if not _generic(options).get(OPT_NAME):
+        raise InvalidRequest(f"option {OPT_KEY} needs {OPT_NAME}")
+    return key
+
+
 def _same_network(a, b):
     keys = ("mtu", "gwbridge", "ipv4", "ipv6")
-    return all(a.get(k) == b.get(k) for k in keys)
+    return all(a.get(k) == b.get(k) for k in keys) and \
+        a.get("name", "") == b.get("name", "")
 
 
 def _filled(interface, ep):

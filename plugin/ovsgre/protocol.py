@@ -17,18 +17,32 @@ from .errors import InvalidRequest, OvsgreError
 LOG = logging.getLogger("ovsgre.calls")
 
 MAX_BODY = 1 << 20   # Docker's largest bodies are a few KiB
-ERR_KEY = "Err"      # NetworkDriver; IpamDriver uses "Error"
+ERR_KEY = "Err"          # NetworkDriver replies
+IPAM_ERR_KEY = "Error"   # IpamDriver replies (an "Err" key is ignored)
 
 
-def create_app(driver):
+def create_app(driver, ipam=None):
     app = Flask("ovsgre")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["ovsgre.driver"] = driver
     handlers = _handlers(driver)
+    ipam_handlers = _ipam_handlers(ipam) if ipam is not None else {}
+    implements = ["NetworkDriver"] + (["IpamDriver"] if ipam_handlers
+                                      else [])
 
     @app.post("/Plugin.Activate")
     def activate():
         return _timed("Plugin.Activate", {},
-                      lambda: {"Implements": ["NetworkDriver"]})
+                      lambda: {"Implements": implements})
+
+    if ipam_handlers:
+        @app.post("/IpamDriver.<call>")
+        def ipam_driver(call):
+            handler = ipam_handlers.get(call)
+            if handler is None:
+                return _error(404, f"unknown call IpamDriver.{call}",
+                              IPAM_ERR_KEY)
+            return _dispatch(call, handler, schema.IPAM_CALLS, IPAM_ERR_KEY)
 
     @app.post("/NetworkDriver.GetCapabilities")
     def capabilities():
@@ -77,14 +91,29 @@ def _handlers(driver):
     }
 
 
-def _dispatch(call, handler):
+def _ipam_handlers(ipam):
+    return {
+        "GetCapabilities": lambda b: ipam.capabilities(),
+        "GetDefaultAddressSpaces": lambda b: ipam.default_spaces(),
+        "RequestPool": lambda b: ipam.request_pool(
+            b.get("Pool", ""), b.get("SubPool", ""), b.get("Options", {}),
+            b.get("V6", False)),
+        "ReleasePool": lambda b: ipam.release_pool(b["PoolID"]) or {},
+        "RequestAddress": lambda b: ipam.request_address(
+            b["PoolID"], b.get("Address", ""), b.get("Options", {})),
+        "ReleaseAddress": lambda b: ipam.release_address(
+            b["PoolID"], b["Address"]) or {},
+    }
+
+
+def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
     try:
         body = _body()
-        clean = schema.validate(call, body)
+        clean = schema.validate(call, body, calls)
     except OvsgreError as exc:
         LOG.warning("%s rejected: %s", call, exc)
-        return _error(exc.status, str(exc))
-    return _timed(call, clean, lambda: handler(clean))
+        return _error(exc.status, str(exc), err_key)
+    return _timed(call, clean, lambda: handler(clean), err_key)
 
 
 def _body():
@@ -98,7 +127,7 @@ def _body():
         raise InvalidRequest("request body is not valid JSON") from None
 
 
-def _timed(call, body, func):
+def _timed(call, body, func, err_key=ERR_KEY):
     start = time.monotonic()
     ids = _ids(body)
     try:
@@ -106,11 +135,11 @@ def _timed(call, body, func):
     except OvsgreError as exc:
         LOG.warning("%s%s failed in %.1f ms: %s", call, ids,
                     _ms(start), exc)
-        return _error(exc.status, str(exc))
+        return _error(exc.status, str(exc), err_key)
     except Exception as exc:  # a bug or an unexpected library error
         LOG.exception("%s%s crashed in %.1f ms", call, ids, _ms(start))
         return _error(500, f"internal error in {call}: "
-                      f"{type(exc).__name__}: {exc}")
+                      f"{type(exc).__name__}: {exc}", err_key)
     LOG.info("%s%s ok in %.1f ms", call, ids, _ms(start))
     return jsonify(reply)
 
@@ -118,6 +147,8 @@ def _timed(call, body, func):
 def _ids(body):
     parts = [f" {key[:-2].lower()}={body[key][:12]}"
              for key in ("NetworkID", "EndpointID") if key in body]
+    parts += [f" {key.lower()}={body[key]}"
+              for key in ("PoolID", "Pool", "Address") if body.get(key)]
     return "".join(parts)
 
 

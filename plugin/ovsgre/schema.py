@@ -45,17 +45,29 @@ CALLS = {
                        "DiscoveryData": (ANY, False)},
 }
 
+IPAM_CALLS = {
+    "GetCapabilities": {},
+    "GetDefaultAddressSpaces": {},
+    "RequestPool": {"AddressSpace": (STR, False), "Pool": (STR, False),
+                    "SubPool": (STR, False), "Options": (OBJ, False),
+                    "V6": (BOOL, False)},
+    "ReleasePool": {"PoolID": (STR, True)},
+    "RequestAddress": {"PoolID": (STR, True), "Address": (STR, False),
+                       "Options": (OBJ, False)},
+    "ReleaseAddress": {"PoolID": (STR, True), "Address": (STR, True)},
+}
+
 POOL = {"Pool": (STR, True), "Gateway": (STR, False),
         "AddressSpace": (STR, False), "AuxAddresses": (OBJ, False)}
 INTERFACE = {"Address": (STR, False), "AddressIPv6": (STR, False),
              "MacAddress": (STR, False)}
 
 
-def validate(call, body):
+def validate(call, body, calls=CALLS):
     """Return a clean dict of the call's known fields or raise."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
-    clean = _fields(CALLS[call], body, "")
+    clean = _fields(calls[call], body, "")
     for key in ("IPv4Data", "IPv6Data"):
         if key in clean:
             clean[key] = [_fields(POOL, item, f"{key}[{i}].")

@@ -13,12 +13,18 @@ import time
 
 from gunicorn.app.base import BaseApplication
 
-from .dataplane import Dataplane, container_mtu
+from .cluster.etcd import EtcdKV
+from .cluster.kv import LocalKV
+from .cluster.networks import NetworkRegistry
+from .dataplane import Dataplane, container_mtu, detect_local_ip
+from .dataplane.tunnels import Tunnels
 from .driver import Driver
 from .errors import Unavailable
+from .ipam import Ipam
 from .protocol import create_app
 from .reconcile import reconcile
 from .store import LocalStore
+from .topology import EtcdPeers, StaticPeers, Topology
 
 LOG = logging.getLogger(__name__)
 
@@ -32,14 +38,50 @@ def setup_logging(level):
 
 
 def build_app(settings):
-    """Open the store and OVSDB, reconcile, return the WSGI app."""
+    """Open the stores and OVSDB, reconcile, start the peer reconciler,
+    return the WSGI app.  Never waits for etcd: it may be down, and the
+    registration and watch threads catch up when it returns."""
     store = LocalStore(settings.state_dir)
     dataplane = _connect(settings)
     reconcile(store, dataplane)
-    mtu = container_mtu(settings.mtu)
-    LOG.info("ready: bridge %s datapath %s container MTU %d",
-             settings.bridge, dataplane.datapath, mtu)
-    return create_app(Driver(store, dataplane, mtu))
+    local_ip = settings.local_ip or (
+        detect_local_ip(settings.tunnel_targets())
+        if settings.multi_host else "")
+    if settings.multi_host and not local_ip:
+        raise Unavailable("cannot tell the tunnel source address: set "
+                          "--local-ip")
+    kv = _cluster_kv(settings)
+    host_id = local_ip or "local"
+    topology = None
+    if settings.multi_host:
+        topology = _topology(settings, store, dataplane, kv, local_ip)
+    mtu = container_mtu(settings.mtu, local_ip)
+    LOG.info("ready: bridge %s datapath %s container MTU %d, %s",
+             settings.bridge, dataplane.datapath, mtu,
+             f"tunnels from {local_ip}" if topology else "single host")
+    driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
+                    topology)
+    return create_app(driver, Ipam(kv, host_id))
+
+
+def _cluster_kv(settings):
+    if not settings.etcd:
+        return LocalKV(settings.state_dir)
+    return EtcdKV(settings.etcd, settings.etcd_timeout, settings.etcd_ca,
+                  settings.etcd_cert, settings.etcd_key)
+
+
+def _topology(settings, store, dataplane, kv, local_ip):
+    tunnels = Tunnels(dataplane.ovsdb, settings.bridge,
+                      settings.tunnel_bridge, dataplane.datapath, local_ip,
+                      settings.rundir)
+    if settings.etcd:
+        peers = EtcdPeers(kv, local_ip, settings.lease_ttl)
+    else:
+        peers = StaticPeers(settings.peers, local_ip)
+    topology = Topology(store, tunnels, peers)
+    topology.begin()
+    return topology
 
 
 def _connect(settings):
@@ -75,6 +117,7 @@ class PluginServer(BaseApplication):
             "loglevel": s.log_level,
             "proc_name": "ovsgre",
             "when_ready": self._when_ready,
+            "worker_exit": self._worker_exit,
         }
         for key, value in options.items():
             # gunicorn < 25.1 has no control socket (nor its setting)
@@ -88,7 +131,15 @@ class PluginServer(BaseApplication):
         LOG.info("listening on %s", self.settings.socket)
 
     def load(self):
-        return build_app(self.settings)
+        app = build_app(self.settings)
+        self._driver = app.config["ovsgre.driver"]
+        return app
+
+    def _worker_exit(self, _server, _worker):
+        """Leave the cluster at once (lease revoked) on a clean stop."""
+        topology = getattr(getattr(self, "_driver", None), "topology", None)
+        if topology is not None:
+            topology.stop()
 
 
 def serve(settings):

@@ -102,7 +102,7 @@ class LocalStore:
         path = self._path(kind, key)
         data = json.dumps(record, sort_keys=True).encode()
         with self._mutex:
-            _atomic_write(path, data)
+            atomic_write(path, data)
             self._cache[kind][key] = dict(record)
 
     def delete(self, kind, key):
@@ -113,11 +113,11 @@ class LocalStore:
             except FileNotFoundError:
                 pass
             else:
-                _fsync_dir(os.path.dirname(path))
+                fsync_dir(os.path.dirname(path))
             self._cache[kind].pop(key, None)
 
 
-def _atomic_write(path, data):
+def atomic_write(path, data):
     folder = os.path.dirname(path)
     tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -126,10 +126,10 @@ def _atomic_write(path, data):
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
-def _fsync_dir(folder):
+def fsync_dir(folder):
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -1,6 +1,7 @@
 """pytest fixtures; import them in a conftest.py (or a test module):
 
     from tests.harness.fixtures import make_host, make_underlay  # noqa: F401
+    from tests.harness.fixtures import make_cluster  # noqa: F401
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 
 import pytest
 
+from .cluster import Cluster
 from .host import BASE_ROOT, TestHost, underlay
 from .netns import Netns, unique_prefix
 
@@ -65,6 +67,30 @@ def make_underlay(make_host):
     finally:
         for u in reversed(created):
             u.stop()
+
+
+@pytest.fixture
+def make_cluster():
+    """Factory: make_cluster(n_hosts=3, etcd=True, **Cluster kwargs) -> a
+    started Cluster (hosts on one underlay, etcd on the switch).  Every
+    cluster made is stopped at teardown (idempotent, even if the test
+    already stopped it or failed)."""
+    made = []
+
+    def factory(n_hosts=3, etcd=True, **kw) -> Cluster:
+        c = Cluster(n_hosts=n_hosts, etcd=etcd, **kw)
+        made.append(c)
+        return c.start()
+
+    factory.clusters = made
+    try:
+        yield factory
+    finally:
+        for c in reversed(made):
+            try:
+                c.stop()
+            except Exception as e:  # noqa: BLE001 - stop() should not raise
+                log.error("teardown of %r failed: %s", c, e)
 
 
 @contextlib.contextmanager

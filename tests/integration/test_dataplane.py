@@ -83,6 +83,7 @@ def test_endpoint_lifecycle_in_ovsdb_and_kernel(plugin, ovs_ns):
     port = ports(ovs)[host_if]
     assert port["tag"] == 1
     assert port["external_ids"] == {"owner": "ovsgre",
+                                    "ovsgre_role": "endpoint",
                                     "ovsgre_network": NET,
                                     "ovsgre_endpoint": eid}
     links = our_links(ns)

@@ -22,6 +22,15 @@ EXAMPLES = {
     "log_level": ("debug", "debug"),
     "threads": ("4", 4),
     "ovsdb_timeout": ("3", 3),
+    "ovs_rundir": ("/tmp/t/run", "/tmp/t/run"),
+    "etcd": ("http://198.18.0.254:2379", ("http://198.18.0.254:2379",)),
+    "etcd_ca": ("/tmp/t/ca.pem", "/tmp/t/ca.pem"),
+    "etcd_cert": ("/tmp/t/c.pem", "/tmp/t/c.pem"),
+    "etcd_key": ("/tmp/t/k.pem", "/tmp/t/k.pem"),
+    "etcd_timeout": ("1.5", 1.5),
+    "lease_ttl": ("3", 3),
+    "peers": ("198.18.0.2,198.18.0.3", ("198.18.0.2", "198.18.0.3")),
+    "local_ip": ("198.18.0.1", "198.18.0.1"),
 }
 OTHER = {
     "socket": ("/tmp/u.sock", "/tmp/u.sock"),
@@ -34,6 +43,15 @@ OTHER = {
     "log_level": ("error", "error"),
     "threads": ("32", 32),
     "ovsdb_timeout": ("30", 30),
+    "ovs_rundir": ("/tmp/u/run", "/tmp/u/run"),
+    "etcd": ("https://a:1, https://b:2", ("https://a:1", "https://b:2")),
+    "etcd_ca": ("/tmp/u/ca.pem", "/tmp/u/ca.pem"),
+    "etcd_cert": ("/tmp/u/c.pem", "/tmp/u/c.pem"),
+    "etcd_key": ("/tmp/u/k.pem", "/tmp/u/k.pem"),
+    "etcd_timeout": ("5", 5.0),
+    "lease_ttl": ("30", 30),
+    "peers": ("198.18.0.9", ("198.18.0.9",)),
+    "local_ip": ("198.18.0.9", "198.18.0.9"),
 }
 INVALID = [
     ("datapath", "kernel"), ("datapath", ""), ("datapath", "NETDEV"),
@@ -43,6 +61,10 @@ INVALID = [
     ("threads", "0"), ("threads", "-3"), ("threads", "many"),
     ("threads", "1.5"),
     ("ovsdb_timeout", "0"), ("ovsdb_timeout", "ten"),
+    ("etcd", "198.18.0.254:2379"), ("etcd", "ftp://x:1"),
+    ("etcd_timeout", "0"), ("etcd_timeout", "x"), ("lease_ttl", "0"),
+    ("peers", "198.18.0"), ("peers", "a;b"), ("local_ip", "::1"),
+    ("local_ip", "$(id)"),
 ]
 NAMES = [o.name for o in config.OPTIONS]
 

@@ -33,9 +33,31 @@ def detect_datapath(wanted):
     return "system" if os.path.isdir("/sys/module/openvswitch") else "netdev"
 
 
-def underlay_mtu():
-    """MTU of the device carrying the default IPv4 route (1500 if none)."""
+def detect_local_ip(targets):
+    """Source address of the route towards the first reachable target."""
     with IPRoute() as ipr:
+        for target in targets:
+            try:
+                address = socket.gethostbyname(target)
+                routes = ipr.route("get", dst=address)
+            except (OSError, ValueError) as exc:
+                LOG.warning("no route to %s: %s", target, exc)
+                continue
+            source = routes[0].get_attr("RTA_PREFSRC") if routes else None
+            if source and not source.startswith("127."):
+                return source
+    return ""
+
+
+def underlay_mtu(local_ip=""):
+    """MTU of the device holding local_ip, else of the device carrying the
+    default IPv4 route (1500 if none)."""
+    with IPRoute() as ipr:
+        if local_ip:
+            for addr in ipr.get_addr(family=socket.AF_INET,
+                                     address=local_ip):
+                link = ipr.link("get", index=addr["index"])[0]
+                return link.get_attr("IFLA_MTU") or DEFAULT_UNDERLAY_MTU
         for route in ipr.route("dump", family=socket.AF_INET):
             oif = route.get_attr("RTA_OIF")
             if route["dst_len"] == 0 and route.get_attr("RTA_TABLE") == 254 \
@@ -45,8 +67,8 @@ def underlay_mtu():
     return DEFAULT_UNDERLAY_MTU
 
 
-def container_mtu(configured):
-    return configured or (underlay_mtu() - GRE_OVERHEAD)
+def container_mtu(configured, local_ip=""):
+    return configured or (underlay_mtu(local_ip) - GRE_OVERHEAD)
 
 
 class Dataplane:

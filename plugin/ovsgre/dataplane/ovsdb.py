@@ -20,11 +20,12 @@ TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 OWNER_KEY = "owner"
 NETWORK_KEY = "ovsgre_network"
 ENDPOINT_KEY = "ovsgre_endpoint"
+ROLE_KEY = "ovsgre_role"      # endpoint (default), patch or tunnel
 
 
 def owner_ids(network_id, endpoint_id):
-    return {OWNER_KEY: OWNER, NETWORK_KEY: network_id,
-            ENDPOINT_KEY: endpoint_id}
+    return {OWNER_KEY: OWNER, ROLE_KEY: "endpoint",
+            NETWORK_KEY: network_id, ENDPOINT_KEY: endpoint_id}
 
 
 class Ovsdb:
@@ -90,10 +91,55 @@ class Ovsdb:
         self._run(self.api.del_port(port, if_exists=True))
 
     def owned_ports(self):
-        """{port name: {tag, external_ids, ofport}} of every ovsgre port."""
+        """{port name: {tag, external_ids, ofport}} of every endpoint port
+        ovsgre made (patch and tunnel ports are the tunnel code's)."""
         rows = self._run(self.api.db_find_rows(
             "Port", ("external_ids", "=", {OWNER_KEY: OWNER})))[0]
-        return {row.name: _port_info(row) for row in rows}
+        return {row.name: _port_info(row) for row in rows
+                if row.external_ids.get(ROLE_KEY, "endpoint") == "endpoint"}
+
+    def ports_with(self, bridge, key, value):
+        """{port name: info} of ports on bridge with external_ids key=value."""
+        rows = self._run(self.api.db_find_rows(
+            "Bridge", ("name", "=", bridge)))[0]
+        if not rows:
+            return {}
+        return {p.name: _port_info(p) for p in rows[0].ports
+                if p.external_ids.get(key) == value}
+
+    def ensure_tunnel_bridge(self, name, datapath_type):
+        """Bridge that only ever forwards by ovsgre's own flows."""
+        api = self.api
+        self._run(
+            api.add_br(name, may_exist=True, datapath_type=datapath_type),
+            api.db_set("Bridge", name, ("datapath_type", datapath_type),
+                       ("fail_mode", "secure"),
+                       ("protocols", ["OpenFlow10", "OpenFlow13",
+                                      "OpenFlow14"]),
+                       ("other_config", {"disable-in-band": "true"})),
+            api.br_set_external_id(name, OWNER_KEY, OWNER),
+        )
+
+    def ensure_patch(self, bridge, port, peer, external_ids):
+        api = self.api
+        self._run(
+            api.add_port(bridge, port, may_exist=True),
+            api.db_set("Interface", port, ("type", "patch"),
+                       ("options", {"peer": peer})),
+            api.db_set("Port", port, ("external_ids", external_ids)),
+        )
+
+    def add_tunnel(self, bridge, port, remote_ip, local_ip, external_ids):
+        options = {"remote_ip": remote_ip, "key": "flow"}
+        if local_ip:
+            options["local_ip"] = local_ip
+        api = self.api
+        self._run(
+            api.add_port(bridge, port, may_exist=True),
+            api.db_set("Interface", port, ("type", "gre"),
+                       ("options", options)),
+            api.db_set("Port", port, ("external_ids", external_ids)),
+        )
 
     def port(self, name):
         rows = self._run(self.api.db_find_rows(

@@ -1,0 +1,92 @@
+"""Key-value stores for cluster state: the interface and the local one.
+
+Keys are paths ("/ovsgre/networks/blue"), values JSON-able objects.  Both
+implementations give the same guarantees to callers:
+
+- ``create(key, value)`` is atomic create-if-absent (returns False if the
+  key exists) -- the building block for allocation without duplicates;
+- ``replace(key, old, new)`` is compare-and-swap on the whole value;
+- every call either completes or raises ``Unavailable`` within a bound.
+
+``LocalKV`` serves one host (no etcd): one JSON file per key under the
+state directory, written crash-safely like the local store.
+"""
+
+import json
+import os
+import threading
+import urllib.parse
+
+from ..store import atomic_write, fsync_dir
+
+PREFIX = "/ovsgre/"
+
+
+class LocalKV:
+    shared = False   # other hosts do not see this store
+
+    def __init__(self, state_dir):
+        self.root = os.path.join(os.path.abspath(state_dir), "kv")
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self._lock = threading.Lock()
+        self._data = self._load()
+
+    def _load(self):
+        data = {}
+        for name in os.listdir(self.root):
+            path = os.path.join(self.root, name)
+            if name.startswith(".tmp-"):
+                os.unlink(path)
+                continue
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    data[urllib.parse.unquote(name)] = json.load(fh)
+            except (OSError, ValueError):
+                continue
+        return data
+
+    def _path(self, key):
+        return os.path.join(self.root, urllib.parse.quote(key, safe=""))
+
+    def _write(self, key, value):
+        atomic_write(self._path(key), json.dumps(value).encode())
+        self._data[key] = value
+
+    def get(self, key):
+        with self._lock:
+            return self._data.get(key)
+
+    def list(self, prefix):
+        with self._lock:
+            return {k: v for k, v in self._data.items()
+                    if k.startswith(prefix)}
+
+    def put(self, key, value):
+        with self._lock:
+            self._write(key, value)
+
+    def create(self, key, value):
+        with self._lock:
+            if key in self._data:
+                return False
+            self._write(key, value)
+            return True
+
+    def replace(self, key, old, new):
+        with self._lock:
+            if self._data.get(key) != old:
+                return False
+            self._write(key, new)
+            return True
+
+    def delete(self, key):
+        with self._lock:
+            if self._data.pop(key, None) is not None:
+                try:
+                    os.unlink(self._path(key))
+                except FileNotFoundError:
+                    pass
+                fsync_dir(self.root)
+
+    def close(self):
+        pass

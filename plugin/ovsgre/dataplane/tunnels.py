@@ -1,0 +1,151 @@
+"""GRE tunnels: a tunnel bridge beside the integration bridge.
+
+    containers ── br-ovsgre (NORMAL, one local VLAN per network)
+                      │ patch (trunk)
+                  br-ovsgre-tun (our OpenFlow table, fail_mode=secure)
+                      │ one GRE port per peer, key=flow
+                   underlay
+
+The integration bridge switches locally with VLAN tags.  The tunnel bridge
+maps local VLAN <-> GRE key (one key per network, flow-based, so tunnel
+ports grow with peers, not peers x networks) and enforces split horizon:
+what arrives from a tunnel goes only to the integration bridge, never to
+another tunnel, so a full mesh of any size is loop-free and one broadcast
+reaches each other host exactly once.  Unicast destinations are learned per
+(VLAN, MAC) from tunnel traffic; unknown ones are flooded like broadcasts.
+
+The table is computed whole (`build_flows`) and installed in one atomic
+step with `ovs-ofctl --bundle replace-flows`.
+"""
+
+import ipaddress
+import logging
+import os
+import subprocess
+import time
+
+from .. import OWNER
+from ..errors import DataplaneError
+from .ovsdb import OWNER_KEY, ROLE_KEY
+
+LOG = logging.getLogger(__name__)
+
+PEER_KEY = "ovsgre_peer"
+PATCH_INT = "ovgp-int"     # on the tunnel bridge, towards br-ovsgre
+PATCH_TUN = "ovgp-tun"     # on br-ovsgre, towards the tunnel bridge
+LEARN = ("learn(table=2,hard_timeout=300,priority=1,"
+         "NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],"
+         "load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],"
+         "output:OXM_OF_IN_PORT[])")
+UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
+MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
+OFCTL_TIMEOUT = 10
+
+
+def tunnel_port_name(peer_ip):
+    return "gre-" + ipaddress.IPv4Address(peer_ip).packed.hex()
+
+
+def build_flows(patch, tunnels, networks):
+    """The tunnel bridge's whole table.
+
+    patch: ofport of the patch port; tunnels: {peer ip: ofport};
+    networks: {local vlan: gre key}.
+    """
+    outs = ",".join(f"output:{p}" for p in sorted(tunnels.values()))
+    flows = [f"table=0,priority=1,in_port={patch},actions=goto_table:1"]
+    flows += [f"table=0,priority=1,in_port={p},actions=goto_table:3"
+              for p in sorted(tunnels.values())]
+    flows += [
+        "table=0,priority=0,actions=drop",
+        f"table=1,priority=1,dl_dst={UNICAST},actions=goto_table:2",
+        f"table=1,priority=1,dl_dst={MULTICAST},actions=goto_table:4",
+        "table=1,priority=0,actions=drop",
+        "table=2,priority=0,actions=goto_table:4",
+        "table=3,priority=0,actions=drop",
+        "table=4,priority=0,actions=drop",
+    ]
+    for vlan, key in sorted(networks.items()):
+        flows.append(f"table=3,priority=1,tun_id={key},"
+                     f"actions=mod_vlan_vid:{vlan},{LEARN},output:{patch}")
+        if outs:
+            flows.append(f"table=4,priority=1,dl_vlan={vlan},"
+                         f"actions=strip_vlan,set_field:{key}->tun_id,{outs}")
+    return flows
+
+
+class Tunnels:
+    def __init__(self, ovsdb, int_bridge, tun_bridge, datapath, local_ip,
+                 rundir):
+        self.ovsdb = ovsdb
+        self.int_bridge = int_bridge
+        self.tun_bridge = tun_bridge
+        self.datapath = datapath
+        self.local_ip = local_ip
+        self.rundir = rundir
+        self._installed = None
+
+    def ensure_bridges(self):
+        self.ovsdb.ensure_tunnel_bridge(self.tun_bridge, self.datapath)
+        self.ovsdb.ensure_patch(self.int_bridge, PATCH_TUN, PATCH_INT,
+                                _ids("patch"))
+        self.ovsdb.ensure_patch(self.tun_bridge, PATCH_INT, PATCH_TUN,
+                                _ids("patch"))
+
+    def sync(self, peers, networks):
+        """Make tunnel ports match peers and the table match networks."""
+        self.ensure_bridges()
+        wanted = {tunnel_port_name(ip): ip for ip in peers}
+        current = self.ovsdb.ports_with(self.tun_bridge, ROLE_KEY, "tunnel")
+        for name in set(current) - set(wanted):
+            self.ovsdb.del_port(name)
+        for name, ip in wanted.items():
+            if current.get(name, {}).get("external_ids", {}).get(PEER_KEY) \
+                    != ip:
+                self.ovsdb.add_tunnel(self.tun_bridge, name, ip,
+                                      self.local_ip,
+                                      dict(_ids("tunnel"), **{PEER_KEY: ip}))
+        ofports = self._wait_ofports([PATCH_INT] + list(wanted))
+        flows = build_flows(ofports[PATCH_INT],
+                            {ip: ofports[name] for name, ip in wanted.items()},
+                            networks)
+        if flows != self._installed:
+            self._replace_flows(flows)
+            self._installed = flows
+        return len(wanted)
+
+    def forget_flows(self):
+        """Force the next sync to reinstall the table (vswitchd restarted)."""
+        self._installed = None
+
+    def _wait_ofports(self, names, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            ports = {n: (self.ovsdb.port(n) or {}).get("ofport")
+                     for n in names}
+            if all(p and p > 0 for p in ports.values()):
+                return ports
+            if time.monotonic() > deadline:
+                missing = [n for n, p in ports.items() if not p or p < 1]
+                raise DataplaneError("ovs-vswitchd did not take ports "
+                                     f"{', '.join(missing)}")
+            time.sleep(0.02)
+
+    def _replace_flows(self, flows):
+        target = f"unix:{os.path.join(self.rundir, self.tun_bridge)}.mgmt"
+        argv = ["ovs-ofctl", "-O", "OpenFlow14", "--bundle",
+                "replace-flows", target, "-"]
+        try:
+            proc = subprocess.run(argv, input="\n".join(flows) + "\n",
+                                  capture_output=True, text=True,
+                                  timeout=OFCTL_TIMEOUT)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise DataplaneError(f"ovs-ofctl replace-flows: {exc}") from exc
+        if proc.returncode != 0:
+            raise DataplaneError("ovs-ofctl replace-flows failed: "
+                                 f"{proc.stderr.strip()}")
+        LOG.info("installed %d flows on %s", len(flows), self.tun_bridge)
+
+
+def _ids(role):
+    return {OWNER_KEY: OWNER, ROLE_KEY: role}
