@@ -3,6 +3,7 @@
 One Cluster (3 hosts with OVS + dockerd, etcd on the switch) for the whole
 module; the last test stops it and checks nothing is left behind.
 """
+import json
 import os
 import re
 import subprocess
@@ -202,16 +203,22 @@ def test_c_d_handmade_gre_across_hosts(cluster):
     server = c2.popen(["iperf3", "-s", "-1", "-B", "198.19.0.2"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
+        # iperf3 3.12 -J exits 0 even on "Connection refused" (server not
+        # listening yet): the JSON "error" key tells.
         deadline = time.monotonic() + 10
         while True:
             cp = c1.run(["iperf3", "-c", "198.19.0.2", "-t", "2", "-J"],
                         check=False, timeout=30)
-            if cp.returncode == 0 or time.monotonic() > deadline:
+            try:
+                res = json.loads(cp.stdout)
+            except ValueError:
+                res = {"error": cp.stdout[-500:] + cp.stderr[-500:]}
+            if (cp.returncode == 0 and "error" not in res) \
+                    or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        assert cp.returncode == 0, cp.stdout[-2000:] + cp.stderr
-        import json
-        res = json.loads(cp.stdout)
+        assert cp.returncode == 0 and "error" not in res, (
+            cp.stdout[-2000:] + cp.stderr + cluster.diag(h1))
         got = res["end"]["sum_received"]["bytes"]
         gbps = res["end"]["sum_received"]["bits_per_second"] / 1e9
         print(f"\nTIMING iperf3 across GRE: {got} bytes, {gbps:.2f} Gbit/s")

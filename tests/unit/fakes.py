@@ -17,6 +17,7 @@ rather than on call sequences:
 """
 
 import copy
+import threading
 
 from ovsgre import OWNER, names
 
@@ -187,3 +188,90 @@ class FakeDataplane:
 def _owner_ids(network_id, endpoint_id):
     return {OWNER_KEY: OWNER, "ovsgre_network": network_id,
             "ovsgre_endpoint": endpoint_id}
+
+
+# -- multi-host stand-ins ------------------------------------------------------
+
+class FakeRegistry:
+    """Records define/release calls of ``NetworkRegistry``; keys from a
+    counter (or the explicit one).  ``fail(method, exc, times=1)`` as above."""
+
+    def __init__(self, first_key=100):
+        self.defined = {}
+        self.calls = []
+        self._next = first_key
+        self._failures = {}
+
+    def fail(self, method, exc, times=1):
+        self._failures[method] = [exc, times]
+
+    def _enter(self, method, *args):
+        self.calls.append((method,) + args)
+        failure = self._failures.get(method)
+        if failure:
+            exc, times = failure
+            if times <= 1:
+                del self._failures[method]
+            else:
+                failure[1] = times - 1
+            raise exc
+
+    def define(self, name, ipv4, ipv6, key=None):
+        self._enter("define", name, list(ipv4), list(ipv6), key)
+        if name not in self.defined:
+            if key is None:
+                key = self._next
+                self._next += 1
+            self.defined[name] = key
+        return self.defined[name]
+
+    def release(self, name):
+        self._enter("release", name)
+        self.defined.pop(name, None)
+
+
+class FakeTunnels:
+    """Records ``Tunnels.sync(peers, networks)`` calls; can fail on demand."""
+
+    def __init__(self):
+        self.syncs = []
+        self.failures = 0
+        self.lock = threading.Lock()
+
+    def sync(self, peers, networks):
+        with self.lock:
+            self.syncs.append((set(peers), dict(networks)))
+            if self.failures:
+                self.failures -= 1
+                raise RuntimeError("vswitchd is restarting")
+        return len(peers)
+
+
+class FakePeers:
+    """A peer source that reports nothing until the test calls ``report``."""
+
+    def __init__(self):
+        self.on_change = None
+        self.stopped = False
+
+    def start(self, on_change):
+        self.on_change = on_change
+
+    def report(self, peers):
+        self.on_change(set(peers))
+
+    def stop(self):
+        self.stopped = True
+
+
+class FakeTopology:
+    """Records ``request(wait)`` calls the Driver makes."""
+
+    def __init__(self, result=True):
+        self.requests = []
+        self.result = result
+        self.last_error = None
+
+    def request(self, wait=0):
+        self.requests.append(wait)
+        return self.result

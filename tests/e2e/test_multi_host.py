@@ -1,0 +1,292 @@
+"""Several hosts: namespace hosts on one underlay, each with its own OVS,
+dockerd and ovsgre, sharing a real etcd (or a static peer list)."""
+
+import concurrent.futures
+import json
+import os
+import re
+import subprocess
+import time
+
+import pytest
+
+from tests.e2e.conftest import IMAGE, Site
+from tests.e2e.test_one_host import fetch_md5, received, start_file_server
+from tests.harness import import_busybox
+from tests.harness.cluster import Capture, Cluster
+from tests.harness.plugin import PluginProcess
+
+BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
+        "-o", "ovsgre.network=blue")
+
+
+def start_plugin(cluster, host, **extra):
+    env = dict(cluster.plugin_env(host), **extra)
+    plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
+                           host.ovs.db_remote, extra_env=env)
+    plugin.start()
+    host.docker.write_plugin_spec("ovsgre", plugin.socket)
+    return Site(host, plugin)
+
+
+def tunnels(site):
+    """Peer IPs of the GRE ports on the host's tunnel bridge."""
+    out = site.host.ovs.vsctl("--format=json", "--columns=name,options",
+                              "find", "Interface", "type=gre")
+    return sorted(dict(row[1][1])["remote_ip"]
+                  for row in json.loads(out)["data"])
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_sites(cluster, sites):
+    for site in sites:
+        if site.host.docker:
+            site.host.docker.remove_all_containers()
+    for site in sites:
+        site.plugin.stop()
+    cluster.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh():
+    cluster = Cluster(n_hosts=3, etcd=True)
+    sites = []
+    try:
+        cluster.start()
+        for host in cluster.hosts:
+            import_busybox(host.docker)
+            sites.append(start_plugin(cluster, host))
+        for site in sites:
+            wait_for(lambda: len(tunnels(site)) == 2, 10, "a full mesh")
+            site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        yield cluster, sites
+    finally:
+        stop_sites(cluster, sites)
+
+
+def test_all_pairs_ping_and_tcp_across_hosts(mesh):
+    _, sites = mesh
+    for i, site in enumerate(sites):
+        site.run_bg(f"p{i}", "blue", "sleep", "600")
+    ips = [site.ip(f"p{i}", "blue") for i, site in enumerate(sites)]
+    assert len(set(ips)) == 3
+    for i, site in enumerate(sites):
+        for j, ip in enumerate(ips):
+            if i != j:
+                out = site.out("exec", f"p{i}", "ping", "-c", "2", "-W", "5",
+                               ip)
+                assert received(out) == (2, 2), (i, j, out)
+    expected = start_file_server(sites[2], "far", "blue")
+    far_ip = sites[2].ip("far", "blue")
+    got = fetch_md5(sites[0], "blue", f"http://{far_ip}:8080/f")
+    assert got == expected  # 12 MB over GRE: MTU and offload are right
+    for i, site in enumerate(sites):
+        site.docker("rm", "-f", f"p{i}")
+    sites[2].docker("rm", "-f", "far")
+
+
+def test_same_network_with_other_subnet_is_refused(mesh):
+    _, sites = mesh
+    proc = sites[1].docker("network", "create", "-d", "ovsgre",
+                           "--ipam-driver", "ovsgre",
+                           "--subnet", "198.18.99.0/24",
+                           "-o", "ovsgre.network=blue", "blue2", check=False)
+    assert proc.returncode != 0
+    assert "exists in the cluster with ipv4 subnets 198.19.0.0/16" in \
+        proc.stderr, proc.stderr
+
+
+def test_overlapping_subnets_stay_isolated_across_hosts(mesh):
+    _, (s1, s2, _) = mesh
+    for site in (s1, s2):
+        for name in ("red", "green"):
+            site.docker("network", "create", "-d", "ovsgre",
+                        "--ipam-driver", "ovsgre",
+                        "--ipam-opt", f"ovsgre.network={name}",
+                        "--subnet", "198.19.50.0/24",
+                        "-o", f"ovsgre.network={name}", name)
+    try:
+        s1.run_bg("r1", "red", "sleep", "600")
+        s1.run_bg("g1", "green", "sleep", "600")
+        s2.run_bg("r2", "red", "sleep", "600")
+        s2.run_bg("g2", "green", "sleep", "600")
+        r2, g2 = s2.ip("r2", "red"), s2.ip("g2", "green")
+        assert r2 == g2  # separate address spaces: the same address
+        out = s1.out("exec", "r1", "ping", "-c", "2", "-W", "5", r2)
+        assert received(out) == (2, 2)
+        neigh = s1.out("exec", "r1", "ip", "neigh", "show", r2)
+        r2_mac = s2.out("exec", "r2", "cat", "/sys/class/net/eth0/address")
+        assert r2_mac in neigh, neigh  # red reached red, not green
+        s2.docker("rm", "-f", "r2")
+        lonely = s1.docker("exec", "r1", "ping", "-c", "2", "-W", "2", r2,
+                           check=False)
+        assert received(lonely.stdout)[1] == 0  # green's twin never answers
+    finally:
+        for site in (s1, s2):
+            site.host.docker.remove_all_containers()
+            site.docker("network", "rm", "red", "green", check=False)
+
+
+def test_layer2_isolation_across_hosts(mesh):
+    _, (s1, s2, _) = mesh
+    for site in (s1, s2):
+        site.docker("network", "create", "-d", "ovsgre", "--ipam-driver",
+                    "ovsgre", "--subnet", "198.18.70.0/24",
+                    "-o", "ovsgre.network=other", "other")
+    try:
+        s2.run_bg("target", "blue", "sleep", "600")
+        target = s2.ip("target", "blue")
+        spoof = f"ip addr add 198.19.255.200/16 dev eth0 && " \
+                f"ping -c 3 -W 1 {target}"
+        intruder = s1.run_rm("other", "sh", "-c", spoof,
+                             extra=("--cap-add", "NET_ADMIN"), check=False)
+        assert received(intruder.stdout)[1] == 0, intruder.stdout
+        friend = s1.run_rm("blue", "ping", "-c", "2", "-W", "5", target)
+        assert received(friend.stdout) == (2, 2)
+    finally:
+        for site in (s1, s2):
+            site.host.docker.remove_all_containers()
+            site.docker("network", "rm", "other", check=False)
+
+
+def test_one_broadcast_reaches_each_other_host_exactly_once(mesh):
+    cluster, sites = mesh
+    for i, site in enumerate(sites):
+        site.run_bg(f"b{i}", "blue", "sleep", "600")
+    probe = "198.19.254.254"   # nobody has it: the ARP stays a broadcast
+    captures = [Capture(site.host, "eth0", "ip proto 47",
+                        extra_args=["-Q", "out"]).start() for site in sites]
+    try:
+        sites[0].docker("exec", "b0", "arping", "-c", "1", "-w", "1",
+                        "-I", "eth0", probe, check=False)
+        time.sleep(1.5)   # a loop would keep multiplying frames meanwhile
+    finally:
+        lines = [c.stop() for c in captures]
+    sent = [len([l for l in out if f"who-has {probe}" in l])
+            for out in lines]
+    assert sent == [2, 0, 0], lines  # one copy per peer, nothing re-flooded
+    for i, site in enumerate(sites):
+        site.docker("rm", "-f", f"b{i}")
+
+
+def test_concurrent_starts_on_three_hosts_get_distinct_addresses(mesh):
+    _, sites = mesh
+    jobs = [(site, f"cc{i}{n}") for i, site in enumerate(sites)
+            for n in range(6)]
+
+    def run(job):
+        site, name = job
+        site.run_bg(name, "blue", "sleep", "600")
+        return site.ip(name, "blue")
+
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        ips = list(pool.map(run, jobs))
+    assert len(ips) == 18 and len(set(ips)) == 18, ips
+    for site, name in jobs:
+        site.docker("rm", "-f", name)
+
+
+def test_fourth_host_joins_and_leaves(mesh):
+    cluster, sites = mesh
+    sites[0].run_bg("anchor", "blue", "sleep", "600")
+    anchor = sites[0].ip("anchor", "blue")
+    host = cluster.add_host()
+    new_ip = cluster.host_ip(host)
+    import_busybox(host.docker)
+    site = start_plugin(cluster, host)
+    try:
+        registered = _registered_at(site)
+        seen = wait_for(lambda: all(new_ip in tunnels(s) for s in sites),
+                        5, "tunnels to the new host on every host")
+        assert seen - registered <= 2.0
+        site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        site.run_bg("newbie", "blue", "sleep", "600")
+        out = site.out("exec", "newbie", "ping", "-c", "2", "-W", "5",
+                       anchor)
+        assert received(out) == (2, 2)
+    finally:
+        site.host.docker.remove_all_containers()
+        site.plugin.kill9()       # dies without leaving: lease must expire
+        cluster.stop_host(host)
+    wait_for(lambda: all(new_ip not in tunnels(s) for s in sites),
+             3 + 5, "the dead host's tunnels to go")
+    sites[0].docker("rm", "-f", "anchor")
+
+
+def _registered_at(site, timeout=10):
+    """monotonic() time at which the plugin logged its registration."""
+    wait_for(lambda: "registered /ovsgre/hosts/" in site.plugin.log_tail(200),
+             timeout, "registration")
+    return time.monotonic()
+
+
+def test_etcd_outage_keeps_traffic_and_recovers(mesh):
+    cluster, (s1, s2, _) = mesh
+    s1.run_bg("e1", "blue", "sleep", "600")
+    s2.run_bg("e2", "blue", "sleep", "600")
+    e2 = s2.ip("e2", "blue")
+    pinger = subprocess.Popen(
+        ["/usr/bin/docker", "exec", "e1", "ping", "-c", "12", e2],
+        stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, **s1.host.docker.cli_env))
+    cluster.etcd.stop()
+    try:
+        start = time.monotonic()
+        failed = s1.docker("run", "--rm", "--network", "blue", IMAGE, "true",
+                           check=False, timeout=60)
+        took = time.monotonic() - start
+        assert failed.returncode != 0
+        assert "etcd unreachable" in failed.stderr, failed.stderr
+        assert took < 15, took
+        refused = s1.docker("network", "create", "-d", "ovsgre",
+                            "--ipam-driver", "ovsgre", "--subnet",
+                            "198.19.80.0/24", "-o", "ovsgre.network=late",
+                            "late", check=False, timeout=60)
+        assert refused.returncode != 0 and "etcd" in refused.stderr
+    finally:
+        cluster.etcd.start()
+    out, _ = pinger.communicate(timeout=60)
+    sent, got = received(out)
+    assert sent == 12 and got >= 11, out   # traffic never stopped
+    # recovery by itself: calls work again, tunnels intact
+    wait_for(lambda: s1.docker("run", "--rm", "--network", "blue", IMAGE,
+                               "true", check=False).returncode == 0,
+             30, "docker run to work again")
+    assert len(tunnels(s1)) == 2
+    for site, name in ((s1, "e1"), (s2, "e2")):
+        site.docker("rm", "-f", name)
+
+
+def test_static_peers_without_etcd():
+    cluster = Cluster(n_hosts=2, etcd=False)
+    sites = []
+    try:
+        cluster.start()
+        ips = [cluster.host_ip(h) for h in cluster.hosts]
+        for host in cluster.hosts:
+            import_busybox(host.docker)
+            sites.append(start_plugin(cluster, host,
+                                      OVSGRE_PEERS=",".join(ips)))
+        ranges = ("198.19.60.0/25", "198.19.60.128/25")
+        for site, ip_range in zip(sites, ranges):
+            wait_for(lambda: len(tunnels(site)) == 1, 10, "the tunnel")
+            site.docker("network", "create", "-d", "ovsgre",
+                        "--ipam-driver", "ovsgre", "--subnet",
+                        "198.19.60.0/24", "--ip-range", ip_range,
+                        "-o", "ovsgre.network=static", "static")
+        sites[0].run_bg("s0", "static", "sleep", "600")
+        sites[1].run_bg("s1", "static", "sleep", "600")
+        a, b = sites[0].ip("s0", "static"), sites[1].ip("s1", "static")
+        assert re.match(r"198\.19\.60\.\d+$", a) and a != b
+        out = sites[0].out("exec", "s0", "ping", "-c", "2", "-W", "5", b)
+        assert received(out) == (2, 2)
+    finally:
+        stop_sites(cluster, sites)
