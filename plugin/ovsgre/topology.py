@@ -58,8 +58,8 @@ class EtcdPeers:
         self.watcher.kick()   # a watch on a dead member may hang silently
 
     def stop(self):
+        self.registration.stop()   # revoke first: peers drop us at once
         self.watcher.stop()
-        self.registration.stop()
 
 
 class Topology(threading.Thread):

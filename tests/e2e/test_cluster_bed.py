@@ -100,12 +100,20 @@ def test_a_underlay_ping_mesh(cluster):
                 continue
             cp = h.run(["ping", "-c", "2", "-i", "0.2", "-W", "2", ip],
                        check=False)
-            assert _received(cp.stdout) == (2, 2), (h.name, ip, cp.stdout)
+            assert _received(cp.stdout) == (2, 2), (
+                f"{h.name} -> {ip}\n{cp.stdout}\n{cluster.diag(h)}\n"
+                + cluster.switch.run(["ip", "neigh"]).stdout
+                + cluster.switch.run(["bridge", "fdb", "show", "br",
+                                      cluster.switch_bridge]).stdout)
     # Peers learned each other's br-phy MAC, never the MAC of the OVS port
     # eth0 (the kernel must not answer ARP there: see cluster.py).
     macs = {cluster.host_ip(h): h.run(["cat", f"/sys/class/net/{PHY_BRIDGE}"
                                        "/address"]).stdout.strip()
             for h in cluster.hosts}
+    macs["198.18.0.254"] = cluster.switch.run(
+        ["cat", f"/sys/class/net/{cluster.switch_bridge}/address"]
+    ).stdout.strip()
+    assert macs["198.18.0.254"] == "02:00:c6:12:00:fe"   # pinned
     for h in cluster.hosts:
         for ip, mac in macs.items():
             if ip != cluster.host_ip(h):
@@ -296,9 +304,14 @@ def test_host_joins_and_leaves(cluster):
     ports_after = cluster.switch.run(["ip", "-o", "link", "show", "master",
                                       cluster.switch_bridge]).stdout
     assert len(ports_after.splitlines()) == len(ports_before.splitlines()) - 1
+    assert h4.switch_port not in ports_after
     cp = cluster.hosts[0].run(["ping", "-c", "1", "-W", "1", "198.18.0.4"],
                               check=False)
     assert cp.returncode != 0
+    # The switch (and etcd) stay reachable for the others: br0's MAC is
+    # pinned, so ports coming and going do not change it.
+    for h in cluster.hosts:
+        assert cluster.etcd.healthy(netns=h.netns), h.name
 
 
 def test_f_stop_leaves_nothing(cluster):

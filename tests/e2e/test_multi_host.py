@@ -221,6 +221,24 @@ def test_fourth_host_joins_and_leaves(mesh):
     sites[0].docker("rm", "-f", "anchor")
 
 
+def test_host_that_leaves_cleanly_is_removed_at_once(mesh):
+    cluster, sites = mesh
+    host = cluster.add_host()
+    new_ip = cluster.host_ip(host)
+    site = start_plugin(cluster, host, OVSGRE_LEASE_TTL="60")
+    try:
+        wait_for(lambda: all(new_ip in tunnels(s) for s in sites), 5,
+                 "tunnels to the new host")
+        site.plugin.stop()   # SIGTERM: the plugin revokes its lease
+        gone = time.monotonic()
+        wait_for(lambda: all(new_ip not in tunnels(s) for s in sites), 5,
+                 "tunnels to go long before the 60 s lease would expire")
+        assert time.monotonic() - gone < 5
+    finally:
+        site.plugin.stop()
+        cluster.stop_host(host)
+
+
 def _registered_at(site, timeout=10):
     """monotonic() time at which the plugin logged its registration."""
     wait_for(lambda: "registered /ovsgre/hosts/" in site.plugin.log_tail(200),
@@ -273,7 +291,8 @@ def test_static_peers_without_etcd():
         ips = [cluster.host_ip(h) for h in cluster.hosts]
         for host in cluster.hosts:
             import_busybox(host.docker)
-            sites.append(start_plugin(cluster, host,
+            # no OVSGRE_LOCAL_IP: detected from the route to the peers
+            sites.append(start_plugin(cluster, host, OVSGRE_LOCAL_IP="",
                                       OVSGRE_PEERS=",".join(ips)))
         ranges = ("198.19.60.0/25", "198.19.60.128/25")
         for site, ip_range in zip(sites, ranges):

@@ -8,7 +8,8 @@
 
 Layout (prefix = e.g. "ovgt-ab12cd"):
   <prefix>-sw     switch netns: Linux bridge br0 (tx offload off on br0 and
-                  every port), 198.18.0.254 on br0, etcd listening there.
+                  every port, MAC pinned to 02:00:c6:12:00:fe), 198.18.0.254
+                  on br0, etcd listening there.
                   Files: /tmp/ovgt/<prefix>-sw/{etcd0.data,etcd0.log}
   <prefix>-hN     TestHost N (own OVS + dockerd).  Its underlay veth eth0 is
                   a port of the OVS netdev bridge br-phy, and the host's
@@ -36,7 +37,7 @@ from typing import List, Optional, Union
 from ._proc import cmdline, pid_alive, run, terminate, unmount_under
 from .etcd import EtcdServer
 from .host import BASE_ROOT, TestHost, Underlay, _register, _unregister
-from .netns import Netns, unique_prefix
+from .netns import Netns, link_json, unique_prefix
 
 log = logging.getLogger("ovsgre.harness")
 
@@ -54,6 +55,12 @@ def _as_netns(ns: NsArg) -> Netns:
     if isinstance(ns, Netns):
         return ns
     return Netns(str(ns))
+
+
+def _mac_for(ip: str) -> str:
+    """Fixed, readable MAC for an underlay IPv4: 02:00:<4 address bytes>."""
+    return "02:00:%02x:%02x:%02x:%02x" % tuple(
+        ipaddress.ip_address(ip).packed)
 
 
 # ---------------------------------------------------------------- capture
@@ -259,6 +266,13 @@ class Cluster:
         try:
             os.makedirs(self.switch_dir, exist_ok=True)
             self.underlay.start()
+            # A Linux bridge without an explicit address takes the lowest
+            # MAC of its ports and changes it whenever a port comes or goes:
+            # hosts that resolved the switch IP earlier then send to a MAC
+            # the bridge no longer accepts (PACKET_OTHERHOST, dropped) until
+            # their ARP entry expires.  Pin it.
+            run(["ip", "-n", self.switch.name, "link", "set",
+                 self.switch_bridge, "address", _mac_for(self.switch_ip)])
             self.underlay.add_switch_ip(self.switch_ip)
             t1 = time.monotonic()
             if self.etcd is not None:
@@ -303,6 +317,7 @@ class Cluster:
         ip = str(self.network.network_address + h.cluster_index)
         with self._lock:
             self.underlay.add(h, ip=ip)
+        h.switch_port = self._switch_port_of(h)
         self._setup_br_phy(h)
         self.wait_host_ready(h)
         h.timings["cluster_up"] = time.monotonic() - t0
@@ -310,8 +325,7 @@ class Cluster:
     def _setup_br_phy(self, h: TestHost) -> None:
         ip, dev = h.underlay_ip, h.underlay_if
         plen = self.network.prefixlen
-        mac = "02:00:%02x:%02x:%02x:%02x" % tuple(
-            ipaddress.ip_address(ip).packed)
+        mac = _mac_for(ip)
         h.ovs.vsctl("--may-exist", "add-br", PHY_BRIDGE,
                     "--", "set", "bridge", PHY_BRIDGE, "datapath_type=netdev",
                     f"other-config:hwaddr={mac}",
@@ -382,13 +396,38 @@ class Cluster:
             raise
         return h
 
-    def stop_host(self, host: TestHost) -> None:
+    def _switch_port_of(self, h: TestHost) -> Optional[str]:
+        """Name of the switch-side veth of h's underlay interface."""
+        links = link_json(h.netns, h.underlay_if)
+        peer = links[0].get("link_index") if links else None
+        for link in link_json(self.switch):
+            if link.get("ifindex") == peer:
+                return link["ifname"]
+        return None
+
+    def stop_host(self, host: TestHost, timeout: float = 10) -> None:
         """Stop one host fully (dockerd, OVS, anything else in its netns by
-        PID) and delete its netns; its underlay veth goes with it."""
+        PID) and delete its netns; returns once its underlay veth is gone
+        from the switch too (the kernel destroys a deleted netns, and the
+        veth pairs in it, asynchronously)."""
         try:
             host.stop()
         except Exception as e:  # noqa: BLE001
             log.error("stop_host %s: %s", host.name, e)
+        port = getattr(host, "switch_port", None)
+        if port and self.switch.exists():
+            deadline = time.monotonic() + timeout
+            try:
+                while any(link.get("ifname") == port
+                          for link in link_json(self.switch)):
+                    if time.monotonic() > deadline:
+                        log.error("%s: switch port %s still there after "
+                                  "%ss", host.name, port, timeout)
+                        break
+                    time.sleep(0.02)
+            except Exception as e:  # noqa: BLE001
+                log.error("stop_host %s: waiting for %s: %s", host.name,
+                          port, e)
         with self._lock:
             if host in self.hosts:
                 self.hosts.remove(host)

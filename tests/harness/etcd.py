@@ -13,16 +13,35 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from typing import Optional, Sequence
 
-from ._proc import CommandError, cmdline, pid_alive, run, terminate, wait_gone
+from ._proc import CommandError, cmdline, run, terminate, wait_gone
 from .netns import Netns
 
 log = logging.getLogger("ovsgre.harness")
 
 ETCD = "/usr/bin/etcd"
 ETCDCTL = "/usr/bin/etcdctl"
+
+
+# argv: URL TIMEOUT [CA CERT KEY]; prints the body, exit 1 on any error.
+_HEALTH_SCRIPT = r'''
+import ssl, sys, urllib.request
+url, timeout, ca, cert, key = sys.argv[1:6]
+handlers = [urllib.request.ProxyHandler({})]
+if ca:
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.load_cert_chain(cert, key)
+    handlers.append(urllib.request.HTTPSHandler(context=ctx))
+try:
+    body = urllib.request.build_opener(*handlers).open(
+        url, timeout=float(timeout)).read()
+except Exception as e:
+    sys.exit(f"{type(e).__name__}: {e}")
+print(body.decode(errors="replace"))
+'''
 
 
 def _clean_env() -> dict:
@@ -167,16 +186,16 @@ class EtcdServer:
 
     def healthy(self, netns: Optional[Netns] = None,
                 timeout: float = 2) -> bool:
-        """GET <url>/health (curl inside netns) says health true."""
+        """GET <url>/health from inside netns (default: the server's own)
+        says health true.  Uses this Python (no curl needed), no proxies."""
         ns = netns or self.netns
-        argv = ["curl", "-sS", "-m", str(timeout), self.url + "/health"]
-        if self.tls:
-            argv[1:1] = ["--cacert", self.ca, "--cert", self.client_cert,
-                         "--key", self.client_key]
+        argv = [sys.executable, "-c", _HEALTH_SCRIPT, self.url + "/health",
+                str(timeout), self.ca or "", self.client_cert or "",
+                self.client_key or ""]
         try:
             cp = subprocess.run(ns.exec_argv(argv), capture_output=True,
-                                text=True, timeout=timeout + 3,
-                                stdin=subprocess.DEVNULL)
+                                text=True, timeout=timeout + 5,
+                                stdin=subprocess.DEVNULL, env=_clean_env())
         except subprocess.TimeoutExpired:
             return False
         return cp.returncode == 0 and '"health":"true"' in cp.stdout.replace(

@@ -129,3 +129,11 @@ def store_files(state_dir):
         folder = os.path.join(state_dir, kind)
         out += [f"{kind}/{n}" for n in os.listdir(folder)]
     return sorted(out)
+
+
+@pytest.fixture
+def no_fsync(monkeypatch):
+    """Opt-in: os.fsync becomes a no-op, for tests that write the stores
+    hundreds of times and assert on logic, not on durability (a reopened
+    store still reads what was written: the data reaches the page cache)."""
+    monkeypatch.setattr(os, "fsync", lambda fd: None)

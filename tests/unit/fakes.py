@@ -190,7 +190,7 @@ def _owner_ids(network_id, endpoint_id):
             "ovsgre_endpoint": endpoint_id}
 
 
-# -- multi-host stand-ins ------------------------------------------------------
+# -- multi-host stand-ins -----------------------------------------------------
 
 class FakeRegistry:
     """Records define/release calls of ``NetworkRegistry``; keys from a

@@ -17,6 +17,7 @@ answers an error quickly instead of hanging dockerd, which has no timeout.
 import base64
 import json
 import logging
+import socket
 import threading
 import time
 import urllib.parse
@@ -218,9 +219,17 @@ class Watcher(threading.Thread):
             raise Unavailable("watch stream ended")
 
     def kick(self):
+        """Cut the stream from under the reading thread.  Shutting the
+        socket down wakes a blocked read; closing the response object from
+        another thread can block."""
         resp = self._resp
-        if resp is not None:
-            resp.close()
+        if resp is None:
+            return
+        try:
+            sock = resp.raw._fp.fp.raw._sock
+            sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError, ValueError):
+            pass
 
     def stop(self):
         self._stop.set()

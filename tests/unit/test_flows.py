@@ -1,0 +1,205 @@
+"""The tunnel bridge's flow table (build_flows) and tunnel port names.
+
+The table must send what comes from the integration bridge to every
+tunnel once, and what comes from a tunnel only to the integration bridge
+(split horizon: a full mesh stays loop-free).
+"""
+
+import re
+
+import pytest
+
+from ovsgre.dataplane.tunnels import (LEARN, MULTICAST, UNICAST, build_flows,
+                                      tunnel_port_name)
+
+PATCH = 1
+TUNNELS = {"192.0.2.12": 7, "192.0.2.11": 5, "192.0.2.13": 9}
+NETWORKS = {3: 4242, 1: 100, 2: 7}
+
+
+def parse(flow):
+    """'table=3,priority=1,tun_id=7,actions=...' -> (match dict, actions)."""
+    match, actions = flow.split(",actions=", 1)
+    fields = dict(part.split("=", 1) for part in match.split(","))
+    return fields, actions
+
+
+def split_actions(actions):
+    """Top-level actions; a learn(...) stays one item."""
+    out, depth, cur = [], 0, ""
+    for ch in actions:
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    out.append(cur)
+    return out
+
+
+def outputs(actions):
+    """Ports a flow outputs to itself (not those of learned flows)."""
+    return [int(a.split(":", 1)[1]) for a in split_actions(actions)
+            if re.fullmatch(r"output:\d+", a)]
+
+
+def flows_of(flows, table, **match):
+    found = []
+    for f in flows:
+        fields, actions = parse(f)
+        if fields["table"] != str(table):
+            continue
+        if all(fields.get(k) == str(v) for k, v in match.items()):
+            found.append((fields, actions))
+    return found
+
+
+@pytest.fixture
+def flows():
+    return build_flows(PATCH, TUNNELS, NETWORKS)
+
+
+def test_table0_classifies_by_in_port(flows):
+    table0 = flows_of(flows, 0)
+    assert ({"table": "0", "priority": "1", "in_port": "1"},
+            "goto_table:1") in table0
+    for port in TUNNELS.values():
+        assert ({"table": "0", "priority": "1", "in_port": str(port)},
+                "goto_table:3") in table0
+    assert ({"table": "0", "priority": "0"}, "drop") in table0
+    assert len(table0) == 1 + len(TUNNELS) + 1
+
+
+def test_static_tables(flows):
+    assert flows_of(flows, 1) == [
+        ({"table": "1", "priority": "1", "dl_dst": UNICAST}, "goto_table:2"),
+        ({"table": "1", "priority": "1", "dl_dst": MULTICAST},
+         "goto_table:4"),
+        ({"table": "1", "priority": "0"}, "drop")]
+    assert flows_of(flows, 2) == [({"table": "2", "priority": "0"},
+                                   "goto_table:4")]
+    assert ({"table": "3", "priority": "0"}, "drop") in flows_of(flows, 3)
+    assert ({"table": "4", "priority": "0"}, "drop") in flows_of(flows, 4)
+
+
+def test_from_tunnel_split_horizon(flows):
+    table3 = flows_of(flows, 3, priority=1)
+    assert len(table3) == len(NETWORKS)
+    for vlan, key in NETWORKS.items():
+        (fields, actions), = flows_of(flows, 3, priority=1, tun_id=key)
+        acts = split_actions(actions)
+        assert acts[0] == f"mod_vlan_vid:{vlan}"
+        assert LEARN in acts
+        assert acts.index(f"mod_vlan_vid:{vlan}") < acts.index(LEARN)
+        # only to the integration bridge, never back into a tunnel
+        assert outputs(actions) == [PATCH]
+        assert acts[-1] == f"output:{PATCH}"
+        assert not set(outputs(actions)) & set(TUNNELS.values())
+        assert "in_port" not in fields
+
+
+def test_learn_action_learns_per_vlan_and_mac():
+    assert LEARN.startswith("learn(table=2,")
+    for part in ("NXM_OF_VLAN_TCI[0..11]",
+                 "NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[]",
+                 "load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[]",
+                 "output:OXM_OF_IN_PORT[]"):
+        assert part in LEARN
+    assert LEARN.count("(") == LEARN.count(")") == 1
+
+
+def test_to_tunnels_floods_each_tunnel_once(flows):
+    table4 = flows_of(flows, 4, priority=1)
+    assert len(table4) == len(NETWORKS)
+    for vlan, key in NETWORKS.items():
+        (fields, actions), = flows_of(flows, 4, priority=1, dl_vlan=vlan)
+        acts = split_actions(actions)
+        assert acts[:2] == ["strip_vlan", f"set_field:{key}->tun_id"]
+        outs = outputs(actions)
+        assert sorted(outs) == sorted(TUNNELS.values())
+        assert len(outs) == len(set(outs))
+        assert PATCH not in outs          # never back to the sender
+
+
+def test_no_flood_flows_without_peers():
+    flows = build_flows(PATCH, {}, NETWORKS)
+    assert flows_of(flows, 4, priority=1) == []
+    assert flows_of(flows, 0, priority=1) == [
+        ({"table": "0", "priority": "1", "in_port": "1"}, "goto_table:1")]
+    # arriving traffic is still mapped (a peer may come back any moment)
+    assert len(flows_of(flows, 3, priority=1)) == len(NETWORKS)
+    assert ({"table": "4", "priority": "0"}, "drop") in flows_of(flows, 4)
+
+
+def test_no_network_flows_without_networks():
+    flows = build_flows(PATCH, TUNNELS, {})
+    assert flows_of(flows, 3, priority=1) == []
+    assert flows_of(flows, 4, priority=1) == []
+    assert len(flows_of(flows, 0, priority=1)) == 1 + len(TUNNELS)
+
+
+def test_every_flow_has_table_priority_actions(flows):
+    for flow in flows:
+        fields, actions = parse(flow)
+        assert fields["table"] in {"0", "1", "2", "3", "4"}
+        assert fields["priority"] in {"0", "1"}
+        assert actions
+    assert len(flows) == len(set(flows))
+
+
+def test_exact_table_small_case():
+    assert build_flows(3, {"192.0.2.2": 10}, {5: 77}) == [
+        "table=0,priority=1,in_port=3,actions=goto_table:1",
+        "table=0,priority=1,in_port=10,actions=goto_table:3",
+        "table=0,priority=0,actions=drop",
+        f"table=1,priority=1,dl_dst={UNICAST},actions=goto_table:2",
+        f"table=1,priority=1,dl_dst={MULTICAST},actions=goto_table:4",
+        "table=1,priority=0,actions=drop",
+        "table=2,priority=0,actions=goto_table:4",
+        "table=3,priority=0,actions=drop",
+        "table=4,priority=0,actions=drop",
+        f"table=3,priority=1,tun_id=77,actions=mod_vlan_vid:5,{LEARN},"
+        "output:3",
+        "table=4,priority=1,dl_vlan=5,actions=strip_vlan,"
+        "set_field:77->tun_id,output:10",
+    ]
+
+
+def test_deterministic_regardless_of_dict_order(flows):
+    again = build_flows(PATCH, dict(reversed(list(TUNNELS.items()))),
+                        dict(sorted(NETWORKS.items())))
+    assert again == flows
+    assert build_flows(PATCH, TUNNELS, NETWORKS) == flows
+
+
+def test_mask_constants():
+    assert UNICAST == "00:00:00:00:00:00/01:00:00:00:00:00"
+    assert MULTICAST == "01:00:00:00:00:00/01:00:00:00:00:00"
+
+
+# -- tunnel port names ------------------------------------------------------
+
+@pytest.mark.parametrize("ip", ["192.0.2.1", "10.0.0.1", "255.255.255.255",
+                                "1.2.3.4"])
+def test_tunnel_port_name_fits_ifnamsiz(ip):
+    name = tunnel_port_name(ip)
+    assert len(name) <= 15
+    assert re.fullmatch(r"gre-[0-9a-f]{8}", name)
+    assert tunnel_port_name(ip) == name
+
+
+def test_tunnel_port_names_distinct():
+    ips = [f"10.{a}.{b}.{c}" for a in (0, 1, 255) for b in (0, 1, 2)
+           for c in range(256)]
+    names = {tunnel_port_name(ip) for ip in ips}
+    assert len(names) == len(ips)
+    assert tunnel_port_name("192.0.2.1") == "gre-c0000201"
+
+
+def test_tunnel_port_name_rejects_non_ipv4():
+    with pytest.raises(ValueError):
+        tunnel_port_name("fd00::1")
+    with pytest.raises(ValueError):
+        tunnel_port_name("not-an-ip")

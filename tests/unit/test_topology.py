@@ -1,0 +1,252 @@
+"""The peer reconciler thread (Topology) with fake tunnels and peer sources."""
+
+import threading
+import time
+import types
+
+import pytest
+
+from ovsgre import topology as topology_mod
+from ovsgre.topology import EtcdPeers, StaticPeers, Topology
+
+from .fakes import FakePeers, FakeTunnels
+
+WAIT = 5.0
+
+
+class FakeStore:
+    def __init__(self, networks=None):
+        self.networks = dict(networks or {})
+
+    def list(self, kind):
+        assert kind == "networks"
+        return {k: dict(v) for k, v in self.networks.items()}
+
+
+def eventually(predicate, timeout=WAIT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+@pytest.fixture(autouse=True)
+def fast_retry(monkeypatch):
+    """The thread sleeps 1 s after a failed sync; 10 ms is enough here."""
+    real_sleep = time.sleep
+    monkeypatch.setattr(topology_mod, "time", types.SimpleNamespace(
+        monotonic=time.monotonic, sleep=lambda s: real_sleep(min(s, 0.01))))
+
+
+@pytest.fixture
+def store():
+    return FakeStore({"n1": {"vlan": 1, "key": 100},
+                      "n2": {"vlan": 2, "key": 7}})
+
+
+@pytest.fixture
+def tunnels():
+    return FakeTunnels()
+
+
+@pytest.fixture
+def peers():
+    return FakePeers()
+
+
+@pytest.fixture
+def topo(store, tunnels, peers):
+    t = Topology(store, tunnels, peers)
+    t.begin()
+    yield t
+    t.stop()
+    t.join(WAIT)
+
+
+def test_nothing_before_peers_known(topo, tunnels):
+    assert topo.peers is None
+    start = time.monotonic()
+    assert topo.request() is True
+    assert topo.request(wait=WAIT) is True      # not possible yet: no wait
+    assert time.monotonic() - start < 1.0
+    time.sleep(0.1)
+    assert tunnels.syncs == []
+
+
+def test_sync_after_peers_known(topo, tunnels, peers):
+    topo.request()
+    peers.report({"192.0.2.2", "192.0.2.3"})
+    assert eventually(lambda: len(tunnels.syncs) >= 1)
+    assert tunnels.syncs[0] == ({"192.0.2.2", "192.0.2.3"},
+                                {1: 100, 2: 7})
+    assert topo.peers == {"192.0.2.2", "192.0.2.3"}
+
+
+def test_empty_peer_set_is_known(topo, tunnels, peers):
+    peers.report(set())
+    assert eventually(lambda: len(tunnels.syncs) == 1)
+    assert tunnels.syncs[0][0] == set()
+
+
+def test_request_wait_returns_after_sync(topo, tunnels, peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT) is True
+    before = len(tunnels.syncs)
+    assert before >= 1
+    assert topo.request(wait=WAIT) is True
+    assert len(tunnels.syncs) > before     # a sync that began after asking
+
+
+def test_sync_sees_current_networks(topo, tunnels, peers, store):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    store.networks["n3"] = {"vlan": 3, "key": 4242}
+    assert topo.request(wait=WAIT)
+    assert tunnels.syncs[-1][1] == {1: 100, 2: 7, 3: 4242}
+    del store.networks["n1"]
+    assert topo.request(wait=WAIT)
+    assert tunnels.syncs[-1][1] == {2: 7, 3: 4242}
+
+
+def test_networks_without_key_excluded(tunnels, peers):
+    store = FakeStore({"a": {"vlan": 1, "key": 100},
+                       "b": {"vlan": 2, "key": None},
+                       "c": {"vlan": 3},
+                       "d": {"vlan": 4, "key": 0}})
+    t = Topology(store, tunnels, peers)
+    t.begin()
+    try:
+        peers.report({"192.0.2.2"})
+        assert t.request(wait=WAIT)
+        assert tunnels.syncs[-1][1] == {1: 100}
+    finally:
+        t.stop()
+        t.join(WAIT)
+
+
+def test_same_peers_do_not_resync(topo, tunnels, peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    count = len(tunnels.syncs)
+    peers.report({"192.0.2.2"})
+    time.sleep(0.1)
+    assert len(tunnels.syncs) == count
+    peers.report({"192.0.2.2", "192.0.2.9"})
+    assert eventually(lambda: len(tunnels.syncs) == count + 1)
+    assert tunnels.syncs[-1][0] == {"192.0.2.2", "192.0.2.9"}
+
+
+def test_failed_sync_is_retried(topo, tunnels, peers):
+    tunnels.failures = 3
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT) is True
+    assert len(tunnels.syncs) >= 4
+    assert topo.last_error is None
+
+
+def test_last_error_while_failing(topo, tunnels, peers):
+    tunnels.failures = 10 ** 9
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=0.2) is False
+    assert "vswitchd" in (topo.last_error or "")
+    assert len(tunnels.syncs) >= 2            # it keeps trying
+    with tunnels.lock:
+        tunnels.failures = 0
+    assert topo.request(wait=WAIT) is True
+    assert topo.last_error is None
+
+
+def test_requests_coalesce(store, peers):
+    gate = threading.Event()
+    entered = threading.Event()
+
+    class SlowTunnels(FakeTunnels):
+        def sync(self, peers, networks):
+            entered.set()
+            gate.wait(WAIT)
+            return super().sync(peers, networks)
+
+    tunnels = SlowTunnels()
+    t = Topology(store, tunnels, peers)
+    t.begin()
+    try:
+        peers.report({"192.0.2.2"})
+        assert entered.wait(WAIT)
+        for _ in range(10):
+            t.request()
+        gate.set()
+        assert t.request(wait=WAIT)
+        # the first sync, one for the ten requests (and maybe this one)
+        assert 2 <= len(tunnels.syncs) <= 3
+    finally:
+        gate.set()
+        t.stop()
+        t.join(WAIT)
+
+
+def test_stop_ends_thread(topo, peers, tunnels):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    topo.stop()
+    topo.join(WAIT)
+    assert not topo.is_alive()
+    assert peers.stopped
+    start = time.monotonic()
+    topo.request(wait=WAIT)                   # does not hang after stop
+    assert time.monotonic() - start < 1.0
+
+
+def test_stop_before_peers_known(topo, peers):
+    topo.stop()
+    topo.join(WAIT)
+    assert not topo.is_alive() and peers.stopped
+
+
+def test_stop_while_failing(topo, tunnels, peers):
+    tunnels.failures = 10 ** 9
+    peers.report({"192.0.2.2"})
+    assert eventually(lambda: len(tunnels.syncs) >= 1)
+    topo.stop()
+    topo.join(WAIT)
+    assert not topo.is_alive()
+
+
+# -- peer sources -------------------------------------------------------------
+
+def test_static_peers_without_local_ip():
+    got = []
+    src = StaticPeers(["192.0.2.1", "192.0.2.2", "192.0.2.3"], "192.0.2.1")
+    src.start(got.append)
+    assert got == [{"192.0.2.2", "192.0.2.3"}]
+    src.stop()
+
+
+def test_topology_with_static_peers(store, tunnels):
+    t = Topology(store, tunnels, StaticPeers(["192.0.2.1", "192.0.2.5"],
+                                             "192.0.2.1"))
+    t.begin()
+    try:
+        assert eventually(lambda: len(tunnels.syncs) >= 1)
+        assert tunnels.syncs[0] == ({"192.0.2.5"}, {1: 100, 2: 7})
+        assert t.request(wait=WAIT)
+    finally:
+        t.stop()
+        t.join(WAIT)
+
+
+def test_etcd_peers_report_others():
+    src = EtcdPeers(object(), "192.0.2.1", ttl=10)   # threads not started
+    got = []
+    src._on_change = got.append
+    src._changed({
+        "/ovsgre/hosts/192.0.2.1": {"ip": "192.0.2.1"},
+        "/ovsgre/hosts/192.0.2.2": {"ip": "192.0.2.2", "hostname": "b"},
+        "/ovsgre/hosts/junk": "not a dict",
+        "/ovsgre/hosts/noip": {"hostname": "c"},
+    })
+    assert got == [{"192.0.2.2"}]
+    assert src.registration.key == "/ovsgre/hosts/192.0.2.1"
+    assert src.registration.value["ip"] == "192.0.2.1"
+    assert src.watcher.prefix == "/ovsgre/hosts/"
