@@ -15,16 +15,17 @@ import ipaddress
 import itertools
 import re
 import urllib.parse
+import uuid
 
-from .errors import Conflict, InvalidRequest, NotFound
+from .errors import Conflict, InvalidRequest, NotFound, Unavailable
 
 POOLS = "/ovsgre/ipam/pools/"
-POOL_REFS = "/ovsgre/ipam/poolrefs/"
 ADDRS = "/ovsgre/ipam/addrs/"
 SPACE_OPT = "ovsgre.network"
 DEFAULT_SPACE = "default"
 GATEWAY_TYPE = "com.docker.network.gateway"
 MAX_SCAN = 1 << 16
+CAS_TRIES = 50
 _SPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
@@ -55,7 +56,8 @@ class Ipam:
         if net.version != (6 if v6 else 4):
             raise InvalidRequest(f"Pool {pool} is not IPv{6 if v6 else 4}")
         sub = _network(subpool, "SubPool") if subpool else None
-        if sub is not None and not sub.subnet_of(net):
+        if sub is not None and (sub.version != net.version or
+                                not sub.subnet_of(net)):
             raise InvalidRequest(f"SubPool {subpool} is not inside {pool}")
         space = (options or {}).get(SPACE_OPT) or DEFAULT_SPACE
         if not isinstance(space, str) or not _SPACE.fullmatch(space):
@@ -75,24 +77,56 @@ class Ipam:
                     f"subnet {net} overlaps {theirs} in address space "
                     f"{space!r}; give one network its own space with "
                     f"--ipam-opt {SPACE_OPT}=NAME")
-        self.kv.create(f"{prefix}{_q(str(net))}", {"pool": str(net)})
-        self.kv.put(f"{POOL_REFS}{space}/{_q(str(net))}/{self.host_id}",
-                    {"host": self.host_id})
+        key = f"{prefix}{_q(str(net))}"
+        for _ in range(CAS_TRIES):
+            record = self.kv.get(key)
+            if record is None:
+                # a new incarnation: addresses of a released pool of the
+                # same subnet can never mix with this one's
+                fresh = {"pool": str(net), "id": uuid.uuid4().hex,
+                         "hosts": [self.host_id]}
+                if self.kv.create(key, fresh):
+                    return
+            elif self.host_id in record["hosts"]:
+                return
+            elif self.kv.replace(key, record, dict(
+                    record, hosts=sorted(record["hosts"] + [self.host_id]))):
+                return
+        raise Unavailable(f"pool {net}: too much contention, try again")
 
     def release_pool(self, pool_id):
         space, net, _ = _parse_pool_id(pool_id)
-        refs = f"{POOL_REFS}{space}/{_q(str(net))}/"
-        self.kv.delete(refs + self.host_id)
-        if self.kv.list(refs):
-            return   # other hosts still use it
-        for key in self.kv.list(f"{ADDRS}{space}/{_q(str(net))}/"):
-            self.kv.delete(key)
-        self.kv.delete(f"{POOLS}{space}/{_q(str(net))}")
+        key = f"{POOLS}{space}/{_q(str(net))}"
+        for _ in range(CAS_TRIES):
+            record = self.kv.get(key)
+            if record is None or self.host_id not in record["hosts"]:
+                return
+            hosts = [h for h in record["hosts"] if h != self.host_id]
+            if hosts:
+                if self.kv.replace(key, record, dict(record, hosts=hosts)):
+                    return
+            elif self.kv.delete_if(key, record):
+                # last user gone: this incarnation's addresses go with it
+                for addr in self.kv.list(self._prefix(space, net, record)):
+                    self.kv.delete(addr)
+                return
+        raise Unavailable(f"pool {net}: too much contention, try again")
+
+    def _pool(self, space, net):
+        record = self.kv.get(f"{POOLS}{space}/{_q(str(net))}")
+        if record is None:
+            raise NotFound(f"pool {net} in space {space!r} is not "
+                           "allocated (released, or never requested)")
+        return record
+
+    @staticmethod
+    def _prefix(space, net, record):
+        return f"{ADDRS}{space}/{_q(str(net))}/{record['id']}/"
 
     # -- addresses ----------------------------------------------------------
     def request_address(self, pool_id, address, options):
         space, net, sub = _parse_pool_id(pool_id)
-        prefix = f"{ADDRS}{space}/{_q(str(net))}/"
+        prefix = self._prefix(space, net, self._pool(space, net))
         if (options or {}).get("RequestAddressType") == GATEWAY_TYPE:
             ip = self._gateway(prefix, net, address)
         elif address:
@@ -129,7 +163,10 @@ class Ipam:
     def release_address(self, pool_id, address):
         space, net, _ = _parse_pool_id(pool_id)
         ip = _address_in(address, net)
-        key = f"{ADDRS}{space}/{_q(str(net))}/{ip}"
+        pool = self.kv.get(f"{POOLS}{space}/{_q(str(net))}")
+        if pool is None:
+            return
+        key = self._prefix(space, net, pool) + str(ip)
         record = self.kv.get(key)
         if record and not record.get("gateway"):
             self.kv.delete(key)
@@ -158,6 +195,10 @@ def _address_in(text, net):
         raise InvalidRequest(f"Address {text!r} is not an address") from None
     if ip not in net:
         raise InvalidRequest(f"Address {ip} is not in {net}")
+    if net.version == 4 and net.prefixlen < 31 and \
+            ip in (net.network_address, net.broadcast_address):
+        raise InvalidRequest(f"Address {ip} is the network or broadcast "
+                             f"address of {net}")
     return ip
 
 

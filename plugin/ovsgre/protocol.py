@@ -57,7 +57,9 @@ def create_app(driver, ipam=None):
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
-        return _error(exc.code, exc.description or exc.name)
+        key = IPAM_ERR_KEY if request.path.startswith("/IpamDriver.") \
+            else ERR_KEY
+        return _error(exc.code, exc.description or exc.name, key)
 
     return app
 

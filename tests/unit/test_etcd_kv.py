@@ -414,7 +414,6 @@ THREAD_STOP_BUG = (
     "(repr() of the thread fails too)")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=THREAD_STOP_BUG)
 def test_watcher_can_be_joined():
     kv = WatchKV([])        # every cycle fails: etcd down
     w = Watcher(kv, "/ovsgre/hosts/", lambda items: None, backoff=0.01)
@@ -429,7 +428,6 @@ class RegistrationKV:
         raise Unavailable("etcd down")
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=THREAD_STOP_BUG)
 def test_registration_can_be_joined():
     r = Registration(RegistrationKV(), "/ovsgre/hosts/x", {"ip": "x"}, 1)
     r.start()

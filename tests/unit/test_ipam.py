@@ -99,10 +99,6 @@ def test_subpool_not_a_subnet(h1):
         h1.request_pool(POOL, "nope", {}, False)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="bug: ipam.py:58 sub.subnet_of(net) "
-                   "raises TypeError for a SubPool of the other IP version "
-                   "(a 500 'internal error') instead of InvalidRequest")
 def test_subpool_of_other_version_is_invalid(h1):
     with pytest.raises(InvalidRequest):
         h1.request_pool(POOL, "fd00::/64", {}, False)
@@ -322,11 +318,6 @@ def test_specific_address_invalid(h1, address):
         addr(h1, pid, address)
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="bug: ipam.py:98-101 (and _gateway "
-                   "at :112) accept the IPv4 network and broadcast address "
-                   "of the pool as a specific Address; Docker's own IPAM "
-                   "refuses them, and auto allocation skips them")
 @pytest.mark.parametrize("address", ["10.1.0.0", "10.1.0.255"])
 def test_specific_network_or_broadcast_refused(h1, address):
     pid = network(h1)
@@ -514,12 +505,6 @@ def test_garbled_pool_id_is_a_client_error(h1, pool_id):
     assert 400 <= exc.value.status < 500
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason="bug: ipam.py:93-106 request_address "
-                   "never checks that the pool exists: a well-formed PoolID "
-                   "that was never requested (or whose last ReleasePool ran) "
-                   "gets an address and leaves an orphan record instead of "
-                   "NotFound")
 def test_released_pool_id_not_found(h1, kv):
     pid = network(h1)
     h1.release_pool(pid)
@@ -566,26 +551,20 @@ def test_ipv6_overlap_conflicts(h1, h2):
 # -- ReleasePool racing RequestPool on another host --------------------------
 
 class InterleavingKV(LocalKV):
-    """Runs ``hook`` once, right after a list() of ``hook_prefix`` has read
-    the store: another host acting between the check and the deletes."""
+    """Runs ``hook`` once, right after a get() of ``hook_key`` has read the
+    store: another host acting between the read and the compare-and-swap."""
 
-    hook_prefix = None
+    hook_key = None
     hook = None
 
-    def list(self, prefix):
-        result = super().list(prefix)
-        if prefix == self.hook_prefix and self.hook is not None:
+    def get(self, key):
+        result = super().get(key)
+        if key == self.hook_key and self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
         return result
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: ipam.py:82-90 release_pool() checks for other hosts' references "
-    "and then deletes every address of the subnet in separate steps; a "
-    "RequestPool + RequestAddress on another host in between loses its "
-    "gateway and container records, and the same address is then handed "
-    "out a second time"))
 def test_release_pool_racing_request_keeps_addresses(state_dir):
     kv = InterleavingKV(state_dir)
     a, b = Ipam(kv, "192.0.2.1"), Ipam(kv, "192.0.2.2")
@@ -596,10 +575,11 @@ def test_release_pool_racing_request_keeps_addresses(state_dir):
         network(b)
         got.append(addr(b, pid))
 
-    kv.hook_prefix = "/ovsgre/ipam/poolrefs/default/10.1.0.0%2F24/"
+    kv.hook_key = "/ovsgre/ipam/pools/default/10.1.0.0%2F24"
     kv.hook = other_host_starts_container
     a.release_pool(pid)
     assert got == ["10.1.0.2/24"]
     # b still uses the subnet: its container's address must stay taken
     again = [addr(b, pid) for _ in range(2)]
-    assert got[0] not in again, again       # fails: .1 and .2 again
+    assert got[0] not in again, again
+    assert "10.1.0.1/24" not in again   # nor the gateway

@@ -54,7 +54,8 @@ def test_same_name_same_key_on_two_hosts(r1, r2):
     assert r1.define("blue", V4, []) == k1          # dockerd retry
     assert r1.hosts_of("blue") == ["192.0.2.1", "192.0.2.2"]
     assert r2.list() == {"blue": {"name": "blue", "ipv4": V4, "ipv6": [],
-                                  "key": k1}}
+                                  "key": k1,
+                                  "hosts": ["192.0.2.1", "192.0.2.2"]}}
 
 
 def test_different_names_different_keys(r1, r2):
@@ -434,35 +435,29 @@ def test_two_hosts_real_registry(tmp_path, shared):
 # -- release racing a define on another host ---------------------------------
 
 class InterleavingKV(SharedKV):
-    """Runs ``hook`` once, right after a list() of ``hook_prefix`` has read
-    the store: another host acting between the check and the deletes."""
+    """Runs ``hook`` once, right after a get() of ``hook_key`` has read the
+    store: another host acting between the read and the compare-and-swap."""
 
-    hook_prefix = None
+    hook_key = None
     hook = None
 
-    def list(self, prefix):
-        result = super().list(prefix)
-        if prefix == self.hook_prefix and self.hook is not None:
+    def get(self, key):
+        result = super().get(key)
+        if key == self.hook_key and self.hook is not None:
             hook, self.hook = self.hook, None
             hook()
         return result
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: networks.py:86-94 release() checks for other hosts' references "
-    "and then deletes the definition and frees the key in separate steps; "
-    "a define() of the same name on another host in between keeps a "
-    "network with key K while the cluster record and K are gone, so the "
-    "next network defined gets K too (two networks, one GRE key)"))
 def test_release_racing_define_keeps_definition(state_dir):
     kv = InterleavingKV(state_dir)
     r1, r2 = NetworkRegistry(kv, "h1"), NetworkRegistry(kv, "h2")
     k = r1.define("blue", V4, [])
     got = []
-    kv.hook_prefix = "/ovsgre/netrefs/blue/"
+    kv.hook_key = "/ovsgre/networks/blue"
     kv.hook = lambda: got.append(r2.define("blue", V4, []))
     r1.release("blue")
     assert got == [k]                          # h2 runs "blue" with key k
     assert r2.hosts_of("blue") == ["h2"]
-    assert "blue" in r2.list()                 # fails: record deleted
+    assert "blue" in r2.list()
     assert r2.define("red", ["10.21.0.0/24"], []) != k

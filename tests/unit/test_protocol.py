@@ -406,11 +406,17 @@ def test_unknown_fields_are_accepted_and_ignored(api, store):
 @pytest.mark.parametrize("path", ["/NetworkDriver.Frobnicate",
                                   "/NetworkDriver.createnetwork",
                                   "/NetworkDriver.__class__",
-                                  "/IpamDriver.RequestPool",
-                                  "/IpamDriver.GetCapabilities",
                                   "/Plugin.Deactivate", "/", "/foo"])
 def test_unknown_call_is_json_404(api, path):
     assert_err(api.raw(path, b"{}"), 404)
+
+
+@pytest.mark.parametrize("path", ["/IpamDriver.RequestPool",
+                                  "/IpamDriver.GetCapabilities"])
+def test_ipam_calls_without_ipam_are_404_with_ipam_error_key(api, path):
+    resp = api.raw(path, b"{}")
+    assert resp.status_code == 404
+    assert list(resp.get_json()) == ["Error"]
 
 
 def test_unknown_network_driver_call_names_the_call(api):

@@ -126,6 +126,18 @@ class EtcdKV:
     def delete(self, key):
         self.call("delete", lambda c: c.delete(key))
 
+    def delete_if(self, key, old):
+        """Delete only if the value is still `old` (one transaction)."""
+        body = {
+            "compare": [{"key": _b64(key), "result": "EQUAL",
+                         "target": "VALUE",
+                         "value": _b64(json.dumps(old, sort_keys=True))}],
+            "success": [{"request_delete_range": {"key": _b64(key)}}],
+            "failure": [],
+        }
+        reply = self.call("delete_if", lambda c: c.transaction(body))
+        return bool(reply.get("succeeded"))
+
     def close(self):
         for client in self._clients:
             client.session.close()
@@ -187,19 +199,19 @@ class Watcher(threading.Thread):
         self.prefix = prefix
         self.callback = callback
         self.backoff = backoff
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._resp = None
         self.connected = threading.Event()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 self._cycle()
             except Exception as exc:  # etcd down, stream cut, bad data
-                if not self._stop.is_set():
+                if not self._halt.is_set():
                     LOG.warning("watch %s interrupted: %s", self.prefix, exc)
             self.connected.clear()
-            self._stop.wait(self.backoff)
+            self._halt.wait(self.backoff)
 
     def _cycle(self):
         items, revision = self.kv.list_with_revision(self.prefix)
@@ -215,7 +227,7 @@ class Watcher(threading.Thread):
                 self.callback(dict(items))
         finally:
             self._resp.close()
-        if not self._stop.is_set():
+        if not self._halt.is_set():
             raise Unavailable("watch stream ended")
 
     def kick(self):
@@ -232,7 +244,7 @@ class Watcher(threading.Thread):
             pass
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.kick()
 
 
@@ -248,7 +260,7 @@ class Registration(threading.Thread):
         self.ttl = ttl
         self.on_trouble = on_trouble
         self._lease = None
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self.registered = threading.Event()
 
     def register(self):
@@ -259,7 +271,7 @@ class Registration(threading.Thread):
 
     def run(self):
         interval = max(self.ttl / 3.0, 0.5)
-        while not self._stop.wait(0 if not self.registered.is_set()
+        while not self._halt.wait(0 if not self.registered.is_set()
                                   else interval):
             try:
                 if not self.registered.is_set() or \
@@ -272,10 +284,10 @@ class Registration(threading.Thread):
                 self.registered.clear()
                 if self.on_trouble:
                     self.on_trouble()
-                self._stop.wait(min(interval, 1.0))
+                self._halt.wait(min(interval, 1.0))
 
     def stop(self, revoke=True):
-        self._stop.set()
+        self._halt.set()
         if revoke and self._lease is not None:
             try:
                 self.kv.call("lease revoke", lambda c: c.post(

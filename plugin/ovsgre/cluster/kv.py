@@ -22,6 +22,10 @@ from ..store import atomic_write, fsync_dir
 PREFIX = "/ovsgre/"
 
 
+def _copy(value):
+    return json.loads(json.dumps(value)) if value is not None else None
+
+
 class LocalKV:
     shared = False   # other hosts do not see this store
 
@@ -54,11 +58,11 @@ class LocalKV:
 
     def get(self, key):
         with self._lock:
-            return self._data.get(key)
+            return _copy(self._data.get(key))
 
     def list(self, prefix):
         with self._lock:
-            return {k: v for k, v in self._data.items()
+            return {k: _copy(v) for k, v in self._data.items()
                     if k.startswith(prefix)}
 
     def put(self, key, value):
@@ -79,14 +83,26 @@ class LocalKV:
             self._write(key, new)
             return True
 
+    def delete_if(self, key, old):
+        """Delete only if the value is still `old` (compare-and-delete)."""
+        with self._lock:
+            if key not in self._data or self._data[key] != old:
+                return False
+            self._remove(key)
+            return True
+
     def delete(self, key):
         with self._lock:
-            if self._data.pop(key, None) is not None:
-                try:
-                    os.unlink(self._path(key))
-                except FileNotFoundError:
-                    pass
-                fsync_dir(self.root)
+            if key in self._data:
+                self._remove(key)
+
+    def _remove(self, key):
+        del self._data[key]
+        try:
+            os.unlink(self._path(key))
+        except FileNotFoundError:
+            pass
+        fsync_dir(self.root)
 
     def close(self):
         pass

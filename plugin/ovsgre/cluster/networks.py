@@ -11,12 +11,12 @@ key from the name, or takes it from ``-o ovsgre.key=N``.
 
 import zlib
 
-from ..errors import Conflict
+from ..errors import Conflict, Unavailable
 
 NETS = "/ovsgre/networks/"
 KEYS = "/ovsgre/keys/"
-REFS = "/ovsgre/netrefs/"
 KEY_MIN, KEY_MAX = 1, (1 << 24) - 1
+CAS_TRIES = 50
 
 
 def derive_key(name):
@@ -32,12 +32,18 @@ class NetworkRegistry:
     def define(self, name, ipv4, ipv6, key=None):
         """Record (or match) the network; return its GRE key."""
         wanted = {"name": name, "ipv4": sorted(ipv4), "ipv6": sorted(ipv6)}
-        current = self.kv.get(NETS + name)
-        if current is None:
-            current = self._create(wanted, key)
-        _check_same(current, wanted, key)
-        self.kv.put(f"{REFS}{name}/{self.host_id}", {"host": self.host_id})
-        return current["key"]
+        for _ in range(CAS_TRIES):
+            current = self.kv.get(NETS + name)
+            if current is None:
+                current = self._create(wanted, key)
+                if current is None:
+                    continue   # lost a race; look again
+            _check_same(current, wanted, key)
+            if self.host_id in current["hosts"] or self.kv.replace(
+                    NETS + name, current, dict(current, hosts=sorted(
+                        current["hosts"] + [self.host_id]))):
+                return current["key"]
+        raise Unavailable(f"network {name!r}: too much contention, retry")
 
     def _create(self, wanted, key):
         name = wanted["name"]
@@ -48,12 +54,12 @@ class NetworkRegistry:
             if owner != name:
                 raise Conflict(f"GRE key {key} is already used by network "
                                f"{owner!r}")
-        record = dict(wanted, key=key)
+        record = dict(wanted, key=key, hosts=[self.host_id])
         if self.kv.create(NETS + name, record):
             return record
         # another host defined it at the same moment: theirs wins
         self._free_key(key, name)
-        return self.kv.get(NETS + name) or record
+        return None
 
     def _allocate_key(self, name):
         if not self.kv.shared:
@@ -77,21 +83,27 @@ class NetworkRegistry:
             self.kv.delete(f"{KEYS}{key}")
 
     def release(self, name):
-        """This host no longer has the network; the last one removes it."""
-        self.kv.delete(f"{REFS}{name}/{self.host_id}")
-        if self.kv.list(f"{REFS}{name}/"):
-            return
-        record = self.kv.get(NETS + name)
-        self.kv.delete(NETS + name)
-        if record:
-            self._free_key(record["key"], name)
+        """This host no longer has the network; the last one removes it
+        (compare-and-delete, so a host joining meanwhile keeps it)."""
+        for _ in range(CAS_TRIES):
+            current = self.kv.get(NETS + name)
+            if current is None or self.host_id not in current["hosts"]:
+                return
+            hosts = [h for h in current["hosts"] if h != self.host_id]
+            if hosts:
+                if self.kv.replace(NETS + name, current,
+                                   dict(current, hosts=hosts)):
+                    return
+            elif self.kv.delete_if(NETS + name, current):
+                self._free_key(current["key"], name)
+                return
+        raise Unavailable(f"network {name!r}: too much contention, retry")
 
     def list(self):
         return {k[len(NETS):]: v for k, v in self.kv.list(NETS).items()}
 
     def hosts_of(self, name):
-        return sorted(k.rsplit("/", 1)[1]
-                      for k in self.kv.list(f"{REFS}{name}/"))
+        return sorted((self.kv.get(NETS + name) or {}).get("hosts", []))
 
 
 def _check_same(current, wanted, key):
