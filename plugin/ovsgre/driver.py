@@ -245,6 +245,8 @@ class Driver:
                 self.dataplane.plug(ep, net["vlan"])
             ep.update(state=JOINED, sandbox=sandbox_key)
             self.store.put("endpoints", endpoint_id, ep)
+        if self.topology is not None and net.get("key"):
+            self.topology.announce(ep["host_if"], ep["mac"])
         reply = {"InterfaceName": {"SrcName": ep["peer_if"],
                                    "DstPrefix": "eth"}}
         if not net["gwbridge"]:

@@ -73,6 +73,7 @@ class Topology(threading.Thread):
         self._wanted = 0
         self._done = 0
         self._stopped = False
+        self._announce = []        # (port, mac) of newly joined endpoints
         self.last_error = None
 
     def begin(self):
@@ -100,14 +101,34 @@ class Topology(threading.Thread):
                                 self._stopped, timeout=wait)
             return self._done >= ticket
 
+    def announce(self, port, mac):
+        """Tell the other hosts, asynchronously, where this MAC is now."""
+        with self._cond:
+            self._announce.append((port, mac))
+            self._cond.notify_all()
+
+    def _send_announcements(self):
+        with self._cond:
+            pending, self._announce = self._announce, []
+        for port, mac in pending:
+            try:
+                self.tunnels.announce(port, mac)
+            except Exception as exc:  # the port may be gone already
+                LOG.info("announce %s from %s skipped: %s", mac, port, exc)
+
     def run(self):
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopped or (
-                    self._wanted > self._done and self.peers is not None))
+                self._cond.wait_for(lambda: self._stopped or self._announce
+                                    or (self._wanted > self._done and
+                                        self.peers is not None))
                 if self._stopped:
                     return
-                ticket, peers = self._wanted, set(self.peers)
+                ticket, peers = self._wanted, set(self.peers or ())
+                sync = self._wanted > self._done and self.peers is not None
+            self._send_announcements()
+            if not sync:
+                continue
             try:
                 self._sync(peers)
             except Exception as exc:

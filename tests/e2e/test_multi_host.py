@@ -309,3 +309,48 @@ def test_static_peers_without_etcd():
         assert received(out) == (2, 2)
     finally:
         stop_sites(cluster, sites)
+
+
+def test_address_reused_on_another_host_is_reachable_at_once(mesh):
+    """A container re-created on another host with the same address and
+    MAC (pinned by the user, or derived from the IP as newer Docker
+    releases do) must be reachable at once: the other hosts must not keep
+    sending that MAC to the old host until their learned flow expires."""
+    _, (s1, s2, s3) = mesh
+    s1.run_bg("caller", "blue", "sleep", "600")
+    pinned = ("--ip", "198.19.200.5", "--mac-address", "02:42:c6:13:c8:05")
+    s2.run_bg("mover", "blue", "sleep", "600", extra=pinned)
+    out = s1.out("exec", "caller", "ping", "-c", "2", "-W", "5",
+                 "198.19.200.5")
+    assert received(out) == (2, 2)   # s1 has learned: that MAC is on s2
+    old_mac = s2.out("exec", "mover", "cat", "/sys/class/net/eth0/address")
+    s2.docker("rm", "-f", "mover")
+    s3.run_bg("mover", "blue", "sleep", "600", extra=pinned)
+    assert s3.out("exec", "mover", "cat",
+                  "/sys/class/net/eth0/address") == old_mac
+    out = s1.out("exec", "caller", "ping", "-c", "3", "-W", "2",
+                 "198.19.200.5")
+    assert received(out)[1] >= 2, out
+    s1.docker("rm", "-f", "caller")
+    s3.docker("rm", "-f", "mover")
+
+
+def test_etcd_with_tls():
+    cluster = Cluster(n_hosts=2, etcd=True, etcd_tls=True)
+    sites = []
+    try:
+        cluster.start()
+        assert cluster.etcd.url.startswith("https://")
+        for host in cluster.hosts:
+            import_busybox(host.docker)
+            sites.append(start_plugin(cluster, host))   # CA, cert and key
+        for site in sites:
+            wait_for(lambda: len(tunnels(site)) == 1, 10, "the tunnel")
+            site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        sites[0].run_bg("t0", "blue", "sleep", "600")
+        sites[1].run_bg("t1", "blue", "sleep", "600")
+        out = sites[0].out("exec", "t0", "ping", "-c", "2", "-W", "5",
+                           sites[1].ip("t1", "blue"))
+        assert received(out) == (2, 2)
+    finally:
+        stop_sites(cluster, sites)

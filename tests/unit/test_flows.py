@@ -203,3 +203,14 @@ def test_tunnel_port_name_rejects_non_ipv4():
         tunnel_port_name("fd00::1")
     with pytest.raises(ValueError):
         tunnel_port_name("not-an-ip")
+
+
+def test_announce_frame_is_a_rarp_broadcast_from_the_mac():
+    from ovsgre.dataplane.tunnels import announce_frame
+    frame = bytes.fromhex(announce_frame("02:42:c6:13:c8:05"))
+    mac = bytes.fromhex("0242c613c805")
+    assert len(frame) == 60                      # minimum Ethernet frame
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac
+    assert frame[12:14] == b"\x80\x35"           # RARP: receivers ignore it
+    assert frame[14:22] == bytes.fromhex("0001080006040003")
+    assert frame[22:28] == mac and frame[32:38] == mac

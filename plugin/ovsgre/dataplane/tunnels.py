@@ -114,6 +114,18 @@ class Tunnels:
             self._installed = flows
         return len(wanted)
 
+    def announce(self, port, mac):
+        """Send an announcement from an endpoint's port through NORMAL.
+
+        Docker derives MACs from IPs, so an address released on one host
+        and reused on another comes back with the same MAC; without this,
+        peers would keep sending it to the old host until their learned
+        flow expires."""
+        ofport = self._wait_ofports([port])[port]
+        target = f"unix:{os.path.join(self.rundir, self.int_bridge)}.mgmt"
+        self._ofctl(["packet-out", target, str(ofport), "NORMAL",
+                     announce_frame(mac)])
+
     def forget_flows(self):
         """Force the next sync to reinstall the table (vswitchd restarted)."""
         self._installed = None
@@ -133,18 +145,33 @@ class Tunnels:
 
     def _replace_flows(self, flows):
         target = f"unix:{os.path.join(self.rundir, self.tun_bridge)}.mgmt"
-        argv = ["ovs-ofctl", "-O", "OpenFlow14", "--bundle",
-                "replace-flows", target, "-"]
+        self._ofctl(["-O", "OpenFlow14", "--bundle", "replace-flows",
+                     target, "-"], "\n".join(flows) + "\n")
+        LOG.info("installed %d flows on %s", len(flows), self.tun_bridge)
+
+    @staticmethod
+    def _ofctl(args, stdin=None):
+        """ovs-ofctl with an argv list (never a shell) and a time bound."""
         try:
-            proc = subprocess.run(argv, input="\n".join(flows) + "\n",
+            proc = subprocess.run(["ovs-ofctl"] + args, input=stdin,
                                   capture_output=True, text=True,
                                   timeout=OFCTL_TIMEOUT)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise DataplaneError(f"ovs-ofctl replace-flows: {exc}") from exc
+            raise DataplaneError(f"ovs-ofctl {args[0]}: {exc}") from exc
         if proc.returncode != 0:
-            raise DataplaneError("ovs-ofctl replace-flows failed: "
+            raise DataplaneError(f"ovs-ofctl {' '.join(args[:-1])} failed: "
                                  f"{proc.stderr.strip()}")
-        LOG.info("installed %d flows on %s", len(flows), self.tun_bridge)
+
+
+def announce_frame(mac):
+    """A RARP broadcast from `mac` (what hypervisors send after a VM moves):
+    every host's tunnel bridge learns where the MAC lives now; receivers
+    ignore RARP itself."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    payload = (bytes.fromhex("0001" "0800" "06" "04" "0003") + hw +
+               bytes(4) + hw + bytes(4))
+    frame = b"\xff" * 6 + hw + bytes.fromhex("8035") + payload
+    return (frame + bytes(60 - len(frame))).hex()
 
 
 def _ids(role):
