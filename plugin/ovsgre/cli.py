@@ -1,11 +1,24 @@
-"""The `ovsgre` command line."""
+"""The `ovsgre` command line.
+
+Each subcommand lives in `ovsgre.commands.<name>` with two functions:
+`add_arguments(parser)` for its own flags and `run(settings, args) -> int`.
+Every subcommand also takes every setting (`--state-dir` ...), so one
+/etc/default/ovsgre serves the plugin and the tools alike.
+"""
 
 import argparse
-import dataclasses
-import json
+import importlib
 import sys
 
 from . import __version__, config
+
+COMMANDS = (
+    ("serve", "run the plugin on its unix socket (foreground)"),
+    ("settings", "print the effective settings as JSON"),
+    ("status", "show networks, endpoints, peers and tunnels (read-only)"),
+    ("doctor", "check OVS, links, tunnels, flows and the store; name fixes"),
+    ("network", "networks declared once for the whole cluster (etcd)"),
+)
 
 
 def main(argv=None):
@@ -15,21 +28,16 @@ def main(argv=None):
                     "over Open vSwitch and GRE.")
     parser.add_argument("--version", action="version", version=__version__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("serve", "run the plugin on its unix socket "
-                        "(foreground)"),
-                       ("settings", "print the effective settings as "
-                        "JSON")):
-        config.add_arguments(sub.add_parser(name, help=text,
-                                            description=text))
+    modules = {}
+    for name, text in COMMANDS:
+        module = importlib.import_module(f"ovsgre.commands.{name}")
+        command = sub.add_parser(name, help=text, description=text)
+        module.add_arguments(command)
+        config.add_arguments(command)
+        modules[name] = module
     args = parser.parse_args(argv)
     settings = config.resolve(args)
-    if args.command == "settings":
-        json.dump(dataclasses.asdict(settings), sys.stdout, indent=2)
-        print()
-        return 0
-    from .server import serve  # heavy imports only when serving
-    serve(settings)
-    return 0
+    return modules[args.command].run(settings, args)
 
 
 if __name__ == "__main__":

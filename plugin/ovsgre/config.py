@@ -104,6 +104,15 @@ OPTIONS = (
     Option("ovs_rundir", "", str,
            "OVS run directory (bridge .mgmt sockets for OpenFlow); empty = "
            "the directory of the --ovsdb unix socket"),
+    Option("scope", "local", _choice("local", "global"),
+           "scope reported to Docker: local, or global for swarm-scope "
+           "networks (managed plugin in a swarm)"),
+    Option("docker_host", "unix:///var/run/docker.sock", str,
+           "Docker API for the tools and the declared-network reconciler "
+           "(never used while Docker waits for the plugin)"),
+    Option("driver_name", "ovsgre", str,
+           "name Docker knows this plugin by (ovsgre/ovsgre:latest for the "
+           "managed plugin), used when creating declared networks"),
     Option("etcd", (), _url_list,
            "etcd endpoints for multi-host state, comma-separated "
            "(http://HOST:2379 or https://...); empty = no etcd"),
@@ -135,6 +144,9 @@ class Settings:
     threads: int
     ovsdb_timeout: int
     ovs_rundir: str = ""
+    scope: str = "local"
+    docker_host: str = "unix:///var/run/docker.sock"
+    driver_name: str = "ovsgre"
     etcd: tuple = ()
     etcd_ca: str = ""
     etcd_cert: str = ""

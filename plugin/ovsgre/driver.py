@@ -12,6 +12,7 @@ import re
 import threading
 
 from . import names
+from .cluster.networks import derive_key
 from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
 
 LOG = logging.getLogger(__name__)
@@ -45,11 +46,40 @@ class Driver:
         self._lock = threading.RLock()
 
     # -- capabilities -----------------------------------------------------
-    @staticmethod
-    def capabilities():
-        # Local scope: each daemon keeps its own network definitions.
-        # Global connectivity: endpoints reach other hosts (GRE overlay).
-        return {"Scope": "local", "ConnectivityScope": "global"}
+    scope = "local"
+
+    def capabilities(self):
+        # Local scope: each daemon keeps its own network definitions;
+        # global (managed plugin in a swarm): swarm-scope networks.
+        # Global connectivity either way: endpoints reach other hosts.
+        return {"Scope": self.scope, "ConnectivityScope": "global"}
+
+    # -- swarm --------------------------------------------------------------
+    def allocate_network(self, network_id, options, ipv4_data, ipv6_data):
+        """Swarm manager: fix the network's name and key once; the options
+        returned are what every node's CreateNetwork receives."""
+        options = dict(options or {})
+        for k, v in options.items():
+            if not isinstance(v, str):
+                raise InvalidRequest(f"option {k} must be a string")
+        generic = {GENERIC: options}
+        name = _cluster_name(generic) or network_id[:64]
+        key = _key_option(dict(generic, **{GENERIC: dict(
+            options, **{OPT_NAME: name})}))
+        if key is None:
+            key = self._swarm_key(name, ipv4_data, ipv6_data)
+        return {"Options": dict(options, **{OPT_NAME: name,
+                                            OPT_KEY: str(key)})}
+
+    def _swarm_key(self, name, ipv4_data, ipv6_data):
+        if self.registry is not None and self.registry.kv.shared:
+            return self.registry.define(
+                name, [_pool(d, 4)["pool"] for d in ipv4_data],
+                [_pool(d, 6)["pool"] for d in ipv6_data])
+        return derive_key(name)
+
+    def free_network(self, network_id):
+        """Nothing to free: node-level DeleteNetwork releases the name."""
 
     # -- networks ---------------------------------------------------------
     def create_network(self, network_id, options, ipv4_data, ipv6_data):

@@ -74,8 +74,10 @@ def _handlers(driver):
             b["NetworkID"]) or {},
         # Swarm-scope calls reach only global-scope (v2) plugins; the
         # options returned here are what every node's CreateNetwork gets.
-        "AllocateNetwork": lambda b: {"Options": b.get("Options", {})},
-        "FreeNetwork": lambda b: {},
+        "AllocateNetwork": lambda b: driver.allocate_network(
+            b["NetworkID"], b.get("Options", {}), b.get("IPv4Data", []),
+            b.get("IPv6Data", [])),
+        "FreeNetwork": lambda b: driver.free_network(b["NetworkID"]) or {},
         "CreateEndpoint": lambda b: driver.create_endpoint(
             b["NetworkID"], b["EndpointID"], b.get("Interface", {})),
         "EndpointOperInfo": lambda b: {"Value": driver.endpoint_info(

@@ -61,6 +61,7 @@ def build_app(settings):
              f"tunnels from {local_ip}" if topology else "single host")
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
                     topology)
+    driver.scope = settings.scope
     return create_app(driver, Ipam(kv, host_id))
 
 

@@ -138,8 +138,12 @@ def test_real_dockerd_body(api, store, fake, dockerd_requests, call):
         assert net["ipv6"] == [] and net["mtu"] == 1450
         assert 1 <= net["vlan"] <= 4094
     elif call == "AllocateNetwork":
-        # Swarm: these options are what every node's CreateNetwork gets.
-        assert reply == {"Options": {"k": "v"}}
+        # Swarm: these options are what every node's CreateNetwork gets:
+        # the user's, plus the name and key fixed once by the manager.
+        from ovsgre.cluster.networks import derive_key
+        name = body["NetworkID"]
+        assert reply == {"Options": {"k": "v", "ovsgre.network": name,
+                                     "ovsgre.key": str(derive_key(name))}}
     elif call == "CreateEndpoint":
         assert reply == {}            # MAC given: nothing to fill
         ep = store.get("endpoints", eid)
@@ -176,9 +180,23 @@ def test_discover_delete(api):
                                      "DiscoveryData": {"Self": True}}) == {}
 
 
-def test_allocate_network_with_no_options_replies_empty_options(api):
-    assert api.ok("AllocateNetwork", {"NetworkID": "abc",
-                                      "Options": None}) == {"Options": {}}
+def test_allocate_network_with_no_options_names_the_network(api):
+    reply = api.ok("AllocateNetwork", {"NetworkID": "abc", "Options": None})
+    assert reply["Options"]["ovsgre.network"] == "abc"
+    assert 1 <= int(reply["Options"]["ovsgre.key"]) <= 16777215
+
+
+def test_allocate_network_keeps_user_name_and_key(api):
+    reply = api.ok("AllocateNetwork", {"NetworkID": "abc", "Options": {
+        "ovsgre.network": "blue", "ovsgre.key": "77", "x": "y"}})
+    assert reply == {"Options": {"ovsgre.network": "blue",
+                                 "ovsgre.key": "77", "x": "y"}}
+
+
+def test_allocate_network_refuses_bad_key(api):
+    status, body, _ = api.call("AllocateNetwork", {"NetworkID": "abc",
+                            "Options": {"ovsgre.key": "0"}})
+    assert status == 400 and "ovsgre.key" in body["Err"]
 
 
 def test_docker_run_rm_sequence(api, store, fake, state_dir,

@@ -1,0 +1,1 @@
+"""Subcommands of the `ovsgre` command line (see ovsgre.cli)."""

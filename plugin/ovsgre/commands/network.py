@@ -1,0 +1,12 @@
+"""`ovsgre network` (being written)."""
+
+import sys
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(settings, args):
+    print("ovsgre network: not available yet", file=sys.stderr)
+    return 2
