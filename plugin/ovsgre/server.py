@@ -16,6 +16,7 @@ from gunicorn.app.base import BaseApplication
 from .cluster.etcd import EtcdKV
 from .cluster.kv import LocalKV
 from .cluster.networks import NetworkRegistry
+from .declared import DeclaredNetworks
 from .dataplane import Dataplane, container_mtu, detect_local_ip
 from .dataplane.tunnels import Tunnels
 from .driver import Driver
@@ -62,6 +63,9 @@ def build_app(settings):
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
                     topology)
     driver.scope = settings.scope
+    if settings.etcd:
+        DeclaredNetworks(kv, settings.docker_host,
+                         settings.driver_name).begin()
     return create_app(driver, Ipam(kv, host_id))
 
 

@@ -14,7 +14,7 @@ from tests.e2e.conftest import IMAGE, Site
 from tests.e2e.test_one_host import fetch_md5, received, start_file_server
 from tests.harness import import_busybox
 from tests.harness.cluster import Capture, Cluster
-from tests.harness.plugin import PluginProcess
+from tests.harness.plugin import PluginProcess, ovsgre_argv
 
 BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
         "-o", "ovsgre.network=blue")
@@ -22,11 +22,23 @@ BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
 
 def start_plugin(cluster, host, **extra):
     env = dict(cluster.plugin_env(host), **extra)
+    if host.docker:
+        env.setdefault("OVSGRE_DOCKER_HOST", host.docker.base_url)
     plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
                            host.ovs.db_remote, extra_env=env)
     plugin.start()
     host.docker.write_plugin_spec("ovsgre", plugin.socket)
     return Site(host, plugin)
+
+
+def ovsgre_cli(site, *args, check=True):
+    """The `ovsgre` command on the site's host, with the plugin's settings."""
+    return site.host.netns.run(ovsgre_argv() + list(args), check=check,
+                               env=site.plugin.env, timeout=60)
+
+
+def docker_networks(site):
+    return site.out("network", "ls", "--format", "{{.Name}}").split()
 
 
 def tunnels(site):
@@ -354,3 +366,40 @@ def test_etcd_with_tls():
         assert received(out) == (2, 2)
     finally:
         stop_sites(cluster, sites)
+
+
+def test_network_declared_once_appears_on_every_host(mesh):
+    cluster, sites = mesh
+    out = ovsgre_cli(sites[0], "network", "create", "decl",
+                     "--subnet", "198.19.210.0/24").stdout
+    assert "declared decl" in out
+    for site in sites:   # each host's plugin creates it through Docker
+        wait_for(lambda: "decl" in docker_networks(site), 30,
+                 f"decl on {site.host.hostname}")
+    sites[0].run_bg("d0", "decl", "sleep", "600")
+    sites[2].run_bg("d2", "decl", "sleep", "600")
+    reply = sites[0].out("exec", "d0", "ping", "-c", "2", "-W", "5",
+                         sites[2].ip("d2", "decl"))
+    assert received(reply) == (2, 2)
+    host = cluster.add_host()          # a host that joins later gets it
+    late = start_plugin(cluster, host)
+    try:
+        wait_for(lambda: "decl" in docker_networks(late), 30,
+                 "decl on the late host")
+        listing = json.loads(ovsgre_cli(sites[1], "network", "ls",
+                                        "--json").stdout)
+        row = [r for r in listing if r["name"] == "decl"][0]
+        assert row["declared"] and row["subnets"] == ["198.19.210.0/24"]
+        wait_for(lambda: len([r for r in json.loads(ovsgre_cli(
+            sites[1], "network", "ls", "--json").stdout)
+            if r["name"] == "decl"][0]["hosts"]) == 4, 10, "4 hosts")
+        for site, name in ((sites[0], "d0"), (sites[2], "d2")):
+            site.docker("rm", "-f", name)
+        ovsgre_cli(sites[0], "network", "rm", "decl")
+        for site in sites + [late]:
+            wait_for(lambda: "decl" not in docker_networks(site), 30,
+                     f"decl gone from {site.host.hostname}")
+    finally:
+        late.host.docker.remove_all_containers()
+        late.plugin.stop()
+        cluster.stop_host(host)
