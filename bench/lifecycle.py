@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from tests.e2e.conftest import IMAGE, start_site  # noqa: E402
+from tests.harness.sites import IMAGE, start_site  # noqa: E402
 from tests.harness import TestHost  # noqa: E402
 
 CALL_LINE = re.compile(r"ovsgre\.calls: (\w+) network=\w+ endpoint=(\w+) "

@@ -26,12 +26,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from bench.lifecycle import RESULTS  # noqa: E402
-from tests.e2e.test_multi_host import (BLUE, start_plugin,  # noqa: E402
-                                       stop_sites, tunnels, wait_for)
+from tests.harness.sites import (start_plugin, stop_sites,  # noqa: E402
+                                 tunnels, wait_for)
 from tests.harness import import_busybox  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 
 IMAGE = "ovsgre-test/busybox:latest"
+BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
+        "-o", "ovsgre.network=blue")
 
 
 def serve_zeros(site, name, mb):

@@ -27,5 +27,8 @@ fi
 "$VENV/bin/pip" install -q --upgrade pip >/dev/null
 "$VENV/bin/pip" install -q -e "$REPO[test]"
 
+# scripts/demo.sh uses this script to set up the same environment
+[ "${OVSGRE_SETUP_ONLY:-0}" = 1 ] && exit 0
+
 cd "$REPO"
 PATH="$VENV/bin:$PATH" exec "$VENV/bin/python" -m pytest "$@"

@@ -10,61 +10,14 @@ import time
 
 import pytest
 
-from tests.e2e.conftest import IMAGE, Site
 from tests.e2e.test_one_host import fetch_md5, received, start_file_server
 from tests.harness import import_busybox
 from tests.harness.cluster import Capture, Cluster
-from tests.harness.plugin import PluginProcess, ovsgre_argv
+from tests.harness.sites import (IMAGE, docker_networks, ovsgre_cli,
+                                 start_plugin, stop_sites, tunnels, wait_for)
 
 BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
         "-o", "ovsgre.network=blue")
-
-
-def start_plugin(cluster, host, **extra):
-    env = dict(cluster.plugin_env(host), **extra)
-    if host.docker:
-        env.setdefault("OVSGRE_DOCKER_HOST", host.docker.base_url)
-    plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
-                           host.ovs.db_remote, extra_env=env)
-    plugin.start()
-    host.docker.write_plugin_spec("ovsgre", plugin.socket)
-    return Site(host, plugin)
-
-
-def ovsgre_cli(site, *args, check=True):
-    """The `ovsgre` command on the site's host, with the plugin's settings."""
-    return site.host.netns.run(ovsgre_argv() + list(args), check=check,
-                               env=site.plugin.env, timeout=60)
-
-
-def docker_networks(site):
-    return site.out("network", "ls", "--format", "{{.Name}}").split()
-
-
-def tunnels(site):
-    """Peer IPs of the GRE ports on the host's tunnel bridge."""
-    out = site.host.ovs.vsctl("--format=json", "--columns=name,options",
-                              "find", "Interface", "type=gre")
-    return sorted(dict(row[1][1])["remote_ip"]
-                  for row in json.loads(out)["data"])
-
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return time.monotonic()
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def stop_sites(cluster, sites):
-    for site in sites:
-        if site.host.docker:
-            site.host.docker.remove_all_containers()
-    for site in sites:
-        site.plugin.stop()
-    cluster.stop()
 
 
 @pytest.fixture(scope="module")

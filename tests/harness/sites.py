@@ -1,0 +1,122 @@
+"""Sites for tests, benchmarks and the demo: a namespace host running
+dockerd + OVS + the ovsgre plugin, and helpers around it.  No pytest here:
+scripts/demo.py and bench/ use it too."""
+
+import json
+import os
+import time
+
+from .image import BUSYBOX_TAG, import_busybox
+from .netns import link_json
+from .plugin import PluginProcess, ovsgre_argv
+
+IMAGE = BUSYBOX_TAG
+
+
+class Site:
+    """One namespace host running dockerd + OVS + the ovsgre plugin."""
+
+    def __init__(self, host, plugin):
+        self.host = host
+        self.plugin = plugin
+
+    def docker(self, *args, check=True, timeout=120):
+        return self.host.docker.cli(*args, check=check, timeout=timeout)
+
+    def out(self, *args, **kw):
+        return self.docker(*args, **kw).stdout.strip()
+
+    def run_bg(self, name, network, *cmd, extra=()):
+        """Detached container; --init so `docker rm -f` is quick."""
+        self.docker("run", "-d", "--init", "--name", name, "--network",
+                    network, *extra, IMAGE, *cmd)
+
+    def run_rm(self, network, *cmd, extra=(), check=True, timeout=120):
+        return self.docker("run", "--rm", "--network", network, *extra,
+                           IMAGE, *cmd, check=check, timeout=timeout)
+
+    def ip(self, container, network, family=4):
+        key = "IPAddress" if family == 4 else "GlobalIPv6Address"
+        fmt = "{{json .NetworkSettings.Networks}}"
+        nets = json.loads(self.out("inspect", "-f", fmt, container))
+        return nets[network][key]
+
+    def pid(self, container):
+        return int(self.out("inspect", "-f", "{{.State.Pid}}", container))
+
+    def leftovers(self):
+        """Everything ovsgre made that still exists on this host."""
+        links = [l["ifname"] for l in link_json(self.host.netns)
+                 if l["ifname"].startswith("ovg")]
+        ports = [p for p in self.host.ovs.vsctl(
+            "list-ports", "br-ovsgre").split() if p]
+        records = []
+        for kind in ("networks", "endpoints"):
+            folder = os.path.join(self.plugin.state_dir, kind)
+            records += [f"{kind}/{n}" for n in os.listdir(folder)]
+        return {"links": links, "ports": ports, "records": records}
+
+    def wait_no_leftovers(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.leftovers()
+            if not any(left.values()) or time.monotonic() > deadline:
+                return left
+            time.sleep(0.2)
+
+
+def start_site(host):
+    host.start()
+    import_busybox(host.docker)
+    plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
+                           host.ovs.db_remote)
+    plugin.start()
+    host.docker.write_plugin_spec("ovsgre", plugin.socket)
+    return Site(host, plugin)
+
+
+def start_plugin(cluster, host, **extra):
+    env = dict(cluster.plugin_env(host), **extra)
+    if host.docker:
+        env.setdefault("OVSGRE_DOCKER_HOST", host.docker.base_url)
+    plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
+                           host.ovs.db_remote, extra_env=env)
+    plugin.start()
+    host.docker.write_plugin_spec("ovsgre", plugin.socket)
+    return Site(host, plugin)
+
+
+def ovsgre_cli(site, *args, check=True):
+    """The `ovsgre` command on the site's host, with the plugin's settings."""
+    return site.host.netns.run(ovsgre_argv() + list(args), check=check,
+                               env=site.plugin.env, timeout=60)
+
+
+def docker_networks(site):
+    return site.out("network", "ls", "--format", "{{.Name}}").split()
+
+
+def tunnels(site):
+    """Peer IPs of the GRE ports on the host's tunnel bridge."""
+    out = site.host.ovs.vsctl("--format=json", "--columns=name,options",
+                              "find", "Interface", "type=gre")
+    return sorted(dict(row[1][1])["remote_ip"]
+                  for row in json.loads(out)["data"])
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def stop_sites(cluster, sites):
+    for site in sites:
+        if site.host.docker:
+            site.host.docker.remove_all_containers()
+    for site in sites:
+        site.plugin.stop()
+    cluster.stop()
