@@ -19,6 +19,7 @@ from .cluster.etcd import Registration, Watcher
 LOG = logging.getLogger(__name__)
 
 HOSTS = "/ovsgre/hosts/"
+VERIFY_EVERY = 2.0   # seconds between idle checks of the flow table
 
 
 class StaticPeers:
@@ -119,13 +120,17 @@ class Topology(threading.Thread):
     def run(self):
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._stopped or self._announce
-                                    or (self._wanted > self._done and
-                                        self.peers is not None))
+                woke = self._cond.wait_for(
+                    lambda: self._stopped or self._announce or (
+                        self._wanted > self._done and
+                        self.peers is not None), timeout=VERIFY_EVERY)
                 if self._stopped:
                     return
                 ticket, peers = self._wanted, set(self.peers or ())
                 sync = self._wanted > self._done and self.peers is not None
+            if not woke:
+                self._verify()
+                continue
             self._send_announcements()
             if not sync:
                 continue
@@ -140,6 +145,17 @@ class Topology(threading.Thread):
             with self._cond:
                 self._done = max(self._done, ticket)
                 self._cond.notify_all()
+
+    def _verify(self):
+        """Idle check: reinstall flows that ovs-vswitchd lost (restart)."""
+        try:
+            if self.peers is not None and not self.tunnels.flows_intact():
+                LOG.warning("tunnel flows missing (ovs-vswitchd restarted?);"
+                            " reinstalling")
+                self.tunnels.forget_flows()
+                self.request()
+        except Exception as exc:
+            LOG.warning("cannot verify tunnel flows: %s", exc)
 
     def _sync(self, peers):
         start = time.monotonic()

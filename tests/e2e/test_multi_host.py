@@ -356,3 +356,21 @@ def test_network_declared_once_appears_on_every_host(mesh):
         late.host.docker.remove_all_containers()
         late.plugin.stop()
         cluster.stop_host(host)
+
+
+def test_vswitchd_restart_restores_tunnel_flows(mesh):
+    cluster, (s1, s2, _) = mesh
+    s1.run_bg("v1", "blue", "sleep", "600")
+    s2.run_bg("v2", "blue", "sleep", "600")
+    v1 = s1.ip("v1", "blue")
+    out = s2.out("exec", "v2", "ping", "-c", "1", "-W", "5", v1)
+    assert received(out) == (1, 1)
+    s1.host.ovs.restart_vswitchd()   # forgets every flow; ports stay in OVSDB
+    restarted = time.monotonic()
+    back = wait_for(lambda: s2.docker("exec", "v2", "ping", "-c", "1", "-W",
+                                      "1", v1, check=False).returncode == 0,
+                    20, "traffic to resume")
+    assert back - restarted < 8, back - restarted
+    assert "tunnel flows missing" in s1.plugin.log_tail(100)
+    for site, name in ((s1, "v1"), (s2, "v2")):
+        site.docker("rm", "-f", name)

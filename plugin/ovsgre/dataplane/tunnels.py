@@ -40,6 +40,7 @@ LEARN = ("learn(table=2,hard_timeout=300,priority=1,"
 UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
 OFCTL_TIMEOUT = 10
+COOKIE = "0x6f7667"         # "ovg": marks the flows ovsgre installs
 
 
 def tunnel_port_name(peer_ip):
@@ -122,9 +123,8 @@ class Tunnels:
         peers would keep sending it to the old host until their learned
         flow expires."""
         ofport = self._wait_ofports([port])[port]
-        target = f"unix:{os.path.join(self.rundir, self.int_bridge)}.mgmt"
-        self._ofctl(["packet-out", target, str(ofport), "NORMAL",
-                     announce_frame(mac)])
+        self._ofctl(["packet-out", self._target(self.int_bridge),
+                     str(ofport), "NORMAL", announce_frame(mac)])
 
     def forget_flows(self):
         """Force the next sync to reinstall the table (vswitchd restarted)."""
@@ -144,10 +144,24 @@ class Tunnels:
             time.sleep(0.02)
 
     def _replace_flows(self, flows):
-        target = f"unix:{os.path.join(self.rundir, self.tun_bridge)}.mgmt"
+        table = "".join(f"cookie={COOKIE},{flow}\n" for flow in flows)
         self._ofctl(["-O", "OpenFlow14", "--bundle", "replace-flows",
-                     target, "-"], "\n".join(flows) + "\n")
+                     self._target(self.tun_bridge), "-"], table)
         LOG.info("installed %d flows on %s", len(flows), self.tun_bridge)
+
+    def _target(self, bridge):
+        return f"unix:{os.path.join(self.rundir, bridge)}.mgmt"
+
+    def flows_intact(self):
+        """Are our flows still installed?  ovs-vswitchd forgets every flow
+        when it restarts; learned flows (cookie 0) are not counted."""
+        if self._installed is None:
+            return True
+        out = self._ofctl(["-O", "OpenFlow13", "--no-stats", "dump-flows",
+                           self._target(self.tun_bridge),
+                           f"cookie={COOKIE}/-1"])
+        return sum("actions=" in line for line in out.splitlines()) == \
+            len(self._installed)
 
     @staticmethod
     def _ofctl(args, stdin=None):
@@ -161,6 +175,7 @@ class Tunnels:
         if proc.returncode != 0:
             raise DataplaneError(f"ovs-ofctl {' '.join(args[:-1])} failed: "
                                  f"{proc.stderr.strip()}")
+        return proc.stdout
 
 
 def announce_frame(mac):
