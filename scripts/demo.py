@@ -105,7 +105,8 @@ def main():
     sites = []
     start = time.monotonic()
     try:
-        say("starting 3 hosts (OVS + dockerd each) and etcd")
+        say(f"starting 3 hosts (OVS + dockerd each) and etcd, in network "
+            f"namespaces {cluster.prefix}-*")
         cluster.start()
         for host in cluster.hosts:
             import_busybox(host.docker)

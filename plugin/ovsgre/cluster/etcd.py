@@ -17,6 +17,7 @@ answers an error quickly instead of hanging dockerd, which has no timeout.
 import base64
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -67,7 +68,19 @@ class EtcdKV:
         return etcd3gw.Etcd3Client(
             host=parsed.hostname, port=parsed.port or 2379,
             protocol=parsed.scheme, timeout=self.timeout, api_path="/v3/",
-            **self._tls)
+            session=self._session())
+
+    def _session(self):
+        """No settings from the environment: a REQUESTS_CA_BUNDLE or
+        HTTPS_PROXY meant for other traffic would override --etcd-ca or
+        send etcd requests through a proxy."""
+        session = requests.Session()
+        session.trust_env = False
+        session.verify = self._tls["ca_cert"] or \
+            os.environ.get("REQUESTS_CA_BUNDLE") or True
+        if self._tls["cert_cert"] and self._tls["cert_key"]:
+            session.cert = (self._tls["cert_cert"], self._tls["cert_key"])
+        return session
 
     def call(self, what, func):
         """Run func(client) against the endpoints in turn until one works."""
