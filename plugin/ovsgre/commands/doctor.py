@@ -1,12 +1,518 @@
-"""`ovsgre doctor` (being written)."""
+"""`ovsgre doctor`: check this host and name a fix for every problem.
 
+Checks, in order (each either ok, failed with findings, or skipped with a
+reason):
+
+  ovs        ovsdb-server answers on --ovsdb; ovs-vswitchd answers on its
+             control socket (<rundir>/ovs-vswitchd.<pid>.ctl or .ctl)
+  bridge     the integration bridge exists with the expected datapath;
+             with several hosts also the tunnel bridge and its patch port
+  endpoints  each endpoint's host veth is there, up, with the recorded MTU
+             (at most underlay MTU - 42 for cluster networks), the port's
+             VLAN tag is the network's, and under the userspace datapath
+             TX checksum offload is off on the container end
+  underlay   userspace datapath with several hosts: the tunnel source
+             address sits on an OVS bridge port with TX offload off (br-phy)
+  tunnels    a GRE port for every peer, none for departed ones, every peer
+             answers ping over the underlay, this host is registered
+  flows      the tunnel bridge's table is what build_flows computes
+             (learned flows ignored)
+  stale      OVS ports and ovsgre-named links without a record, records
+             without a port, unfinished deletions
+  store      the state directory is readable; etcd answers when configured
+
+Read-only, like `status`; every external call is bounded.  Exit status 0
+when every check passed, 1 otherwise.
+"""
+
+import json
 import sys
+
+from ..observe import (DEFAULT_TIMEOUT, GRE_OVERHEAD, PATCH_INT, PATCH_TUN,
+                       HostProbe, collect, compare_flows, expected_flows,
+                       expected_peers, ours, owned_endpoint_ports, port_of,
+                       tunnel_port_name, tunnel_ports)
+
+OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
+             "or /usr/share/openvswitch/scripts/ovs-ctl start)")
+RESTART_PLUGIN = ("restart the plugin (run: systemctl restart ovsgre, or "
+                  "stop and start `ovsgre serve`)")
+MAX_LISTED_FLOWS = 6
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--json", action="store_true",
+                        help="print JSON (stable keys) instead of text")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="bound of each external call "
+                             f"(default {DEFAULT_TIMEOUT:g})")
 
 
-def run(settings, args):
-    print("ovsgre doctor: not available yet", file=sys.stderr)
-    return 2
+def run(settings, args, probe=None, out=None):
+    out = out or sys.stdout
+    own = probe is None
+    probe = probe or HostProbe(settings, args.timeout)
+    try:
+        obs = collect(settings, probe, deep=True, docker=True)
+    finally:
+        if own:
+            probe.close()
+    results = diagnose(obs)
+    report = {"ok": not any(r["findings"] for r in results),
+              "problems": sum(len(r["findings"]) for r in results),
+              "checks": results}
+    if args.json:
+        json.dump(report, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        out.write(format_report(obs, report))
+    return 0 if report["ok"] else 1
+
+
+# --------------------------------------------------------------- findings
+
+def finding(subject, problem, fix, details=None):
+    item = {"subject": subject, "problem": problem, "fix": fix}
+    if details:
+        item["details"] = list(details)
+    return item
+
+
+def _result(name, findings, summary, skipped=None, notes=()):
+    if skipped is not None:
+        status = "skip"
+        summary = skipped
+    else:
+        status = "fail" if findings else "ok"
+    return {"name": name, "status": status, "summary": summary,
+            "findings": list(findings), "notes": list(notes)}
+
+
+def diagnose(obs):
+    """Run every check on an observation; list of results in order."""
+    return [check(obs) for check in CHECKS]
+
+
+# ----------------------------------------------------------------- checks
+
+def check_ovs(obs):
+    errors = obs["errors"]
+    found = []
+    parts = []
+    if obs["ovsdb"] is None:
+        found.append(finding(
+            "ovsdb-server", errors.get("ovsdb", "no answer"),
+            f"{OVS_START}; or point --ovsdb at its socket "
+            f"(now {obs['ovsdb_remote']})"))
+    else:
+        version = obs["ovsdb"].get("ovs_version")
+        parts.append(f"ovsdb-server answers at {obs['ovsdb_remote']}"
+                     + (f" (OVS {version})" if version else ""))
+    if obs["vswitchd"] is None:
+        found.append(finding(
+            "ovs-vswitchd", errors.get("vswitchd", "no answer"),
+            "start ovs-vswitchd (run: systemctl restart openvswitch-switch,"
+            " or /usr/share/openvswitch/scripts/ovs-ctl --no-ovsdb-server "
+            f"start); its control socket is looked for in {obs['rundir']} "
+            "(--ovs-rundir)"))
+    else:
+        parts.append(f"ovs-vswitchd answers ({obs['vswitchd']['ctl']})")
+    return _result("ovs", found, "; ".join(parts))
+
+
+def check_bridge(obs):
+    ovsdb = obs["ovsdb"]
+    if ovsdb is None:
+        return _result("bridge", [], "", skipped="OVSDB unreachable")
+    want = obs["datapath"]
+    found, parts = [], []
+    bridges = ovsdb["bridges"]
+    names = [obs["bridge"]]
+    if obs["multi_host"]:
+        names.append(obs["tunnel_bridge"])
+    for name in names:
+        bridge = bridges.get(name)
+        what = "integration" if name == obs["bridge"] else "tunnel"
+        if bridge is None:
+            fix = f"{RESTART_PLUGIN}: it creates the bridge"
+            if what == "integration":
+                fix += (f"; or run: ovs-vsctl add-br {name} -- set bridge "
+                        f"{name} datapath_type={want or 'netdev'}")
+            found.append(finding(name, f"the {what} bridge is missing", fix))
+            continue
+        actual = bridge["datapath_type"]
+        if want and actual != want:
+            found.append(finding(
+                name, f"datapath_type is {actual}, the plugin uses {want}",
+                f"run: ovs-vsctl set bridge {name} datapath_type={want} "
+                f"(or set --datapath={actual} for the plugin)"))
+        extra = ""
+        if what == "tunnel":
+            extra = f", fail_mode {bridge['fail_mode'] or 'standalone'}"
+            if bridge["fail_mode"] != "secure":
+                found.append(finding(
+                    name, "fail_mode is not secure: the bridge may flood "
+                    "between tunnels (loops)",
+                    f"run: ovs-vsctl set-fail-mode {name} secure"))
+            for patch, on in ((PATCH_INT, name), (PATCH_TUN, obs["bridge"])):
+                port = port_of(obs, patch)
+                if port is None or port["bridge"] != on:
+                    found.append(finding(
+                        patch, f"patch port missing on {on}",
+                        f"{RESTART_PLUGIN}: it re-creates the patch ports"))
+        parts.append(f"{name} ({actual}{extra})")
+    return _result("bridge", found, ", ".join(parts))
+
+
+def check_endpoints(obs):
+    store, links = obs["store"], obs["links"]
+    if store is None:
+        return _result("endpoints", [], "", skipped="store unreadable")
+    if links is None:
+        return _result("endpoints", [], "",
+                       skipped="cannot read links: "
+                       + obs["errors"].get("links", ""))
+    networks = store["networks"]
+    containers = (obs.get("docker") or {}).get("endpoints", {})
+    underlay = obs.get("underlay") or {}
+    limit = underlay["mtu"] - GRE_OVERHEAD if underlay.get("mtu") else None
+    offload = obs.get("offload") or {}
+    found, notes = [], []
+    checked = 0
+    for eid, ep in sorted(store["endpoints"].items()):
+        net = networks.get(ep.get("network_id"))
+        if ep.get("state") == "deleting" or net is None:
+            continue   # the stale check names these
+        checked += 1
+        who = _who(eid, containers)
+        host_if, peer_if, mtu = ep["host_if"], ep["peer_if"], ep["mtu"]
+        host = links.get(host_if)
+        if host is None:
+            found.append(finding(host_if, f"host veth of {who} is missing",
+                                 _missing_veth_fix(ep, containers)))
+        else:
+            if not host["up"]:
+                found.append(finding(host_if, f"host veth of {who} is down",
+                                     f"run: ip link set {host_if} up"))
+            if host["mtu"] != mtu:
+                found.append(finding(
+                    host_if, f"MTU {host['mtu']} on the host veth of {who}, "
+                    f"recorded {mtu}",
+                    f"run: ip link set {host_if} mtu {mtu}"))
+        peer = links.get(peer_if)
+        if peer is not None and peer["mtu"] != mtu:
+            found.append(finding(
+                peer_if, f"MTU {peer['mtu']} on the container end of {who}, "
+                f"recorded {mtu}", f"run: ip link set {peer_if} mtu {mtu}"))
+        if obs["multi_host"] and limit and net.get("key") and mtu > limit:
+            found.append(finding(
+                host_if, f"MTU {mtu} of {who} exceeds the underlay MTU "
+                f"{underlay['mtu']} - {GRE_OVERHEAD} = {limit}: larger "
+                "frames between hosts are dropped silently",
+                "recreate the network with -o com.docker.network.driver.mtu="
+                f"{limit} (or raise the underlay MTU to "
+                f"{mtu + GRE_OVERHEAD})"))
+        port = port_of(obs, host_if)
+        if port and net.get("vlan") and port["tag"] != net["vlan"]:
+            found.append(finding(
+                host_if, f"OVS port tag {port['tag']}, the network's VLAN "
+                f"is {net['vlan']}: {who} is on the wrong network",
+                f"{RESTART_PLUGIN} (start-up fixes tags); or run: "
+                f"ovs-vsctl set port {host_if} tag={net['vlan']}"))
+        off = offload.get(eid)
+        if off is None:
+            continue
+        if off["tx"]:
+            inside = off["where"] == "container"
+            fix = f"run: ethtool -K {off['ifname']} tx off"
+            if inside:
+                fix = (f"run: nsenter --net={off['netns']} ethtool -K "
+                       f"{off['ifname']} tx off")
+            found.append(finding(
+                host_if if inside else off["ifname"],
+                f"TX checksum offload is on on the container end of {who} "
+                f"({off['ifname']}{' in its container' if inside else ''}): "
+                "with the userspace datapath its TCP carries bad checksums "
+                "(ping still works)", fix))
+        elif off["tx"] is None:
+            notes.append(f"{who}: offload not checked: {off['error']}")
+    summary = f"{checked} endpoint(s): veths present and up, MTU as recorded"
+    if obs.get("datapath") == "netdev":
+        summary += ", TX offload off where visible"
+    return _result("endpoints", found, summary, notes=notes)
+
+
+def _who(eid, containers):
+    name = containers.get(eid)
+    return f"endpoint {eid[:12]}" + (f" ({name})" if name else "")
+
+
+def _missing_veth_fix(ep, containers):
+    name = containers.get(ep["endpoint_id"]) or "CONTAINER"
+    if ep.get("state") == "joined":
+        return (f"its container's network namespace is gone: run: docker rm "
+                f"-f {name} (or docker network disconnect -f NETWORK {name})")
+    return f"{RESTART_PLUGIN}: start-up re-creates the veth pair and port"
+
+
+def check_underlay(obs):
+    if not obs["multi_host"]:
+        return _result("underlay", [], "", skipped="single host")
+    if obs.get("datapath") != "netdev":
+        return _result("underlay", [], "",
+                       skipped="kernel datapath: the kernel routes tunnels")
+    ip = obs.get("local_ip")
+    if not ip:
+        return _result("underlay", [finding(
+            "tunnel source", "cannot tell the tunnel source address"
+            + (f": {obs['errors']['local_ip']}"
+               if obs["errors"].get("local_ip") else ""),
+            "set --local-ip (OVSGRE_LOCAL_IP) to this host's underlay "
+            "address")], "")
+    under = obs.get("underlay") or {}
+    name = under.get("ifname")
+    if not name:
+        return _result("underlay", [finding(
+            ip, f"no interface of this host has the tunnel source {ip}",
+            "set --local-ip to an address of this host's underlay")], "")
+    found = []
+    iface = ((obs.get("ovsdb") or {}).get("interfaces") or {}).get(name)
+    port = port_of(obs, name)
+    bridge = ((obs.get("ovsdb") or {}).get("bridges") or {}).get(
+        (port or {}).get("bridge"))
+    if obs.get("ovsdb") is not None and (
+            iface is None or iface["type"] != "internal" or
+            bridge is None or bridge["datapath_type"] != "netdev"):
+        found.append(finding(
+            name, f"the tunnel source {ip} is on {name}, not on a userspace "
+            "OVS bridge: ovs-vswitchd cannot send the tunnel packets",
+            "move it onto an OVS bridge: ovs-vsctl add-br br-phy -- set "
+            "bridge br-phy datapath_type=netdev; ovs-vsctl add-port br-phy "
+            f"NIC; ip addr del {ip}/LEN dev {name}; ip addr add {ip}/LEN "
+            "dev br-phy; ip link set br-phy up; ethtool -K br-phy tx off"))
+    if under.get("tx"):
+        found.append(finding(
+            name, f"TX checksum offload is on on {name}, which holds the "
+            f"tunnel source {ip}: this host's own TCP over it (etcd) fails "
+            "while ping works", f"run: ethtool -K {name} tx off"))
+    notes = []
+    if under.get("tx") is None and under.get("tx_error"):
+        notes.append(f"offload of {name} not checked: {under['tx_error']}")
+    return _result("underlay", found,
+                   f"{ip} on {name} (MTU {under.get('mtu')}), TX offload off",
+                   notes=notes)
+
+
+def check_tunnels(obs):
+    if not obs["multi_host"]:
+        return _result("tunnels", [], "", skipped="single host")
+    if obs["ovsdb"] is None:
+        return _result("tunnels", [], "", skipped="OVSDB unreachable")
+    notes = []
+    if obs["peers"] is None:
+        notes.append("peers taken from the tunnel ports present (etcd "
+                     "unreachable)")
+    wanted = expected_peers(obs)
+    ports = tunnel_ports(obs)
+    tb = obs["tunnel_bridge"]
+    found = []
+    for peer in sorted(wanted):
+        name = tunnel_port_name(peer)
+        port = ports.get(name)
+        if port is None:
+            found.append(finding(
+                name, f"no tunnel port to peer {peer}",
+                f"{RESTART_PLUGIN}: it re-creates the tunnel ports (its log "
+                "says 'tunnel sync failed' when it cannot)"))
+        elif not port["ofport"] or port["ofport"] < 1:
+            found.append(finding(
+                name, f"ovs-vswitchd did not take the tunnel port to {peer} "
+                f"(ofport {port['ofport']}"
+                + (f", {port['error']}" if port["error"] else "") + ")",
+                f"see: ovs-vsctl list interface {name}; then "
+                f"{RESTART_PLUGIN}"))
+        elif port["remote_ip"] != peer:
+            found.append(finding(
+                name, f"tunnel port to {peer} has remote_ip "
+                f"{port['remote_ip']}", RESTART_PLUGIN))
+    if obs["peers"] is not None:
+        for name, port in sorted(ports.items()):
+            if port["peer"] not in wanted:
+                found.append(finding(
+                    name, f"tunnel port to {port['peer']}, which is not a "
+                    "peer (not registered)",
+                    f"{RESTART_PLUGIN}; or run: ovs-vsctl del-port {tb} "
+                    f"{name}"))
+    ping = obs.get("ping") or {}
+    source = obs.get("local_ip") or "this host"
+    for peer in sorted(wanted):
+        answered, detail = ping.get(peer, (None, ""))
+        if answered is False:
+            found.append(finding(
+                peer, f"peer does not answer ping over the underlay from "
+                f"{source}" + (f" ({detail})" if detail else ""),
+                f"check the underlay path to {peer} (address, routes, "
+                "firewall; with the userspace datapath the source address "
+                "must be on br-phy); is that host up?"))
+    if obs.get("registered") is False:
+        found.append(finding(
+            obs.get("local_ip") or "this host",
+            "this host is not registered in etcd (/ovsgre/hosts/): peers "
+            "have no tunnel to it",
+            "start the plugin (ovsgre serve) and check its log; its "
+            "--local-ip must be this address"))
+    answered = sum(1 for p in wanted if (ping.get(p) or (None,))[0])
+    return _result("tunnels", found,
+                   f"{len(wanted)} peer(s), {len(ports)} tunnel port(s), "
+                   f"{answered} answer ping", notes=notes)
+
+
+def check_flows(obs):
+    if not obs["multi_host"]:
+        return _result("flows", [], "", skipped="single host")
+    tb = obs["tunnel_bridge"]
+    if obs["ovsdb"] is None or tb not in obs["ovsdb"]["bridges"]:
+        return _result("flows", [], "", skipped=f"no {tb} to read")
+    if obs.get("flows") is None:
+        if obs["vswitchd"] is None:
+            return _result("flows", [], "", skipped="ovs-vswitchd down")
+        return _result("flows", [finding(
+            tb, "cannot read the flow table: "
+            + obs["errors"].get("flows", "?"),
+            f"check ovs-vswitchd and {obs['rundir']}/{tb}.mgmt "
+            "(--ovs-rundir)")], "")
+    expected = expected_flows(obs)
+    if expected is None:
+        return _result("flows", [], "", skipped=f"{PATCH_INT} has no ofport "
+                       "or the store is unreadable")
+    missing, unexpected = compare_flows(expected, obs["flows"])
+    found = []
+    if missing or unexpected:
+        details = [f"- {f}" for f in missing[:MAX_LISTED_FLOWS]] + \
+            [f"+ {f}" for f in unexpected[:MAX_LISTED_FLOWS]]
+        found.append(finding(
+            tb, f"flow table differs from the computed one: "
+            f"{len(missing)} missing, {len(unexpected)} unexpected",
+            f"{RESTART_PLUGIN}: it re-installs the whole table (if this "
+            "persists, its log says why)", details))
+    return _result("flows", found, f"{tb}: {len(expected)} flows as "
+                   "computed (learned flows ignored)")
+
+
+def check_stale(obs):
+    store = obs["store"]
+    if store is None:
+        return _result("stale", [], "", skipped="store unreadable")
+    if obs["ovsdb"] is None and obs["links"] is None:
+        return _result("stale", [], "", skipped="OVSDB and links unreadable")
+    endpoints = store["endpoints"]
+    containers = (obs.get("docker") or {}).get("endpoints", {})
+    known = {ep.get("host_if") for ep in endpoints.values()} | \
+        {ep.get("peer_if") for ep in endpoints.values()}
+    found = []
+    if obs["ovsdb"] is not None:
+        for name, port in sorted(owned_endpoint_ports(obs).items()):
+            if name not in known:
+                found.append(finding(
+                    name, "OVS port with owner=ovsgre but no endpoint record",
+                    f"{RESTART_PLUGIN} (start-up removes orphans); or run: "
+                    f"ovs-vsctl del-port {port['bridge'] or obs['bridge']} "
+                    f"{name}"))
+    if obs["links"] is not None:
+        for name in sorted(obs["links"]):
+            if ours(name) and name not in known:
+                found.append(finding(
+                    name, "ovsgre-named link without an endpoint record",
+                    f"run: ip link del {name} (or {RESTART_PLUGIN})"))
+    for eid, ep in sorted(endpoints.items()):
+        who = _who(eid, containers)
+        if ep.get("state") == "deleting":
+            found.append(finding(
+                eid[:12], f"deletion of {who} was interrupted",
+                f"{RESTART_PLUGIN}: start-up finishes it"))
+            continue
+        if ep.get("network_id") not in store["networks"]:
+            found.append(finding(
+                eid[:12], f"{who} belongs to network "
+                f"{ep.get('network_id', '')[:12]}, which has no record",
+                f"{RESTART_PLUGIN}: start-up removes it"))
+            continue
+        if obs["ovsdb"] is None:
+            continue
+        port = port_of(obs, ep["host_if"])
+        if port is None or port["bridge"] != obs["bridge"]:
+            has_link = obs["links"] is None or ep["host_if"] in obs["links"]
+            fix = (f"{RESTART_PLUGIN}: start-up re-adds the port" if has_link
+                   else _missing_veth_fix(ep, containers))
+            found.append(finding(
+                ep["host_if"], f"{who} has a record but no OVS port on "
+                f"{obs['bridge']}", fix))
+    return _result("stale", found,
+                   "no orphan ports or links, every record has its port")
+
+
+def check_store(obs):
+    found = []
+    store = obs["store"]
+    parts = []
+    if store is None:
+        found.append(finding(
+            obs["state_dir"], obs["errors"].get("store", "unreadable"),
+            "point --state-dir (OVSGRE_STATE_DIR) at the plugin's state "
+            "directory (default /var/lib/ovsgre); the plugin creates it "
+            "when it starts"))
+    else:
+        for bad in store["bad"]:
+            found.append(finding(
+                bad.split(":", 1)[0], "unreadable record: "
+                + bad.split(":", 1)[-1].strip(),
+                "move it out of the state directory, then "
+                + RESTART_PLUGIN))
+        parts.append(f"{obs['state_dir']}: {len(store['networks'])} "
+                     f"network(s), {len(store['endpoints'])} endpoint(s)")
+    if obs["mode"] == "etcd":
+        if obs["peers"] is None:
+            found.append(finding(
+                "etcd", obs["errors"].get("etcd", "unreachable"),
+                "start etcd or fix --etcd / --etcd-ca --etcd-cert "
+                "--etcd-key (traffic keeps flowing; new networks, "
+                "addresses and hosts need etcd)"))
+        else:
+            hosts = len(obs["peers"]) + (1 if obs.get("registered") else 0)
+            parts.append(f"etcd answers ({hosts} host(s) registered)")
+    return _result("store", found, "; ".join(parts))
+
+
+CHECKS = (check_ovs, check_bridge, check_endpoints, check_underlay,
+          check_tunnels, check_flows, check_stale, check_store)
+
+
+# ----------------------------------------------------------------- output
+
+def format_report(obs, report):
+    head = (f"ovsgre doctor: bridge {obs['bridge']}, datapath "
+            f"{obs.get('datapath') or '?'}, {obs['mode']}")
+    if obs["multi_host"]:
+        head += f", tunnel IP {obs.get('local_ip') or '?'}"
+    lines = [head]
+    for result in report["checks"]:
+        mark = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}[result["status"]]
+        summary = result["summary"]
+        if result["status"] == "fail":
+            count = len(result["findings"])
+            summary = f"{count} problem{'s' if count != 1 else ''}"
+        lines.append(f"{mark}  {result['name']:<10} {summary}".rstrip())
+        for item in result["findings"]:
+            lines.append(f"      {item['subject']}: {item['problem']}")
+            for detail in item.get("details", ()):
+                lines.append(f"          {detail}")
+            lines.append(f"        fix: {item['fix']}")
+        for note in result["notes"]:
+            lines.append(f"      note: {note}")
+    if report["ok"]:
+        lines.append("all checks passed")
+    else:
+        n = report["problems"]
+        lines.append(f"{n} problem{'s' if n != 1 else ''} found")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,860 @@
+"""Read-only collection of this host's ovsgre state, for `status` and `doctor`.
+
+Nothing here changes anything: the local store is read file by file (no
+lock, no directory created, no temporary file removed: the running plugin
+owns them), OVSDB is asked with one `select` transaction over its JSON-RPC
+socket, kernel links through a netlink dump, OpenFlow tables through
+`ovs-ofctl dump-flows`, ovs-vswitchd through `ovs-appctl version`, peers
+through one etcd range read, names through the Docker API.
+
+Every external call is bounded by a timeout and runs argv lists (never a
+shell).  Whatever fails is recorded in the observation (`errors`) instead of
+raised, so a half-broken host still gives a useful picture.
+
+`HostProbe` is the only class that touches the system; `collect()` turns
+what it reports into one plain dict (the observation) that `status`
+formats and `doctor` checks.  Tests give `collect()` a fake probe.
+"""
+
+import concurrent.futures
+import glob
+import ipaddress
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+
+from . import OWNER, names
+
+DEFAULT_TIMEOUT = 3.0
+# The same values as in dataplane/ (not imported here: that pulls in
+# ovsdbapp, which `status` does not need; a unit test keeps them equal).
+GRE_OVERHEAD = 42
+OWNER_KEY = "owner"
+ROLE_KEY = "ovsgre_role"
+NETWORK_KEY = "ovsgre_network"
+ENDPOINT_KEY = "ovsgre_endpoint"
+PEER_KEY = "ovsgre_peer"
+PATCH_INT = "ovgp-int"     # tunnel bridge side of the patch
+PATCH_TUN = "ovgp-tun"     # integration bridge side of the patch
+HOSTS_PREFIX = "/ovsgre/hosts/"
+STORE_KINDS = ("networks", "endpoints")
+
+
+class ProbeError(Exception):
+    """One piece of state could not be read (message says why)."""
+
+
+# ---------------------------------------------------------------- helpers
+
+def tunnel_port_name(peer_ip):
+    return "gre-" + ipaddress.IPv4Address(peer_ip).packed.hex()
+
+
+def run_argv(argv, timeout, input_text=None):
+    """(returncode, stdout, stderr) of argv, bounded; ProbeError when it
+    cannot run at all or takes too long."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True,
+                              timeout=timeout, input=input_text,
+                              stdin=None if input_text is not None
+                              else subprocess.DEVNULL)
+    except FileNotFoundError as exc:
+        raise ProbeError(f"{argv[0]} not found: {exc}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ProbeError(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} "
+                         f"did not answer within {timeout:g}s") from exc
+    except OSError as exc:
+        raise ProbeError(f"{argv[0]}: {exc}") from exc
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+# ------------------------------------------------------------- local store
+
+def read_store(state_dir):
+    """{"networks": {id: record}, "endpoints": {id: record}, "bad": [path]}
+    read without locking or writing anything.  ProbeError when the
+    directory or one of its kinds cannot be listed."""
+    root = os.path.abspath(state_dir)
+    if not os.path.isdir(root):
+        raise ProbeError(f"state directory {root} does not exist")
+    out = {"bad": []}
+    for kind in STORE_KINDS:
+        folder = os.path.join(root, kind)
+        records = {}
+        try:
+            entries = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            entries = []   # a plugin that never stored this kind yet
+        except OSError as exc:
+            raise ProbeError(f"cannot list {folder}: {exc}") from exc
+        for name in entries:
+            if not name.endswith(".json") or name.startswith(".tmp-"):
+                continue
+            path = os.path.join(folder, name)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    record = json.load(fh)
+            except FileNotFoundError:
+                continue   # deleted between listdir and open
+            except (OSError, ValueError) as exc:
+                out["bad"].append(f"{path}: {exc}")
+                continue
+            if not isinstance(record, dict):
+                out["bad"].append(f"{path}: not a JSON object")
+                continue
+            records[name[:-5]] = record
+        out[kind] = records
+    return out
+
+
+# ------------------------------------------------------------------ OVSDB
+
+OVSDB_COLUMNS = {
+    "Open_vSwitch": ["cur_cfg", "next_cfg", "ovs_version"],
+    "Bridge": ["_uuid", "name", "datapath_type", "fail_mode", "ports",
+               "external_ids"],
+    "Port": ["_uuid", "name", "tag", "interfaces", "external_ids"],
+    "Interface": ["_uuid", "name", "type", "options", "ofport", "error",
+                  "external_ids"],
+}
+
+
+def _atom(value):
+    if isinstance(value, list) and len(value) == 2 and \
+            value[0] in ("uuid", "named-uuid"):
+        return value[1]
+    return value
+
+
+def _datum(value):
+    """OVSDB JSON datum -> Python: sets to lists, maps to dicts."""
+    if isinstance(value, list) and len(value) == 2:
+        if value[0] == "set":
+            return [_atom(v) for v in value[1]]
+        if value[0] == "map":
+            return {_atom(k): _atom(v) for k, v in value[1]}
+    return _atom(value)
+
+
+def _optional(value):
+    """A column of 0 or 1 values: the value or None."""
+    value = _datum(value)
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _as_list(value):
+    value = _datum(value)
+    return value if isinstance(value, list) else [value]
+
+
+def ovsdb_transact(remote, operations, timeout):
+    """One JSON-RPC `transact` on the Open_vSwitch database; the result
+    list.  remote: unix:PATH or tcp:HOST:PORT."""
+    deadline = time.monotonic() + timeout
+    if remote.startswith("unix:"):
+        family, address = socket.AF_UNIX, remote[len("unix:"):]
+    elif remote.startswith("tcp:"):
+        host, _, port = remote[len("tcp:"):].rpartition(":")
+        family, address = socket.AF_INET, (host.strip("[]"), int(port))
+        if ":" in host:
+            family = socket.AF_INET6
+    else:
+        raise ProbeError(f"OVSDB remote {remote!r}: only unix: and tcp: "
+                         "are supported here")
+    request = {"method": "transact",
+               "params": ["Open_vSwitch"] + list(operations), "id": 1}
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(json.dumps(request).encode())
+            data = b""
+            decoder = json.JSONDecoder()
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("no reply")
+                sock.settimeout(left)
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    raise ProbeError(f"OVSDB at {remote} closed the "
+                                     "connection")
+                data += chunk
+                while True:
+                    try:
+                        text = data.decode().lstrip()
+                        message, end = decoder.raw_decode(text)
+                    except ValueError:
+                        break   # incomplete: read more
+                    data = text[end:].encode()
+                    if isinstance(message, dict) and message.get("id") == 1:
+                        if message.get("error"):
+                            raise ProbeError(f"OVSDB at {remote}: "
+                                             f"{message['error']}")
+                        return message.get("result") or []
+    except socket.timeout as exc:
+        raise ProbeError(f"OVSDB at {remote} did not answer within "
+                         f"{timeout:g}s") from exc
+    except OSError as exc:
+        raise ProbeError(f"cannot reach OVSDB at {remote}: {exc}") from exc
+
+
+def read_ovsdb(remote, timeout):
+    """Bridges, ports and interfaces by name, plus cur_cfg/next_cfg."""
+    tables = list(OVSDB_COLUMNS)
+    ops = [{"op": "select", "table": t, "where": [],
+            "columns": OVSDB_COLUMNS[t]} for t in tables]
+    result = ovsdb_transact(remote, ops, timeout)
+    rows = {}
+    for table, reply in zip(tables, result):
+        if not isinstance(reply, dict) or "rows" not in reply:
+            raise ProbeError(f"OVSDB select {table}: {reply}")
+        rows[table] = reply["rows"]
+    return parse_ovsdb(rows)
+
+
+def parse_ovsdb(rows):
+    """Raw select rows per table -> the snapshot dict used here."""
+    interfaces, by_iface_uuid = {}, {}
+    for row in rows.get("Interface", []):
+        ofport = _optional(row.get("ofport"))
+        info = {"type": row.get("type", ""),
+                "options": _datum(row.get("options", ["map", []])),
+                "ofport": ofport,
+                "error": _optional(row.get("error")),
+                "external_ids": _datum(row.get("external_ids",
+                                               ["map", []]))}
+        interfaces[row["name"]] = info
+        by_iface_uuid[_atom(row["_uuid"])] = row["name"]
+    ports, by_port_uuid = {}, {}
+    for row in rows.get("Port", []):
+        ifaces = [by_iface_uuid.get(u, u)
+                  for u in _as_list(row.get("interfaces", ["set", []]))]
+        ports[row["name"]] = {
+            "bridge": None, "tag": _optional(row.get("tag")),
+            "interfaces": ifaces,
+            "external_ids": _datum(row.get("external_ids", ["map", []]))}
+        by_port_uuid[_atom(row["_uuid"])] = row["name"]
+    bridges = {}
+    for row in rows.get("Bridge", []):
+        port_names = sorted(by_port_uuid.get(u, u)
+                            for u in _as_list(row.get("ports", ["set", []])))
+        bridges[row["name"]] = {
+            "datapath_type": row.get("datapath_type", "") or "system",
+            "fail_mode": _optional(row.get("fail_mode")),
+            "ports": port_names,
+            "external_ids": _datum(row.get("external_ids", ["map", []]))}
+        for name in port_names:
+            if name in ports:
+                ports[name]["bridge"] = row["name"]
+    ovs = (rows.get("Open_vSwitch") or [{}])[0]
+    return {"bridges": bridges, "ports": ports, "interfaces": interfaces,
+            "cur_cfg": ovs.get("cur_cfg"), "next_cfg": ovs.get("next_cfg"),
+            "ovs_version": _optional(ovs.get("ovs_version", ["set", []]))}
+
+
+# -------------------------------------------------------------- flow table
+
+_STATS = {"cookie", "duration", "n_packets", "n_bytes", "idle_age",
+          "hard_age", "reset_counts", "packet_count", "byte_count"}
+_NUMBER = re.compile(r"^(0x[0-9a-fA-F]+|[0-9]+)$")
+
+
+def _split_top(text):
+    """Split on commas outside parentheses."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        if ch == "," and depth == 0:
+            if cur.strip():
+                out.append(cur.strip())
+            cur = ""
+            continue
+        depth += ch == "("
+        depth -= ch == ")"
+        cur += ch
+    if cur.strip():
+        out.append(cur.strip())
+    return out
+
+
+def _num(text):
+    return str(int(text, 0)) if _NUMBER.match(text) else text
+
+
+def _norm_action(action):
+    name, sep, arg = action.partition(":")
+    if name == "mod_vlan_vid" and _NUMBER.match(arg):
+        # OpenFlow 1.3 shows mod_vlan_vid as push_vlan + set_field
+        return ["push_vlan:0x8100",
+                f"set_field:{int(arg, 0) | 0x1000}->vlan_vid"]
+    if name == "strip_vlan":
+        return ["pop_vlan"]
+    if name == "set_field" and "->" in arg:
+        value, _, field = arg.partition("->")
+        return [f"set_field:{_num(value)}->{field}"]
+    if name == "push_vlan":
+        return [f"push_vlan:{hex(int(arg, 0))}" if _NUMBER.match(arg)
+                else action]
+    if sep and name in ("output", "goto_table"):
+        return [f"{name}:{_num(arg)}"]
+    return [action]
+
+
+def normalize_flow(text):
+    """One flow as built by build_flows or printed by dump-flows -> a
+    canonical string: stats dropped, table=0 explicit, match fields sorted,
+    numbers in decimal, OpenFlow-1.3 spellings of VLAN actions."""
+    text = text.strip()
+    if " actions=" in text:
+        match, actions = text.split(" actions=", 1)
+    elif ",actions=" in text:
+        match, actions = text.split(",actions=", 1)
+    elif text.startswith("actions="):
+        match, actions = "", text[len("actions="):]
+    else:
+        raise ValueError(f"not a flow: {text!r}")
+    fields = {}
+    for part in match.replace(" ", ",").split(","):
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if key in _STATS:
+            continue
+        fields[key] = _num(value) if sep else ""
+    table = fields.pop("table", "0")
+    priority = fields.pop("priority", "32768")
+    matches = ",".join(f"{k}={v}" if v != "" else k
+                       for k, v in sorted(fields.items()))
+    acts = []
+    for action in _split_top(actions):
+        acts += _norm_action(action)
+    head = f"table={table},priority={priority}"
+    return f"{head},{matches} actions={','.join(acts)}" if matches \
+        else f"{head} actions={','.join(acts)}"
+
+
+def is_learned(normalized):
+    """Flows the learn() action adds in table 2 at priority 1."""
+    return normalized.startswith("table=2,priority=1,") or \
+        normalized.startswith("table=2,priority=1 ")
+
+
+def parse_dump(text):
+    """Flow lines of `ovs-ofctl dump-flows` (header lines skipped)."""
+    return [line.strip() for line in text.splitlines()
+            if line.strip() and "actions=" in line
+            and not line.startswith(("OFPST_", "NXST_"))]
+
+
+def compare_flows(expected, actual):
+    """(missing, unexpected): normalized flows of the computed table not
+    installed, and installed ones not in it (learned flows ignored)."""
+    want = {normalize_flow(f) for f in expected}
+    have = set()
+    for flow in actual:
+        norm = normalize_flow(flow)
+        if not is_learned(norm):
+            have.add(norm)
+    return sorted(want - have), sorted(have - want)
+
+
+# --------------------------------------------------------------- the probe
+
+class HostProbe:
+    """Read-only access to this host.  Every method either returns what it
+    read or raises ProbeError."""
+
+    def __init__(self, settings, timeout=DEFAULT_TIMEOUT):
+        self.settings = settings
+        self.timeout = timeout
+        self._docker = None
+        self._docker_lock = threading.Lock()
+
+    # -- store ---------------------------------------------------------
+    def store(self):
+        return read_store(self.settings.state_dir)
+
+    # -- OVS -----------------------------------------------------------
+    def ovsdb(self):
+        return read_ovsdb(self.settings.ovsdb,
+                          min(self.timeout, self.settings.ovsdb_timeout))
+
+    def vswitchd_ctl_candidates(self):
+        """Control sockets of ovs-vswitchd: <rundir>/ovs-vswitchd.<pid>.ctl
+        (Debian's default) and <rundir>/ovs-vswitchd.ctl (--unixctl)."""
+        rundir = self.settings.rundir
+        found = []
+        try:
+            with open(os.path.join(rundir, "ovs-vswitchd.pid"),
+                      encoding="ascii") as fh:
+                pid = int(fh.read().strip() or 0)
+            if pid:
+                found.append(os.path.join(rundir,
+                                          f"ovs-vswitchd.{pid}.ctl"))
+        except (OSError, ValueError):
+            pass
+        found.append(os.path.join(rundir, "ovs-vswitchd.ctl"))
+        found += sorted(glob.glob(os.path.join(rundir, "ovs-vswitchd.*.ctl")))
+        seen, out = set(), []
+        for path in found:
+            if path not in seen and os.path.exists(path):
+                seen.add(path)
+                out.append(path)
+        return out
+
+    def vswitchd(self):
+        """{"ctl": path, "version": text} of a vswitchd that answers."""
+        candidates = self.vswitchd_ctl_candidates()
+        if not candidates:
+            raise ProbeError("no ovs-vswitchd control socket in "
+                             f"{self.settings.rundir} (ovs-vswitchd.ctl or "
+                             "ovs-vswitchd.<pid>.ctl): not running, or "
+                             "another --ovs-rundir")
+        errors = []
+        for ctl in candidates:
+            rc, out, err = run_argv(["ovs-appctl", "-T",
+                                     str(max(1, int(self.timeout))), "-t",
+                                     ctl, "version"], self.timeout + 1)
+            if rc == 0:
+                return {"ctl": ctl, "version": out.strip().splitlines()[0]
+                        if out.strip() else ""}
+            errors.append(f"{ctl}: {err.strip() or f'exit {rc}'}")
+        raise ProbeError("ovs-vswitchd does not answer: " + "; ".join(errors))
+
+    def dump_flows(self, bridge):
+        target = f"unix:{os.path.join(self.settings.rundir, bridge)}.mgmt"
+        rc, out, err = run_argv(["ovs-ofctl", "-O", "OpenFlow13", "-t",
+                                 str(max(1, int(self.timeout))),
+                                 "dump-flows", "--no-stats", target],
+                                self.timeout + 1)
+        if rc != 0:
+            raise ProbeError(f"ovs-ofctl dump-flows {bridge}: "
+                             f"{err.strip() or f'exit {rc}'}")
+        return parse_dump(out)
+
+    # -- kernel --------------------------------------------------------
+    def links(self):
+        """{name: {index, mtu, up, kind, peer_index, address}}."""
+        from pyroute2 import IPRoute
+        try:
+            with IPRoute() as ipr:
+                msgs = ipr.get_links()
+        except Exception as exc:  # netlink failures of any kind
+            raise ProbeError(f"netlink link dump: {exc}") from exc
+        out = {}
+        for msg in msgs:
+            name = msg.get_attr("IFLA_IFNAME")
+            info = msg.get_attr("IFLA_LINKINFO")
+            out[name] = {
+                "index": msg["index"],
+                "mtu": msg.get_attr("IFLA_MTU"),
+                "up": bool(msg["flags"] & 1),
+                "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
+                "peer_index": msg.get_attr("IFLA_LINK"),
+                "address": msg.get_attr("IFLA_ADDRESS"),
+            }
+        return out
+
+    def addresses(self):
+        """{IPv4 address: link index} of this namespace."""
+        from pyroute2 import IPRoute
+        try:
+            with IPRoute() as ipr:
+                msgs = ipr.get_addr(family=socket.AF_INET)
+        except Exception as exc:
+            raise ProbeError(f"netlink address dump: {exc}") from exc
+        return {m.get_attr("IFA_ADDRESS"): m["index"] for m in msgs}
+
+    def tx_checksum(self, ifname):
+        """True when TX checksum offload is on (ethtool ioctl)."""
+        from .dataplane.links import tx_checksum
+        try:
+            return tx_checksum(ifname)
+        except Exception as exc:
+            raise ProbeError(str(exc)) from exc
+
+    def tx_checksum_in(self, netns_path, ifindex):
+        """(ifname, tx on?) of link ifindex inside the network namespace
+        at netns_path (a container's sandbox), via nsenter."""
+        rc, out, err = run_argv(["nsenter", f"--net={netns_path}", "ip",
+                                 "-j", "link", "show"], self.timeout)
+        if rc != 0:
+            raise ProbeError(f"nsenter {netns_path}: {err.strip()}")
+        try:
+            name = next(l["ifname"] for l in json.loads(out or "[]")
+                        if l.get("ifindex") == ifindex)
+        except (StopIteration, ValueError, KeyError) as exc:
+            raise ProbeError(f"no link {ifindex} in {netns_path}") from exc
+        rc, out, err = run_argv(["nsenter", f"--net={netns_path}",
+                                 "ethtool", "-k", name], self.timeout)
+        if rc != 0:
+            raise ProbeError(f"ethtool -k {name} in {netns_path}: "
+                             f"{err.strip()}")
+        for line in out.splitlines():
+            key, _, value = line.strip().partition(":")
+            if key == "tx-checksumming":
+                return name, value.split()[0] == "on"
+        raise ProbeError(f"ethtool -k {name}: no tx-checksumming line")
+
+    def local_ip(self):
+        """(tunnel source address, how it was found)."""
+        if self.settings.local_ip:
+            return self.settings.local_ip, "setting"
+        if not self.settings.multi_host:
+            return "", "single host"
+        from .dataplane import detect_local_ip
+        try:
+            return detect_local_ip(self.settings.tunnel_targets()), "route"
+        except Exception as exc:
+            raise ProbeError(f"route lookup: {exc}") from exc
+
+    def datapath(self, allow_modprobe):
+        """The datapath the plugin would choose (detect_datapath).  Without
+        allow_modprobe nothing is loaded: 'auto' is judged by whether the
+        openvswitch module is there now."""
+        wanted = self.settings.datapath
+        if wanted != "auto":
+            return wanted
+        if allow_modprobe:
+            from .dataplane import detect_datapath
+            return detect_datapath(wanted)
+        return "system" if os.path.isdir("/sys/module/openvswitch") \
+            else "netdev"
+
+    def ping(self, peers, source=""):
+        """{peer: (answered?, detail)}; all peers at once, each bounded."""
+        def one(peer):
+            argv = ["ping", "-c1", "-W1", "-n", "-q"]
+            if source:
+                argv += ["-I", source]
+            try:
+                rc, out, err = run_argv(argv + [peer], self.timeout + 1)
+            except ProbeError as exc:
+                return peer, (False, str(exc))
+            detail = (err.strip() or out.strip().splitlines()[-1]
+                      if (err.strip() or out.strip()) else "")
+            return peer, (rc == 0, detail if rc else "")
+        if not peers:
+            return {}
+        with concurrent.futures.ThreadPoolExecutor(
+                min(8, len(peers))) as pool:
+            return dict(pool.map(one, sorted(peers)))
+
+    def container_netns(self, container_id):
+        """/proc/<pid>/ns/net of a running container (Docker API), so its
+        interfaces can be read also where the sandbox path is not visible
+        (dockerd in another mount namespace)."""
+        with self._docker_lock:
+            try:
+                pid = (self._docker_client().inspect_container(
+                    container_id).get("State") or {}).get("Pid")
+            except Exception as exc:
+                raise ProbeError(f"Docker API: {exc}") from exc
+        if not pid:
+            raise ProbeError(f"container {container_id[:12]} is not running")
+        return f"/proc/{pid}/ns/net"
+
+    # -- cluster -------------------------------------------------------
+    def etcd_hosts(self):
+        """{ip: registration} under /ovsgre/hosts/ in etcd."""
+        from .cluster.etcd import EtcdKV
+        s = self.settings
+        try:
+            kv = EtcdKV(s.etcd, min(self.timeout, s.etcd_timeout), s.etcd_ca,
+                        s.etcd_cert, s.etcd_key)
+        except ValueError as exc:
+            raise ProbeError(str(exc)) from exc
+        try:
+            items = kv.list(HOSTS_PREFIX)
+        except Exception as exc:
+            # some client errors carry no text: say what happened
+            text = re.sub(r": (?=;|$)", ": no answer (connection failed or "
+                          "timed out)", str(exc))
+            raise ProbeError(text) from exc
+        finally:
+            kv.close()
+        out = {}
+        for key, value in items.items():
+            ip = value.get("ip") if isinstance(value, dict) else None
+            out[ip or key[len(HOSTS_PREFIX):]] = value \
+                if isinstance(value, dict) else {}
+        return out
+
+    # -- Docker --------------------------------------------------------
+    def _docker_client(self):
+        if self._docker is None:
+            import docker
+            self._docker = docker.APIClient(
+                base_url=self.settings.docker_host, timeout=self.timeout)
+        return self._docker
+
+    def close(self):
+        if self._docker is not None:
+            self._docker.close()
+            self._docker = None
+
+    def docker(self):
+        """{"networks": {id: name}, "endpoints": {endpoint id: container
+        name}, "containers": {endpoint id: container id}} from the Docker
+        API (short timeout)."""
+        with self._docker_lock:
+            return self._docker_names()
+
+    def _docker_names(self):
+        try:
+            client = self._docker_client()
+        except Exception as exc:
+            raise ProbeError(f"Docker API at {self.settings.docker_host}: "
+                             f"{exc}") from exc
+        try:
+            networks = {n["Id"]: n["Name"] for n in client.networks()}
+            endpoints, containers = {}, {}
+            for ctr in client.containers(all=True):
+                name = (ctr.get("Names") or ["/" + ctr["Id"][:12]])[0]
+                nets = (ctr.get("NetworkSettings") or {}).get("Networks") \
+                    or {}
+                for net in nets.values():
+                    if net.get("EndpointID"):
+                        endpoints[net["EndpointID"]] = name.lstrip("/")
+                        containers[net["EndpointID"]] = ctr["Id"]
+            return {"networks": networks, "endpoints": endpoints,
+                    "containers": containers}
+        except Exception as exc:
+            raise ProbeError(f"Docker API at {self.settings.docker_host}: "
+                             f"{exc}") from exc
+
+
+# ------------------------------------------------------------- collection
+
+def _try(errors, what, func, *args):
+    try:
+        return func(*args), None
+    except ProbeError as exc:
+        errors[what] = str(exc)
+        return None, str(exc)
+
+
+def collect(settings, probe, deep=False, docker=True):
+    """The observation: one dict of everything status shows and doctor
+    checks.  deep=True also reads what only doctor needs (offload of
+    container ends and of the tunnel source's port, pings of the peers,
+    the tunnel bridge's flows, the expected datapath with modprobe)."""
+    errors = {}
+    obs = {
+        "bridge": settings.bridge,
+        "tunnel_bridge": settings.tunnel_bridge,
+        "multi_host": settings.multi_host,
+        "mode": "etcd" if settings.etcd else
+        ("static" if settings.peers else "single-host"),
+        "state_dir": os.path.abspath(settings.state_dir),
+        "ovsdb_remote": settings.ovsdb,
+        "rundir": settings.rundir,
+        "docker_host": settings.docker_host,
+        "etcd": list(settings.etcd),
+        "errors": errors,
+    }
+    obs["store"], _ = _try(errors, "store", probe.store)
+    obs["ovsdb"], _ = _try(errors, "ovsdb", probe.ovsdb)
+    obs["vswitchd"], _ = _try(errors, "vswitchd", probe.vswitchd)
+    obs["links"], _ = _try(errors, "links", probe.links)
+    obs["datapath"], _ = _try(errors, "datapath", probe.datapath, deep)
+    obs["docker"] = None
+    if docker:
+        obs["docker"], _ = _try(errors, "docker", probe.docker)
+
+    local = None
+    if settings.multi_host or settings.local_ip:
+        local, _ = _try(errors, "local_ip", probe.local_ip)
+    obs["local_ip"], obs["local_ip_source"] = local or ("", "")
+
+    # peers: the registry (etcd) or the static list, minus this host
+    obs["registered"] = None
+    if settings.etcd:
+        hosts, _ = _try(errors, "etcd", probe.etcd_hosts)
+        if hosts is not None:
+            obs["registered"] = bool(obs["local_ip"]) and \
+                obs["local_ip"] in hosts
+            obs["peers"] = {ip: dict(info, source="etcd")
+                            for ip, info in hosts.items()
+                            if ip != obs["local_ip"]}
+        else:
+            obs["peers"] = None   # unknown
+    elif settings.peers:
+        obs["peers"] = {ip: {"ip": ip, "source": "static"}
+                        for ip in settings.peers if ip != obs["local_ip"]}
+    else:
+        obs["peers"] = {}
+
+    if deep:
+        _collect_deep(settings, probe, obs, errors)
+    return obs
+
+
+def _collect_deep(settings, probe, obs, errors):
+    links = obs["links"] or {}
+    store = obs["store"] or {}
+    datapath = obs["datapath"]
+    # container ends: in this namespace, or in the sandbox when readable
+    offload = {}
+    if datapath == "netdev":
+        inside = []
+        for eid, ep in sorted((store.get("endpoints") or {}).items()):
+            peer = ep.get("peer_if", "")
+            if peer in links:
+                value, err = _try({}, "", probe.tx_checksum, peer)
+                offload[eid] = {"where": "host", "ifname": peer,
+                                "tx": value, "error": err}
+            elif ep.get("state") != "deleting":
+                inside.append(ep)
+        if inside:   # a few subprocesses each: in parallel, each bounded
+            with concurrent.futures.ThreadPoolExecutor(
+                    min(8, len(inside))) as pool:
+                found = pool.map(lambda ep: _container_offload(
+                    probe, obs, ep, links.get(ep.get("host_if"))), inside)
+                for ep, result in zip(inside, found):
+                    offload[ep["endpoint_id"]] = result
+    obs["offload"] = offload
+
+    # the interface holding the tunnel source address
+    obs["underlay"] = None
+    if settings.multi_host and obs["local_ip"]:
+        addrs, _ = _try(errors, "addresses", probe.addresses)
+        index = (addrs or {}).get(obs["local_ip"])
+        name = next((n for n, l in links.items() if l["index"] == index),
+                    None) if index is not None else None
+        under = {"ip": obs["local_ip"], "ifname": name, "mtu": None,
+                 "tx": None, "tx_error": None}
+        if name:
+            under["mtu"] = links[name]["mtu"]
+            under["tx"], under["tx_error"] = _try({}, "", probe.tx_checksum,
+                                                  name)
+        obs["underlay"] = under
+
+    # peers over the underlay
+    obs["ping"] = {}
+    if settings.multi_host:
+        targets = set(obs["peers"] or ()) | set(
+            p["peer"] for p in tunnel_ports(obs).values() if p["peer"])
+        obs["ping"] = probe.ping(sorted(targets), obs["local_ip"])
+
+    # the tunnel bridge's table
+    obs["flows"] = None
+    ovsdb = obs["ovsdb"]
+    if settings.multi_host and ovsdb and \
+            settings.tunnel_bridge in ovsdb["bridges"]:
+        obs["flows"], _ = _try(errors, "flows", probe.dump_flows,
+                               settings.tunnel_bridge)
+
+
+def _container_offload(probe, obs, ep, host):
+    """TX offload of a container end Docker moved into its container: read
+    in the container's network namespace, found through the Docker API
+    (/proc/PID/ns/net) or the sandbox path recorded at Join."""
+    out = {"where": "container", "netns": "", "ifname": "", "tx": None,
+           "error": "moved into its container"}
+    if not host or not host.get("peer_index"):
+        return out
+    paths, errors = [], []
+    cid = ((obs.get("docker") or {}).get("containers") or {}).get(
+        ep.get("endpoint_id"))
+    if cid:
+        path, err = _try({}, "", probe.container_netns, cid)
+        if path:
+            paths.append(path)
+        else:
+            errors.append(err)
+    sandbox = ep.get("sandbox") or ""
+    if sandbox and os.path.exists(sandbox):
+        paths.append(sandbox)
+    for path in paths:
+        got, err = _try({}, "", probe.tx_checksum_in, path,
+                        host["peer_index"])
+        if got:
+            return {"where": "container", "netns": path, "ifname": got[0],
+                    "tx": got[1], "error": None}
+        errors.append(err)
+    if errors:
+        out["error"] += " (not readable here: " + "; ".join(errors) + ")"
+    else:
+        out["error"] += " (its network namespace is not visible here)"
+    return out
+
+
+# ------------------------------------------------------------ derivations
+
+def tunnel_ports(obs):
+    """{port name: {peer, ofport, error}} of GRE ports ovsgre made on the
+    tunnel bridge (role=tunnel)."""
+    ovsdb = obs.get("ovsdb")
+    if not ovsdb:
+        return {}
+    bridge = ovsdb["bridges"].get(obs["tunnel_bridge"])
+    if not bridge:
+        return {}
+    out = {}
+    for name in bridge["ports"]:
+        port = ovsdb["ports"].get(name) or {}
+        if port.get("external_ids", {}).get(ROLE_KEY) != "tunnel":
+            continue
+        iface = ovsdb["interfaces"].get(name) or {}
+        peer = port["external_ids"].get(PEER_KEY) or \
+            iface.get("options", {}).get("remote_ip")
+        out[name] = {"peer": peer, "ofport": iface.get("ofport"),
+                     "remote_ip": iface.get("options", {}).get("remote_ip"),
+                     "error": iface.get("error")}
+    return out
+
+
+def port_of(obs, name):
+    """{bridge, tag, ofport, external_ids} of an OVS port, or None."""
+    ovsdb = obs.get("ovsdb")
+    if not ovsdb or name not in ovsdb["ports"]:
+        return None
+    port = ovsdb["ports"][name]
+    iface = ovsdb["interfaces"].get(name) or {}
+    return {"bridge": port["bridge"], "tag": port["tag"],
+            "ofport": iface.get("ofport"), "error": iface.get("error"),
+            "external_ids": port["external_ids"]}
+
+
+def expected_flows(obs):
+    """What build_flows computes from the tunnel ports present and the
+    networks in the store; None when it cannot be computed."""
+    from .dataplane.tunnels import build_flows
+    patch = port_of(obs, PATCH_INT)
+    store = obs.get("store")
+    if not patch or not patch["ofport"] or patch["ofport"] < 1 or not store:
+        return None
+    tunnels = {p["peer"]: p["ofport"] for p in tunnel_ports(obs).values()
+               if p["peer"] and p["ofport"] and p["ofport"] > 0}
+    networks = {n["vlan"]: n["key"] for n in store["networks"].values()
+                if n.get("key") and n.get("vlan")}
+    return build_flows(patch["ofport"], tunnels, networks)
+
+
+def expected_peers(obs):
+    """Peers this host should have tunnels to: the registry's, or (etcd
+    unknown) the ones it has ports for, like the plugin keeps them."""
+    if obs["peers"] is not None:
+        return set(obs["peers"])
+    return {p["peer"] for p in tunnel_ports(obs).values() if p["peer"]}
+
+
+def owned_endpoint_ports(obs):
+    """{name: port} of ports with owner=ovsgre and the endpoint role."""
+    ovsdb = obs.get("ovsdb")
+    if not ovsdb:
+        return {}
+    return {name: port for name, port in ovsdb["ports"].items()
+            if port["external_ids"].get(OWNER_KEY) == OWNER and
+            port["external_ids"].get(ROLE_KEY, "endpoint") == "endpoint"}
+
+
+def ours(name):
+    return names.is_ours(name)
