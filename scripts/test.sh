@@ -19,7 +19,7 @@ if [ "${OVSGRE_SKIP_APT:-0}" != 1 ]; then
     apt-get install -y -q --no-install-recommends \
         openvswitch-switch docker.io containerd runc busybox-static \
         iproute2 ethtool iperf3 tcpdump iputils-ping kmod procps \
-        etcd-server etcd-client openssl \
+        etcd-server etcd-client openssl debootstrap \
         python3 python3-venv python3-pip >/dev/null
 fi
 

@@ -9,6 +9,7 @@ queue in the backlog until start-up reconciliation is done.
 import grp
 import logging
 import os
+import sys
 import time
 
 from gunicorn.app.base import BaseApplication
@@ -33,8 +34,9 @@ OVSDB_WAIT = 30   # seconds to wait for ovsdb-server at start-up
 
 
 def setup_logging(level):
+    # stdout: dockerd logs a managed plugin's stderr at level=error
     logging.basicConfig(
-        level=getattr(logging, level.upper()),
+        level=getattr(logging, level.upper()), stream=sys.stdout,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 

@@ -19,12 +19,17 @@ GRE_OVERHEAD = 42   # outer IPv4 20 + GRE with key 8 + inner Ethernet 14
 DEFAULT_UNDERLAY_MTU = 1500
 
 
-def detect_datapath(wanted):
-    """'system' if the openvswitch kernel module is usable, else 'netdev'."""
+def detect_datapath(wanted, existing=""):
+    """'system' if the openvswitch kernel module is usable, else 'netdev'.
+
+    An existing bridge's type counts as a hint: a managed plugin can
+    neither see nor load kernel modules."""
     if wanted != "auto":
         return wanted
     if os.path.isdir("/sys/module/openvswitch"):
         return "system"
+    if existing in ("system", "netdev"):
+        return existing
     try:  # loaded on demand on real hosts; absent on this kind of test bed
         subprocess.run(["modprobe", "-q", "openvswitch"], check=False,
                        timeout=10, capture_output=True)
@@ -76,9 +81,10 @@ class Dataplane:
 
     def __init__(self, ovsdb_remote, bridge, datapath, ovsdb_timeout):
         self.bridge = bridge
-        self.datapath = detect_datapath(datapath)
-        self.links = Links()
         self.ovsdb = Ovsdb(ovsdb_remote, ovsdb_timeout)
+        existing = (self.ovsdb.bridge(bridge) or {}).get("datapath_type")
+        self.datapath = detect_datapath(datapath, existing or "")
+        self.links = Links()
 
     def close(self):
         self.ovsdb.close()

@@ -81,8 +81,20 @@ class Links:
                        peer={"ifname": peer, "address": peer_mac, "mtu": mtu})
         except NetlinkError as exc:
             raise DataplaneError(f"cannot create veth {host}: {exc}") from exc
-        _disable_ipv6(host)
+        self._no_ipv6_address(host)
         self._ensure_up(host, mtu)
+
+    def _no_ipv6_address(self, ifname):
+        """The host end is an L2 port: no link-local address, no RS/ND
+        noise.  addrgenmode none over netlink needs only CAP_NET_ADMIN (a
+        managed plugin cannot write /proc/sys); the sysctl is the fallback."""
+        spec = {"attrs": [("AF_INET6", {"attrs": [
+            ("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
+        try:
+            self._call("set", ifname=ifname, IFLA_AF_SPEC=spec)
+        except NetlinkError as exc:   # IPv6 disabled on this host
+            LOG.debug("addrgenmode none on %s: %s", ifname, exc)
+        _disable_ipv6(ifname)
 
     def _ensure_up(self, ifname, mtu):
         try:
