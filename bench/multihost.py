@@ -26,15 +26,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from bench.lifecycle import RESULTS  # noqa: E402
-from tests.harness.sites import (start_plugin, stop_sites,  # noqa: E402
-                                 tunnels, wait_for)
+from tests.harness.sites import (BLUE, start_mesh,  # noqa: E402
+                                 start_plugin, stop_sites, tunnels, wait_for)
 from tests.harness import import_busybox  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 
 IMAGE = "ovsgre-test/busybox:latest"
-BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
-        "-o", "ovsgre.network=blue")
-
 
 def serve_zeros(site, name, mb):
     site.docker("run", "-d", "--init", "--name", name, "--network", "blue",
@@ -88,13 +85,7 @@ def main():
     cluster = Cluster(n_hosts=2, etcd=True)
     sites = []
     try:
-        cluster.start()
-        for host in cluster.hosts:
-            import_busybox(host.docker)
-            sites.append(start_plugin(cluster, host))
-        for site in sites:
-            wait_for(lambda: len(tunnels(site)) == 1, 10, "the tunnel")
-            site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        sites = start_mesh(cluster, BLUE)
         ip = serve_zeros(sites[0], "server", args.mb)
         same = [transfer_gbps(sites[0], ip, args.mb)
                 for _ in range(args.reps)]
@@ -112,7 +103,7 @@ def main():
             "tunnels_on_all_hosts_at_first_ping": tunnels_up,
         }
     finally:
-        stop_sites(cluster, sites)
+        stop_sites(cluster, getattr(cluster, "mesh_sites", sites))
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "multihost.json"), "w") as fh:
         json.dump(result, fh, indent=2)

@@ -13,28 +13,18 @@ import pytest
 from tests.e2e.test_one_host import fetch_md5, received, start_file_server
 from tests.harness import import_busybox
 from tests.harness.cluster import Capture, Cluster
-from tests.harness.sites import (IMAGE, docker_networks, ovsgre_cli,
-                                 start_plugin, stop_sites, tunnels, wait_for)
-
-BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
-        "-o", "ovsgre.network=blue")
+from tests.harness.sites import (BLUE, IMAGE, docker_networks, ovsgre_cli,
+                                 start_mesh, start_plugin, stop_sites,
+                                 tunnels, wait_for)
 
 
 @pytest.fixture(scope="module")
 def mesh():
     cluster = Cluster(n_hosts=3, etcd=True)
-    sites = []
     try:
-        cluster.start()
-        for host in cluster.hosts:
-            import_busybox(host.docker)
-            sites.append(start_plugin(cluster, host))
-        for site in sites:
-            wait_for(lambda: len(tunnels(site)) == 2, 10, "a full mesh")
-            site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
-        yield cluster, sites
+        yield cluster, start_mesh(cluster)
     finally:
-        stop_sites(cluster, sites)
+        stop_sites(cluster, getattr(cluster, "mesh_sites", []))
 
 
 def test_all_pairs_ping_and_tcp_across_hosts(mesh):

@@ -13,17 +13,14 @@ import time
 
 import pytest
 
-from tests.harness import TestHost, import_busybox
+from tests.harness import TestHost
 from tests.harness.cluster import Cluster
 from tests.harness.plugin import ovsgre_argv
-from tests.harness.sites import start_plugin, start_site, stop_sites, \
-    tunnels, wait_for
+from tests.harness.sites import BLUE, start_mesh, start_site, stop_sites
 
 DAEMON_CONFIG = {"default-address-pools": [{"base": "198.19.128.0/17",
                                             "size": 24}]}
 SUBNET = "198.18.77.0/24"
-BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
-        "-o", "ovsgre.network=blue")
 
 
 def cli(site, *args, env=None):
@@ -249,19 +246,12 @@ def test_store_missing(one):
 @pytest.fixture(scope="module")
 def pair():
     cluster = Cluster(n_hosts=2, etcd=True)
-    sites = []
     try:
-        cluster.start()
-        for host in cluster.hosts:
-            import_busybox(host.docker)
-            sites.append(start_plugin(cluster, host))
-        for site in sites:
-            wait_for(lambda: len(tunnels(site)) == 1, 10, "the tunnels")
-            site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        sites = start_mesh(cluster, BLUE)
         sites[0].run_bg("web", "blue", "sleep", "600")
         yield cluster, sites
     finally:
-        stop_sites(cluster, sites)
+        stop_sites(cluster, getattr(cluster, "mesh_sites", []))
 
 
 def test_two_hosts_healthy_and_status_json(pair):

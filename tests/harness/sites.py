@@ -120,3 +120,25 @@ def stop_sites(cluster, sites):
     for site in sites:
         site.plugin.stop()
     cluster.stop()
+
+
+BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",
+        "-o", "ovsgre.network=blue")
+
+
+def start_mesh(cluster, network=BLUE, name="blue"):
+    """Start the cluster, ovsgre on every host, wait for the full mesh and
+    create one network everywhere.  Returns the sites; on failure the
+    caller's stop_sites(cluster, sites) still finds what was started."""
+    sites = []
+    cluster.mesh_sites = sites
+    cluster.start()
+    for host in cluster.hosts:
+        import_busybox(host.docker)
+        sites.append(start_plugin(cluster, host))
+    peers = len(cluster.hosts) - 1
+    for site in sites:
+        wait_for(lambda: len(tunnels(site)) == peers, 10, "a full mesh")
+        if network:
+            site.docker("network", "create", "-d", "ovsgre", *network, name)
+    return sites
