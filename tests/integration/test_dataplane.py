@@ -56,6 +56,17 @@ def wait_ofport(ovs, port, timeout=10):
         time.sleep(0.05)
 
 
+def links_gone(ns, timeout=5):
+    """The plugin deletes veth pairs in the background after
+    DeleteEndpoint (the kernel needs tens of ms per pair)."""
+    deadline = time.monotonic() + timeout
+    while our_links(ns):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def our_links(ns):
     return {l["ifname"]: l for l in link_json(ns)
             if l["ifname"].startswith("ovg")}
@@ -102,7 +113,7 @@ def test_endpoint_lifecycle_in_ovsdb_and_kernel(plugin, ovs_ns):
     plugin.ok("NetworkDriver.DeleteEndpoint",
               {"NetworkID": NET, "EndpointID": eid})
     assert host_if not in ports(ovs)
-    assert our_links(ns) == {}
+    assert links_gone(ns)
     assert os.listdir(os.path.join(plugin.state_dir, "endpoints")) == []
 
 
@@ -127,7 +138,7 @@ def test_repeated_calls_make_no_duplicates(plugin, ovs_ns):
                                                    "EndpointID": eid})
     for _ in range(2):
         plugin.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NET})
-    assert our_links(ns) == {}
+    assert links_gone(ns)
     assert [p for p in ports(ovs) if p.startswith("ovg")] == []
     assert os.listdir(os.path.join(plugin.state_dir, "networks")) == []
 
@@ -162,7 +173,7 @@ def test_no_leftovers_after_100_cycles(plugin, ovs_ns):
         plugin.ok("NetworkDriver.DeleteEndpoint", {"NetworkID": NET,
                                                    "EndpointID": eid})
     plugin.ok("NetworkDriver.DeleteNetwork", {"NetworkID": NET})
-    assert our_links(ns) == {}
+    assert links_gone(ns)
     assert [p for p in ports(ovs) if p != "br-ovsgre"] == []
     for kind in ("networks", "endpoints"):
         assert os.listdir(os.path.join(plugin.state_dir, kind)) == []

@@ -110,8 +110,10 @@ class Dataplane:
                             owner_ids(ep["network_id"], ep["endpoint_id"]))
 
     def unplug(self, ep):
-        """Remove port and veth pair; missing pieces are fine."""
-        self.remove(ep["host_if"], ep["peer_if"])
+        """Remove the port now and the veth pair in the background (the
+        pair goes with either end); missing pieces are fine."""
+        self.ovsdb.del_port(ep["host_if"])
+        self.links.delete_later(ep["host_if"])
 
     def remove(self, host, peer=None):
         self.ovsdb.del_port(host)

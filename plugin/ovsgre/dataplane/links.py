@@ -32,10 +32,49 @@ class Links:
     def __init__(self):
         self._lock = threading.Lock()
         self._ipr = IPRoute()
+        self._doomed = set()          # names waiting for the reaper
+        self._reaper_cond = threading.Condition()
+        self._reaper = None
 
     def close(self):
         with self._lock:
             self._ipr.close()
+
+    def delete_later(self, ifname):
+        """Delete a link in the background.
+
+        The kernel takes 20-40 ms to tear a veth pair down (it waits for
+        RCU); Docker does not need to wait for that.  If the plugin dies
+        first, start-up removes the orphan (its name is ovsgre's)."""
+        with self._reaper_cond:
+            self._doomed.add(ifname)
+            if self._reaper is None:
+                self._reaper = threading.Thread(target=self._reap,
+                                                name="link reaper",
+                                                daemon=True)
+                self._reaper.start()
+            self._reaper_cond.notify_all()
+
+    def _reap(self):
+        with IPRoute() as ipr:   # its own socket: never blocks requests
+            while True:
+                with self._reaper_cond:
+                    self._reaper_cond.wait_for(lambda: self._doomed)
+                    ifname = next(iter(self._doomed))
+                try:
+                    ipr.link("del", ifname=ifname)
+                except NetlinkError as exc:
+                    if exc.code != ENODEV:
+                        LOG.warning("cannot delete %s: %s", ifname, exc)
+                with self._reaper_cond:
+                    self._doomed.discard(ifname)
+                    self._reaper_cond.notify_all()
+
+    def settle(self, *names, timeout=10.0):
+        """Wait until none of names is waiting for deletion."""
+        with self._reaper_cond:
+            self._reaper_cond.wait_for(
+                lambda: not self._doomed.intersection(names), timeout)
 
     def _call(self, *args, **kwargs):
         with self._lock:
@@ -68,6 +107,7 @@ class Links:
         Idempotent: an existing pair with the same names is kept when it is
         intact, otherwise replaced.
         """
+        self.settle(host, peer)
         current = self.get(host)
         if current is not None:
             if current["kind"] == "veth" and self.get(peer) is not None:
