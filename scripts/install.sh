@@ -131,14 +131,28 @@ start_plugin() {
         nohup "$BIN_DIR/ovsgre" serve >>"$LOG_DIR/ovsgre.log" 2>&1 &
         echo $! > "$pidfile"
     fi
+    # The socket appears before the plugin has reconciled and created its
+    # bridge; it is ready when it answers.
     i=0
-    while [ ! -S "$socket" ]; do
+    until plugin_ready "$socket"; do
         i=$((i + 1))
-        [ $i -gt 150 ] && die "plugin socket $socket did not appear; see" \
+        [ $i -gt 150 ] && die "plugin at $socket does not answer; see" \
             "$LOG_DIR/ovsgre.log or journalctl -u ovsgre"
         sleep 0.2
     done
-    say "plugin listening on $socket"
+    say "plugin ready on $socket"
+}
+
+plugin_ready() {
+    [ -S "$1" ] || return 1
+    "$PREFIX/bin/python" - "$1" 2>/dev/null <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(2)
+s.connect(sys.argv[1])
+s.sendall(b"POST /Plugin.Activate HTTP/1.0\r\nContent-Length: 0\r\n\r\n")
+sys.exit(0 if b" 200 " in s.recv(64) else 1)
+PY
 }
 
 start_docker() {
