@@ -8,9 +8,7 @@ would point it at a non-default OVS run directory."""
 
 import json
 import os
-import re
 import sys
-import time
 
 import pytest
 
@@ -20,6 +18,7 @@ from tests.harness.plugin_image import PLUGIN, ManagedPlugin, ManagedSite
 
 sys.path.insert(0, os.path.join(plugin_image.REPO, "plugin"))
 from ovsgre import config as ovsgre_config  # noqa: E402
+from tests.harness.sites import received, wait_for
 
 DAEMON_CONFIG = {"default-address-pools": [{"base": "198.19.128.0/17",
                                             "size": 24}]}
@@ -27,22 +26,6 @@ SERVE_12MB = ("mkdir -p /srv && "
               "dd if=/dev/urandom of=/srv/f bs=1M count=12 2>/dev/null && "
               "md5sum /srv/f | cut -d' ' -f1 > /srv/sum && "
               "exec httpd -f -p 8080 -h /srv")
-
-
-def received(ping_output):
-    m = re.search(r"(\d+) packets transmitted, (\d+) packets received",
-                  ping_output)
-    assert m, ping_output
-    return int(m.group(1)), int(m.group(2))
-
-
-def wait_for(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

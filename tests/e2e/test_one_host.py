@@ -5,18 +5,11 @@ import re
 import subprocess
 import time
 
+from tests.harness.sites import received, wait_for
+
 SERVE_12MB = ("dd if=/dev/urandom of=/srv/f bs=1M count=12 2>/dev/null && "
               "md5sum /srv/f | cut -d' ' -f1 > /srv/sum && "
               "exec httpd -f -p 8080 -h /srv")
-
-
-def wait_for(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start_file_server(site, name, network, extra=()):
@@ -33,13 +26,6 @@ def fetch_md5(site, network, url, extra=()):
     proc = site.run_rm(network, "sh", "-c",
                        f"timeout 60 wget -q -O - {url} | md5sum", extra=extra)
     return proc.stdout.split()[0]
-
-
-def received(ping_output):
-    match = re.search(r"(\d+) packets transmitted, (\d+) packets received",
-                      ping_output)
-    assert match, ping_output
-    return int(match.group(1)), int(match.group(2))
 
 
 def test_ping_by_name_and_ip_and_tcp_transfer(site, network):

@@ -9,33 +9,17 @@ manager's allocation to the node's state record."""
 
 import json
 import re
-import time
 
 import pytest
 
 from tests.harness import TestHost, import_busybox
 from tests.harness import plugin_image
 from tests.harness.plugin_image import PLUGIN, ManagedPlugin, ManagedSite
+from tests.harness.sites import received, wait_for
 
 DAEMON_CONFIG = {"default-address-pools": [{"base": "198.19.128.0/17",
                                             "size": 24}]}
 ADVERTISE = "198.18.0.1"     # on a veth inside the host's netns
-
-
-def received(ping_output):
-    m = re.search(r"(\d+) packets transmitted, (\d+) packets received",
-                  ping_output)
-    assert m, ping_output
-    return int(m.group(1)), int(m.group(2))
-
-
-def wait_for(predicate, timeout=20, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ scripts/demo.py and bench/ use it too."""
 
 import json
 import os
+import re
 import time
 
 from .image import BUSYBOX_TAG, import_busybox
@@ -104,13 +105,22 @@ def tunnels(site):
                   for row in json.loads(out)["data"])
 
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout=20, what="condition"):
+    """Poll predicate until true; returns the monotonic time it was."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return time.monotonic()
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def received(ping_output):
+    """(transmitted, received) from busybox ping's summary."""
+    match = re.search(r"(\d+) packets transmitted, (\d+) packets received",
+                      ping_output)
+    assert match, ping_output
+    return int(match.group(1)), int(match.group(2))
 
 
 def stop_sites(cluster, sites):
