@@ -858,3 +858,13 @@ def owned_endpoint_ports(obs):
 
 def ours(name):
     return names.is_ours(name)
+
+
+def add_common_arguments(parser, what):
+    """--json and --timeout, shared by `ovsgre status` and `ovsgre doctor`."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print JSON (stable keys) instead of {what}")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="bound of each external call "
+                             f"(default {DEFAULT_TIMEOUT:g})")

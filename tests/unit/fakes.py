@@ -20,23 +20,15 @@ import copy
 import threading
 
 from ovsgre import OWNER, names
+from ovsgre.cluster.kv import LocalKV
 
 OWNER_KEY = "owner"
 
 
-class FakeDataplane:
-    def __init__(self, bridge="br-ovsgre", datapath="netdev"):
-        self.bridge = bridge
-        self.datapath = datapath
-        self.links = {}
-        self.sandboxed = {}
-        self.ports = {}
-        self.bridge_ensured = 0
-        self.calls = []
-        self._failures = {}
-        self._next_ofport = 1
+class Failing:
+    """Records calls; `fail(method, exc, times)` makes the next calls of
+    method raise exc."""
 
-    # -- test helpers ---------------------------------------------------------
     def fail(self, method, exc, times=1):
         self._failures[method] = [exc, times]
 
@@ -51,6 +43,20 @@ class FakeDataplane:
                 failure[1] = times - 1
             raise exc
 
+
+class FakeDataplane(Failing):
+    def __init__(self, bridge="br-ovsgre", datapath="netdev"):
+        self.bridge = bridge
+        self.datapath = datapath
+        self.links = {}
+        self.sandboxed = {}
+        self.ports = {}
+        self.bridge_ensured = 0
+        self.calls = []
+        self._failures = {}
+        self._next_ofport = 1
+
+    # -- test helpers ---------------------------------------------------------
     def count(self, method):
         return sum(1 for c in self.calls if c[0] == method)
 
@@ -192,7 +198,7 @@ def _owner_ids(network_id, endpoint_id):
 
 # -- multi-host stand-ins -----------------------------------------------------
 
-class FakeRegistry:
+class FakeRegistry(Failing):
     """Records define/release calls of ``NetworkRegistry``; keys from a
     counter (or the explicit one).  ``fail(method, exc, times=1)`` as above."""
 
@@ -201,20 +207,6 @@ class FakeRegistry:
         self.calls = []
         self._next = first_key
         self._failures = {}
-
-    def fail(self, method, exc, times=1):
-        self._failures[method] = [exc, times]
-
-    def _enter(self, method, *args):
-        self.calls.append((method,) + args)
-        failure = self._failures.get(method)
-        if failure:
-            exc, times = failure
-            if times <= 1:
-                del self._failures[method]
-            else:
-                failure[1] = times - 1
-            raise exc
 
     def define(self, name, ipv4, ipv6, key=None):
         self._enter("define", name, list(ipv4), list(ipv6), key)
@@ -275,3 +267,18 @@ class FakeTopology:
     def request(self, wait=0):
         self.requests.append(wait)
         return self.result
+
+
+class InterleavingKV(LocalKV):
+    """Runs ``hook`` once, right after a get() of ``hook_key`` has read the
+    store: another host acting between the read and the compare-and-swap."""
+
+    hook_key = None
+    hook = None
+
+    def get(self, key):
+        result = super().get(key)
+        if key == self.hook_key and self.hook is not None:
+            hook, self.hook = self.hook, None
+            hook()
+        return result

@@ -14,6 +14,8 @@ from ovsgre.cluster.kv import LocalKV
 from ovsgre.errors import Conflict, InvalidRequest, NotFound, OvsgreError
 from ovsgre.ipam import ADDRS, Ipam
 
+from .fakes import InterleavingKV
+
 pytestmark = pytest.mark.usefixtures("no_fsync")
 
 GW = {"RequestAddressType": "com.docker.network.gateway"}
@@ -549,21 +551,6 @@ def test_ipv6_overlap_conflicts(h1, h2):
 
 
 # -- ReleasePool racing RequestPool on another host --------------------------
-
-class InterleavingKV(LocalKV):
-    """Runs ``hook`` once, right after a get() of ``hook_key`` has read the
-    store: another host acting between the read and the compare-and-swap."""
-
-    hook_key = None
-    hook = None
-
-    def get(self, key):
-        result = super().get(key)
-        if key == self.hook_key and self.hook is not None:
-            hook, self.hook = self.hook, None
-            hook()
-        return result
-
 
 def test_release_pool_racing_request_keeps_addresses(state_dir):
     kv = InterleavingKV(state_dir)

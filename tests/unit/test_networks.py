@@ -19,6 +19,7 @@ from ovsgre.protocol import create_app
 from ovsgre.store import LocalStore
 
 from .conftest import DEFAULT_MTU, Api, make_id
+from . import fakes
 from .fakes import FakeDataplane, FakeRegistry, FakeTopology
 
 pytestmark = pytest.mark.usefixtures("no_fsync")
@@ -434,19 +435,8 @@ def test_two_hosts_real_registry(tmp_path, shared):
 
 # -- release racing a define on another host ---------------------------------
 
-class InterleavingKV(SharedKV):
-    """Runs ``hook`` once, right after a get() of ``hook_key`` has read the
-    store: another host acting between the read and the compare-and-swap."""
-
-    hook_key = None
-    hook = None
-
-    def get(self, key):
-        result = super().get(key)
-        if key == self.hook_key and self.hook is not None:
-            hook, self.hook = self.hook, None
-            hook()
-        return result
+class InterleavingKV(fakes.InterleavingKV):
+    shared = True   # as SharedKV: every host sees the same data
 
 
 def test_release_racing_define_keeps_definition(state_dir):

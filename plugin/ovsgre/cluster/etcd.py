@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import urllib.parse
 
 import etcd3gw
@@ -308,12 +307,3 @@ class Registration(threading.Thread):
                     json={"ID": self._lease.id}))
             except Exception as exc:
                 LOG.info("lease revoke failed: %s", exc)
-
-
-def wait_until(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()

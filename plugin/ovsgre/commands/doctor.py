@@ -28,10 +28,11 @@ when every check passed, 1 otherwise.
 import json
 import sys
 
-from ..observe import (DEFAULT_TIMEOUT, GRE_OVERHEAD, PATCH_INT, PATCH_TUN,
-                       HostProbe, collect, compare_flows, expected_flows,
-                       expected_peers, ours, owned_endpoint_ports, port_of,
-                       tunnel_port_name, tunnel_ports)
+from ..observe import (GRE_OVERHEAD, PATCH_INT, PATCH_TUN, HostProbe,
+                       add_common_arguments, collect, compare_flows,
+                       expected_flows, expected_peers, ours,
+                       owned_endpoint_ports, port_of, tunnel_port_name,
+                       tunnel_ports)
 
 OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
              "or /usr/share/openvswitch/scripts/ovs-ctl start)")
@@ -41,12 +42,7 @@ MAX_LISTED_FLOWS = 6
 
 
 def add_arguments(parser):
-    parser.add_argument("--json", action="store_true",
-                        help="print JSON (stable keys) instead of text")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        metavar="SECONDS",
-                        help="bound of each external call "
-                             f"(default {DEFAULT_TIMEOUT:g})")
+    add_common_arguments(parser, "text")
 
 
 def run(settings, args, probe=None, out=None):

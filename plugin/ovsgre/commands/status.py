@@ -11,20 +11,15 @@ Exit status: 0, or 1 when the state directory cannot be read.
 import json
 import sys
 
-from ..observe import (DEFAULT_TIMEOUT, HostProbe, collect, port_of,
+from ..observe import (HostProbe, add_common_arguments, collect, port_of,
                        tunnel_port_name, tunnel_ports)
 
 
 def add_arguments(parser):
-    parser.add_argument("--json", action="store_true",
-                        help="print JSON (stable keys) instead of tables")
+    add_common_arguments(parser, "tables")
     parser.add_argument("--no-docker", action="store_true",
                         help="do not ask the Docker API for network and "
                              "container names")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        metavar="SECONDS",
-                        help="bound of each external call "
-                             f"(default {DEFAULT_TIMEOUT:g})")
 
 
 def run(settings, args, probe=None, out=None):
