@@ -20,6 +20,12 @@ LOG = logging.getLogger(__name__)
 
 HOSTS = "/ovsgre/hosts/"
 VERIFY_EVERY = 2.0   # seconds between idle checks of the flow table
+# When to send each copy of an announcement, in seconds after Join.  The
+# userspace datapath drops a tunnel packet while it resolves the remote
+# end's underlay MAC, and a lost announcement leaves peers sending the MAC
+# to its old host for minutes; hypervisors repeat theirs for the same
+# reason.
+ANNOUNCE_AT = (0.0, 0.2, 0.6, 1.5)
 
 
 class StaticPeers:
@@ -74,7 +80,7 @@ class Topology(threading.Thread):
         self._wanted = 0
         self._done = 0
         self._stopped = False
-        self._announce = []        # (port, mac) of newly joined endpoints
+        self._announce = []        # (due, port, mac), see ANNOUNCE_AT
         self.last_error = None
 
     def begin(self):
@@ -104,36 +110,54 @@ class Topology(threading.Thread):
 
     def announce(self, port, mac):
         """Tell the other hosts, asynchronously, where this MAC is now."""
+        now = time.monotonic()
         with self._cond:
-            self._announce.append((port, mac))
+            self._announce += [(now + at, port, mac) for at in ANNOUNCE_AT]
             self._cond.notify_all()
 
-    def _send_announcements(self):
-        with self._cond:
-            pending, self._announce = self._announce, []
-        for port, mac in pending:
+    def _due_announcements(self):
+        """Take the announcements due now (call with the lock held)."""
+        now = time.monotonic()
+        due = [a for a in self._announce if a[0] <= now]
+        self._announce = [a for a in self._announce if a[0] > now]
+        return due
+
+    def _wait_timeout(self):
+        if not self._announce:
+            return VERIFY_EVERY
+        soonest = min(a[0] for a in self._announce) - time.monotonic()
+        return max(0.0, min(VERIFY_EVERY, soonest))
+
+    def _send(self, announcements):
+        for _, port, mac in announcements:
             try:
                 self.tunnels.announce(port, mac)
             except Exception as exc:  # the port may be gone already
                 LOG.info("announce %s from %s skipped: %s", mac, port, exc)
 
+    def _sync_wanted(self):
+        return self._wanted > self._done and self.peers is not None
+
     def run(self):
+        idle_since = time.monotonic()
         while True:
             with self._cond:
-                woke = self._cond.wait_for(
-                    lambda: self._stopped or self._announce or (
-                        self._wanted > self._done and
-                        self.peers is not None), timeout=VERIFY_EVERY)
+                self._cond.wait_for(
+                    lambda: self._stopped or self._sync_wanted() or any(
+                        a[0] <= time.monotonic() for a in self._announce),
+                    timeout=self._wait_timeout())
                 if self._stopped:
                     return
                 ticket, peers = self._wanted, set(self.peers or ())
-                sync = self._wanted > self._done and self.peers is not None
-            if not woke:
-                self._verify()
-                continue
-            self._send_announcements()
+                sync = self._sync_wanted()
+                due = self._due_announcements()
+            self._send(due)
             if not sync:
+                if time.monotonic() - idle_since >= VERIFY_EVERY:
+                    self._verify()
+                    idle_since = time.monotonic()
                 continue
+            idle_since = time.monotonic()
             try:
                 self._sync(peers)
             except Exception as exc:

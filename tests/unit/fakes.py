@@ -18,6 +18,7 @@ rather than on call sequences:
 
 import copy
 import threading
+import time
 
 from ovsgre import OWNER, names
 from ovsgre.cluster.kv import LocalKV
@@ -228,7 +229,19 @@ class FakeTunnels:
     def __init__(self):
         self.syncs = []
         self.failures = 0
+        self.announced = []          # (monotonic time, port, mac)
+        self.announce_failures = 0
         self.lock = threading.Lock()
+
+    def announce(self, port, mac):
+        with self.lock:
+            self.announced.append((time.monotonic(), port, mac))
+            if self.announce_failures:
+                self.announce_failures -= 1
+                raise RuntimeError("port gone")
+
+    def flows_intact(self):
+        return True
 
     def sync(self, peers, networks):
         with self.lock:

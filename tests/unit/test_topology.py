@@ -250,3 +250,48 @@ def test_etcd_peers_report_others():
     assert src.registration.key == "/ovsgre/hosts/192.0.2.1"
     assert src.registration.value["ip"] == "192.0.2.1"
     assert src.watcher.prefix == "/ovsgre/hosts/"
+
+
+# -- announcements ------------------------------------------------------------
+
+def test_announcement_is_repeated_on_schedule(topo, tunnels):
+    """One lost copy (a tunnel still resolving its next hop drops it) must
+    not leave peers sending the MAC to its old host."""
+    start = time.monotonic()
+    topo.announce("ovgh-a", "02:42:c6:13:c8:05")
+    n = len(topology_mod.ANNOUNCE_AT)
+    assert n >= 3
+    assert eventually(lambda: len(tunnels.announced) == n, timeout=5)
+    assert {(p, m) for _, p, m in tunnels.announced} == \
+        {("ovgh-a", "02:42:c6:13:c8:05")}
+    offsets = [t - start for t, _, _ in tunnels.announced]
+    for got, planned in zip(offsets, topology_mod.ANNOUNCE_AT):
+        assert planned - 0.01 <= got <= planned + 0.5
+    time.sleep(0.3)
+    assert len(tunnels.announced) == n        # no more than planned
+
+
+def test_announcement_before_peers_known(topo, tunnels):
+    topo.announce("ovgh-b", "02:00:00:00:00:01")
+    assert eventually(lambda: len(tunnels.announced) >= 1, timeout=1)
+    assert tunnels.syncs == []
+
+
+def test_failed_announcement_does_not_stop_the_thread(topo, tunnels, peers):
+    tunnels.announce_failures = 10 ** 9
+    topo.announce("ovgh-c", "02:00:00:00:00:02")
+    assert eventually(lambda: len(tunnels.announced) >= 2)
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    assert topo.is_alive()
+
+
+def test_announcements_do_not_delay_syncs(topo, tunnels, peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    for i in range(20):
+        topo.announce(f"ovgh-{i}", "02:00:00:00:00:03")
+    start = time.monotonic()
+    peers.report({"192.0.2.2", "192.0.2.3"})
+    assert topo.request(wait=WAIT)
+    assert time.monotonic() - start < 0.5
