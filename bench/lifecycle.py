@@ -23,25 +23,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
+from bench.stats import RESULTS, summary  # noqa: E402,F401
 from tests.harness.sites import IMAGE, start_site  # noqa: E402
 from tests.harness import TestHost  # noqa: E402
 
 CALL_LINE = re.compile(r"ovsgre\.calls: (\w+) network=\w+ endpoint=(\w+) "
                        r"ok in ([\d.]+) ms")
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       "results")
-
-
-def percentile(values, pct):
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))
-    return ordered[index]
-
-
-def summary(values):
-    return {"n": len(values), "p50": round(statistics.median(values), 2),
-            "p99": round(percentile(values, 99), 2),
-            "min": round(min(values), 2), "max": round(max(values), 2)}
 
 
 def time_runs(site, network, runs):
@@ -68,10 +55,7 @@ def plugin_calls(log_path, since_offset):
     return list(per_endpoint.values()), per_call
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=30)
-    args = parser.parse_args()
+def run(runs=30, log=print):
     host = TestHost("bench")
     site = None
     try:
@@ -84,33 +68,34 @@ def main():
         time_runs(site, "brnet", 3)
         offset = os.path.getsize(site.plugin.log_path)
         ovs_times, bridge_times = [], []
-        for _ in range(args.runs):   # interleaved: same noise for both
+        for _ in range(runs):   # interleaved: same noise for both
             ovs_times += time_runs(site, "ovnet", 1)
             bridge_times += time_runs(site, "brnet", 1)
         lifecycles, per_call = plugin_calls(site.plugin.log_path, offset)
-        result = {
-            "runs": args.runs,
-            "docker_run_ms": {"ovsgre": summary(ovs_times),
-                              "bridge": summary(bridge_times)},
-            "ratio_p50": round(statistics.median(ovs_times)
-                               / statistics.median(bridge_times), 3),
-            "plugin_lifecycle_ms": summary(lifecycles),
-            "plugin_call_ms": {k: summary(v) for k, v in
-                               sorted(per_call.items())},
-        }
+        match = re.search(r"port type (\S+)", site.plugin.log_tail(400))
     finally:
         if host.docker:
             host.docker.remove_all_containers()
         if site:
             site.plugin.stop()
         host.stop()
-    write(result)
+    result = {
+        "runs": runs,
+        "port_type": match.group(1) if match else "unknown",
+        "docker_run_ms": {"ovsgre": summary(ovs_times),
+                          "bridge": summary(bridge_times)},
+        "ratio_p50": round(statistics.median(ovs_times)
+                           / statistics.median(bridge_times), 3),
+        "plugin_lifecycle_ms": summary(lifecycles),
+        "plugin_call_ms": {k: summary(v) for k, v in
+                           sorted(per_call.items())},
+    }
+    log(f"  docker run ratio {result['ratio_p50']}, lifecycle "
+        f"{result['plugin_lifecycle_ms']}")
+    return result
 
 
-def write(result):
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "lifecycle.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
+def markdown(result):
     lines = ["| measure | p50 ms | p99 ms |", "|---|---|---|"]
     for name, stats in (
             ("`docker run --rm … true`, ovsgre",
@@ -122,8 +107,20 @@ def write(result):
         lines.append(f"| {name} | {stats['p50']} | {stats['p99']} |")
     for call, stats in result["plugin_call_ms"].items():
         lines.append(f"| plugin {call} | {stats['p50']} | {stats['p99']} |")
-    text = "\n".join(lines) + f"\n\nratio of medians ovsgre/bridge: " \
-        f"{result['ratio_p50']} ({result['runs']} runs each)\n"
+    return "\n".join(lines) + f"\n\nratio of medians ovsgre/bridge: " \
+        f"{result['ratio_p50']} ({result['runs']} runs each, port type " \
+        f"{result['port_type']})\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=30)
+    args = parser.parse_args()
+    result = run(args.runs)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "lifecycle.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    text = markdown(result)
     with open(os.path.join(RESULTS, "lifecycle.md"), "w") as fh:
         fh.write(text)
     print(text)

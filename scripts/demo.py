@@ -100,7 +100,10 @@ def main():
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("demo: run as root (it creates network namespaces)")
-    signal.signal(signal.SIGTERM, interrupted)
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and
+    # Python then leaves it ignored; Ctrl-C must always tear down.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupted)
     cluster = Cluster(n_hosts=3, etcd=True)
     sites = []
     start = time.monotonic()

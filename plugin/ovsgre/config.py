@@ -128,6 +128,13 @@ OPTIONS = (
     Option("local_ip", "", _ip_or_empty,
            "tunnel source address; empty = the source address of the "
            "route towards the etcd endpoints or the peers"),
+    Option("port_type", "auto",
+           _choice("auto", "system", "afxdp-nonpmd", "afxdp"),
+           "OVS port type of container ports under the userspace datapath: "
+           "auto picks afxdp-nonpmd when ovs-vswitchd takes such a port "
+           "(about 1.5x the throughput of system/AF_PACKET ports), else "
+           "system; afxdp busy-polls a core; the kernel datapath always "
+           "uses system"),
 )
 
 
@@ -155,6 +162,7 @@ class Settings:
     lease_ttl: int = 10
     peers: tuple = ()
     local_ip: str = ""
+    port_type: str = "auto"
 
     @property
     def multi_host(self):

@@ -2,8 +2,11 @@
 
 Every call is idempotent: dockerd re-sends a call when the connection drops
 and tolerates no surprises.  Intent is written to the store before the
-dataplane is touched, and an endpoint being deleted is marked so first, so a
-crash at any point leaves a record the start-up reconciler can finish.
+dataplane is touched (a new endpoint's record before its veth pair, a
+deleted endpoint's record removed before its port), so after a crash at any
+point the start-up reconciler can finish the job from the store: records
+without a port get one, owner-tagged ports and links without a record go.
+A delete the dataplane refused leaves a "deleting" record for a retry.
 """
 
 import ipaddress
@@ -248,10 +251,17 @@ class Driver:
             self._delete_endpoint(ep)
 
     def _delete_endpoint(self, ep):
-        ep = dict(ep, state=DELETING)
-        self.store.put("endpoints", ep["endpoint_id"], ep)
-        self.dataplane.unplug(ep)
+        # Record first: should the plugin die before the port and the veth
+        # pair are gone, they are orphans (owner-tagged port, ovsgre-named
+        # link) that the start-up reconciler removes.
         self.store.delete("endpoints", ep["endpoint_id"])
+        try:
+            self.dataplane.unplug(ep)
+        except Exception:
+            # Keep the job for Docker's retry or the start-up reconciler.
+            self.store.put("endpoints", ep["endpoint_id"],
+                           dict(ep, state=DELETING))
+            raise
 
     def _undo_endpoint(self, ep):
         try:
@@ -269,7 +279,7 @@ class Driver:
         with self._lock:
             ep = self._endpoint(network_id, endpoint_id)
             net = self._network(network_id)
-            if self.dataplane.host_link(ep) is None:
+            if not self.dataplane.has_host_link(ep):
                 # The pair vanished (its old sandbox died, or the host
                 # rebooted): give the endpoint a fresh one.
                 self.dataplane.plug(ep, net["vlan"])

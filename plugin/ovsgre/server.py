@@ -59,8 +59,9 @@ def build_app(settings):
     if settings.multi_host:
         topology = _topology(settings, store, dataplane, kv, local_ip)
     mtu = container_mtu(settings.mtu, local_ip)
-    LOG.info("ready: bridge %s datapath %s container MTU %d, %s",
-             settings.bridge, dataplane.datapath, mtu,
+    LOG.info("ready: bridge %s datapath %s port type %s container MTU %d,"
+             " %s", settings.bridge, dataplane.datapath,
+             dataplane.port_type, mtu,
              f"tunnels from {local_ip}" if topology else "single host")
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
                     topology)
@@ -96,7 +97,8 @@ def _connect(settings):
     while True:
         try:
             return Dataplane(settings.ovsdb, settings.bridge,
-                             settings.datapath, settings.ovsdb_timeout)
+                             settings.datapath, settings.ovsdb_timeout,
+                             settings.port_type)
         except Unavailable as exc:
             if time.monotonic() > deadline:
                 raise

@@ -182,6 +182,10 @@ class FakeDataplane(Failing):
         link = self.links.get(ep["host_if"])
         return dict(link) if link is not None else None
 
+    def has_host_link(self, ep):
+        self._enter("has_host_link", ep["endpoint_id"])
+        return ep["host_if"] in self.links
+
     def owned_ports(self):
         self._enter("owned_ports")
         return {name: copy.deepcopy(p) for name, p in self.ports.items()

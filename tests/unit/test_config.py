@@ -34,6 +34,7 @@ EXAMPLES = {
     "lease_ttl": ("3", 3),
     "peers": ("198.18.0.2,198.18.0.3", ("198.18.0.2", "198.18.0.3")),
     "local_ip": ("198.18.0.1", "198.18.0.1"),
+    "port_type": ("afxdp-nonpmd", "afxdp-nonpmd"),
 }
 OTHER = {
     "socket": ("/tmp/u.sock", "/tmp/u.sock"),
@@ -58,6 +59,7 @@ OTHER = {
     "lease_ttl": ("30", 30),
     "peers": ("198.18.0.9", ("198.18.0.9",)),
     "local_ip": ("198.18.0.9", "198.18.0.9"),
+    "port_type": ("system", "system"),
 }
 INVALID = [
     ("datapath", "kernel"), ("datapath", ""), ("datapath", "NETDEV"),
@@ -70,7 +72,8 @@ INVALID = [
     ("scope", "swarm"), ("etcd", "198.18.0.254:2379"), ("etcd", "ftp://x:1"),
     ("etcd_timeout", "0"), ("etcd_timeout", "x"), ("lease_ttl", "0"),
     ("peers", "198.18.0"), ("peers", "a;b"), ("local_ip", "::1"),
-    ("local_ip", "$(id)"),
+    ("local_ip", "$(id)"), ("port_type", "xdp"), ("port_type", ""),
+    ("port_type", "afxdp-nonpmd;id"),
 ]
 NAMES = [o.name for o in config.OPTIONS]
 

@@ -214,3 +214,48 @@ def test_announce_frame_is_a_rarp_broadcast_from_the_mac():
     assert frame[12:14] == b"\x80\x35"           # RARP: receivers ignore it
     assert frame[14:22] == bytes.fromhex("0001080006040003")
     assert frame[22:28] == mac and frame[32:38] == mac
+
+
+class _PortsOnly:
+    """Just enough OVSDB for Tunnels.announce: port name -> ofport."""
+
+    def __init__(self, ofports):
+        self.ofports = ofports
+        self.lookups = 0
+
+    def port(self, name):
+        self.lookups += 1
+        if name not in self.ofports:
+            return None
+        return {"ofport": self.ofports[name], "tag": 1, "external_ids": {}}
+
+
+@pytest.mark.parametrize("ofport", [None, -1, 0])
+def test_announce_skips_a_port_vswitchd_has_not_taken(monkeypatch, ofport):
+    """The topology thread sends announcements; it must never sit waiting
+    for a port (a short-lived container's port may already be gone)."""
+    from ovsgre.dataplane.tunnels import Tunnels
+    sent = []
+    tun = Tunnels(_PortsOnly({"ovgha": ofport}), "br-int", "br-tun",
+                  "netdev", "198.18.0.1", "/run/x")
+    monkeypatch.setattr(Tunnels, "_ofctl",
+                        staticmethod(lambda args, stdin=None: sent.append(
+                            args)))
+    import time
+    start = time.monotonic()
+    assert tun.announce("ovgha", "02:00:00:00:00:01") is False
+    assert tun.announce("gone", "02:00:00:00:00:01") is False
+    assert time.monotonic() - start < 0.1 and sent == []
+
+
+def test_announce_sends_packet_out_through_normal(monkeypatch):
+    from ovsgre.dataplane.tunnels import Tunnels, announce_frame
+    sent = []
+    tun = Tunnels(_PortsOnly({"ovgha": 7}), "br-int", "br-tun", "netdev",
+                  "198.18.0.1", "/run/x")
+    monkeypatch.setattr(Tunnels, "_ofctl",
+                        staticmethod(lambda args, stdin=None: sent.append(
+                            args)))
+    assert tun.announce("ovgha", "02:00:00:00:00:01") is True
+    assert sent == [["packet-out", "unix:/run/x/br-int.mgmt", "7", "NORMAL",
+                     announce_frame("02:00:00:00:00:01")]]

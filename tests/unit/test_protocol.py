@@ -489,7 +489,7 @@ def test_dataplane_error_is_json_500(api, fake):
 def test_unavailable_is_json_503(api, fake):
     api.create_network(NET)
     api.create_endpoint(NET, EP)
-    fake.fail("host_link", Unavailable("store gone"))
+    fake.fail("has_host_link", Unavailable("store gone"))
     assert_err(api.join(NET, EP)[2], 503, "store gone")
 
 

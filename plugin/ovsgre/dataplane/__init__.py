@@ -7,8 +7,11 @@ import logging
 import os
 import socket
 import subprocess
+import time
 
 from pyroute2 import IPRoute
+
+from ..errors import Unavailable
 
 from .links import Links, set_tx_checksum
 from .ovsdb import Ovsdb, owner_ids
@@ -17,6 +20,13 @@ LOG = logging.getLogger(__name__)
 
 GRE_OVERHEAD = 42   # outer IPv4 20 + GRE with key 8 + inner Ethernet 14
 DEFAULT_UNDERLAY_MTU = 1500
+AFXDP_TYPES = ("afxdp-nonpmd", "afxdp")
+# Native XDP on a veth needs the frame in one page (4 KiB minus headroom).
+AFXDP_MAX_MTU = 3498
+# Never an endpoint's name: endpoint IDs are hex.
+PROBE_HOST, PROBE_PEER = "ovghzzprobe0000", "ovgczzprobe0000"
+PROBE_WAIT = 5.0
+VLAN_PROBE = 4095     # no network uses it: the probe port reaches nobody
 
 
 def detect_datapath(wanted, existing=""):
@@ -79,12 +89,15 @@ def container_mtu(configured, local_ip=""):
 class Dataplane:
     """Plugs endpoints into the integration bridge of this host."""
 
-    def __init__(self, ovsdb_remote, bridge, datapath, ovsdb_timeout):
+    def __init__(self, ovsdb_remote, bridge, datapath, ovsdb_timeout,
+                 port_type="auto"):
         self.bridge = bridge
         self.ovsdb = Ovsdb(ovsdb_remote, ovsdb_timeout)
         existing = (self.ovsdb.bridge(bridge) or {}).get("datapath_type")
         self.datapath = detect_datapath(datapath, existing or "")
         self.links = Links()
+        self.wanted_port_type = port_type
+        self.port_type = "system"     # decided by ensure_bridge
 
     def close(self):
         self.ovsdb.close()
@@ -92,31 +105,78 @@ class Dataplane:
 
     def ensure_bridge(self):
         self.ovsdb.ensure_bridge(self.bridge, self.datapath)
+        self.port_type = self._choose_port_type()
+
+    def _choose_port_type(self):
+        wanted = self.wanted_port_type
+        if self.datapath != "netdev":
+            if wanted in AFXDP_TYPES:
+                raise Unavailable(f"port type {wanted} needs the userspace "
+                                  "datapath (--datapath netdev)")
+            return "system"
+        if wanted != "auto":
+            return wanted
+        if "afxdp-nonpmd" not in self.ovsdb.iface_types():
+            return "system"
+        error = self._probe("afxdp-nonpmd")
+        if error:
+            LOG.info("afxdp-nonpmd ports unusable here (%s); using system "
+                     "ports", error)
+            return "system"
+        return "afxdp-nonpmd"
+
+    def _probe(self, port_type):
+        """Does ovs-vswitchd take a veth as a port of this type?  Returns
+        "" if so, else its error."""
+        self.links.delete(PROBE_HOST)
+        self.links.create_veth(PROBE_HOST, PROBE_PEER, 1500,
+                               "02:00:00:00:00:01")
+        try:
+            self.ovsdb.add_port(self.bridge, PROBE_HOST, VLAN_PROBE,
+                                owner_ids("probe", "probe"), port_type)
+            deadline = time.monotonic() + PROBE_WAIT
+            while time.monotonic() < deadline:
+                info = self.ovsdb.interface(PROBE_HOST) or {}
+                if info.get("error") or (info.get("ofport") or 0) < 0:
+                    return info.get("error") or "no ofport"
+                if (info.get("ofport") or 0) > 0:
+                    return ""
+                time.sleep(0.02)
+            return "ovs-vswitchd did not take the port in time"
+        finally:
+            self.ovsdb.del_port(PROBE_HOST, self.bridge, wait=True)
+            self.links.delete(PROBE_HOST)
+
+    def _ovs_type(self, mtu):
+        if self.port_type in AFXDP_TYPES and mtu <= AFXDP_MAX_MTU:
+            return self.port_type
+        return ""
 
     def plug(self, ep, tag):
-        """Make the endpoint's veth pair exist and its host end a port."""
+        """Make the endpoint's veth pair exist and its host end a port.
+        Does not wait for ovs-vswitchd (see port_ready)."""
         host, peer = ep["host_if"], ep["peer_if"]
         self.links.create_veth(host, peer, ep["mtu"], ep["mac"])
         if self.datapath == "netdev":
             # Userspace OVS does not complete partial checksums: TCP from
             # the container would carry bad checksums (ping still works).
             set_tx_checksum(peer, False)
-        self.ovsdb.add_port(self.bridge, host, tag,
-                            owner_ids(ep["network_id"], ep["endpoint_id"]))
+        self.ensure_port(ep, tag)
 
     def ensure_port(self, ep, tag):
         """Re-add the OVS port of a joined endpoint whose veth still exists."""
         self.ovsdb.add_port(self.bridge, ep["host_if"], tag,
-                            owner_ids(ep["network_id"], ep["endpoint_id"]))
+                            owner_ids(ep["network_id"], ep["endpoint_id"]),
+                            self._ovs_type(ep["mtu"]))
 
     def unplug(self, ep):
         """Remove the port now and the veth pair in the background (the
         pair goes with either end); missing pieces are fine."""
-        self.ovsdb.del_port(ep["host_if"])
+        self.ovsdb.del_port(ep["host_if"], self.bridge)
         self.links.delete_later(ep["host_if"])
 
     def remove(self, host, peer=None):
-        self.ovsdb.del_port(host)
+        self.ovsdb.del_port(host, wait=True)
         self.links.delete(host)
         if peer:
             self.links.delete(peer)
@@ -132,6 +192,9 @@ class Dataplane:
 
     def host_link(self, ep):
         return self.links.get(ep["host_if"])
+
+    def has_host_link(self, ep):
+        return self.links.exists(ep["host_if"])
 
     def owned_ports(self):
         return self.ovsdb.owned_ports()

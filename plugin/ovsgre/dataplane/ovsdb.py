@@ -8,7 +8,8 @@ plugin can always tell its own ports from anybody else's.
 import logging
 
 from ovsdbapp import exceptions as ovsdb_exc
-from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils
+from ovsdbapp.backend.ovs_idl import transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from .. import OWNER
@@ -16,7 +17,18 @@ from ..errors import DataplaneError, Unavailable
 
 LOG = logging.getLogger(__name__)
 
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+# Only the columns ovsgre reads or writes: ovs-vswitchd rewrites each
+# Interface's statistics every few seconds, and replicating that for a
+# thousand ports would keep the IDL thread busy while calls wait.
+COLUMNS = {
+    "Open_vSwitch": ("bridges", "cur_cfg", "next_cfg", "iface_types",
+                     "external_ids"),
+    "Bridge": ("name", "ports", "datapath_type", "fail_mode", "protocols",
+               "other_config", "external_ids"),
+    "Port": ("name", "interfaces", "tag", "external_ids"),
+    "Interface": ("name", "type", "options", "ofport", "error",
+                  "external_ids"),
+}
 OWNER_KEY = "owner"
 NETWORK_KEY = "ovsgre_network"
 ENDPOINT_KEY = "ovsgre_endpoint"
@@ -39,8 +51,8 @@ class Ovsdb:
         except Exception as exc:
             raise Unavailable(f"cannot reach OVSDB at {remote}: {exc}") \
                 from exc
-        for table in TABLES:
-            helper.register_table(table)
+        for table, columns in COLUMNS.items():
+            helper.register_columns(table, list(columns))
         idl = connection.OvsdbIdl(remote, helper)
         self._conn = connection.Connection(idl, timeout)
         self.api = impl_idl.OvsdbIdl(self._conn)
@@ -48,9 +60,14 @@ class Ovsdb:
     def close(self):
         self._conn.stop(timeout=self.timeout)
 
-    def _run(self, *commands):
+    def _run(self, *commands, wait=True):
+        """One transaction.  wait=True also waits for ovs-vswitchd to apply
+        it (like ovs-vsctl); wait=False returns once ovsdb-server committed
+        it (like --no-wait): vswitchd reconfigures the whole bridge per
+        change, which grows with the number of ports, so endpoint calls do
+        not wait for it and readiness is checked per port instead."""
         try:
-            with self.api.transaction(check_error=True) as txn:
+            with self._transaction(wait) as txn:
                 for cmd in commands:
                     txn.add(cmd)
             return [cmd.result for cmd in commands]
@@ -59,6 +76,11 @@ class Ovsdb:
                 f"OVSDB did not answer within {self.timeout}s: {exc}") from exc
         except Exception as exc:
             raise DataplaneError(f"OVSDB transaction failed: {exc}") from exc
+
+    def _transaction(self, wait):
+        if wait:
+            return self.api.transaction(check_error=True)
+        return _NoWait(self.api, self._conn, self.timeout, check_error=True)
 
     def ensure_bridge(self, name, datapath_type):
         """Create the bridge if missing; keep its datapath type as asked."""
@@ -71,37 +93,57 @@ class Ovsdb:
 
     def bridge(self, name):
         rows = self._run(self.api.db_find_rows(
-            "Bridge", ("name", "=", name)))[0]
+            "Bridge", ("name", "=", name)), wait=False)[0]
         if not rows:
             return None
         row = rows[0]
         return {"name": row.name, "datapath_type": row.datapath_type,
                 "ports": sorted(p.name for p in row.ports)}
 
-    def add_port(self, bridge, port, tag, external_ids):
-        """Attach an existing kernel link as an access port with VLAN tag."""
+    def add_port(self, bridge, port, tag, external_ids, port_type="",
+                 wait=False):
+        """Attach an existing kernel link as an access port with VLAN tag.
+        port_type "" is a plain (system / AF_PACKET) port."""
         api = self.api
         self._run(
             api.add_port(bridge, port, may_exist=True),
             api.db_set("Port", port, ("tag", tag),
                        ("external_ids", external_ids)),
+            api.db_set("Interface", port, ("type", port_type)),
+            wait=wait,
         )
 
-    def del_port(self, port):
-        self._run(self.api.del_port(port, if_exists=True))
+    def del_port(self, port, bridge=None, wait=False):
+        """Remove a port; naming its bridge makes it O(1), without one
+        every bridge is searched (start-up clean-up only)."""
+        self._run(_DelPort(self.api, bridge, port), wait=wait)
+
+    def iface_types(self):
+        """Interface types this ovs-vswitchd supports."""
+        rows = self._run(self.api.db_find_rows("Open_vSwitch"),
+                         wait=False)[0]
+        return set(rows[0].iface_types) if rows else set()
+
+    def interface(self, name):
+        """{type, ofport, error} of an interface as ovs-vswitchd reports
+        it, or None.  ofport is None until vswitchd has taken the port and
+        -1 if it could not."""
+        return self._run(_Lookup(self.api, "Interface", name,
+                                 _interface_info), wait=False)[0]
 
     def owned_ports(self):
         """{port name: {tag, external_ids, ofport}} of every endpoint port
         ovsgre made (patch and tunnel ports are the tunnel code's)."""
         rows = self._run(self.api.db_find_rows(
-            "Port", ("external_ids", "=", {OWNER_KEY: OWNER})))[0]
+            "Port", ("external_ids", "=", {OWNER_KEY: OWNER})),
+            wait=False)[0]
         return {row.name: _port_info(row) for row in rows
                 if row.external_ids.get(ROLE_KEY, "endpoint") == "endpoint"}
 
     def ports_with(self, bridge, key, value):
         """{port name: info} of ports on bridge with external_ids key=value."""
         rows = self._run(self.api.db_find_rows(
-            "Bridge", ("name", "=", bridge)))[0]
+            "Bridge", ("name", "=", bridge)), wait=False)[0]
         if not rows:
             return {}
         return {p.name: _port_info(p) for p in rows[0].ports
@@ -142,16 +184,67 @@ class Ovsdb:
         )
 
     def port(self, name):
-        rows = self._run(self.api.db_find_rows(
-            "Port", ("name", "=", name)))[0]
-        return _port_info(rows[0]) if rows else None
+        return self._run(_Lookup(self.api, "Port", name, _port_info),
+                         wait=False)[0]
+
+
+class _Lookup(command.ReadOnlyCommand):
+    """One row by name through the IDL's name index (not a table scan)."""
+
+    def __init__(self, api, table, name, summary):
+        super().__init__(api)
+        self.table, self.name, self.summary = table, name, summary
+
+    def run_idl(self, txn):
+        row = idlutils.row_by_value(self.api.idl, self.table, "name",
+                                    self.name, None)
+        self.result = self.summary(row) if row is not None else None
+
+
+class _DelPort(command.BaseCommand):
+    """Take a port off one bridge: ovsdbapp's del_port without a bridge
+    scans every bridge's whole port list, twice; unreferenced Port and
+    Interface rows are garbage-collected by ovsdb-server."""
+
+    def __init__(self, api, bridge, port):
+        super().__init__(api)
+        self.bridge, self.port = bridge, port
+
+    def run_idl(self, txn):
+        port = idlutils.row_by_value(self.api.idl, "Port", "name", self.port,
+                                     None)
+        if port is None:
+            return
+        if self.bridge:
+            bridges = [idlutils.row_by_value(self.api.idl, "Bridge", "name",
+                                             self.bridge, None)]
+        else:
+            bridges = [b for b in self.api.tables["Bridge"].rows.values()
+                       if port in b.ports]
+        for bridge in bridges:
+            if bridge is not None:
+                bridge.delvalue("ports", port)
+
+
+class _NoWait(transaction.Transaction):
+    """Commit without waiting for ovs-vswitchd (ovs-vsctl --no-wait)."""
+
+    def pre_commit(self, txn):
+        txn.expected_ifaces = set()   # ovsdbapp's add_port records into it
+
+
+def _first(value):
+    """Optional OVSDB columns come as [] or [value]."""
+    return value[0] if value else None
+
+
+def _interface_info(row):
+    return {"type": row.type, "ofport": _first(row.ofport),
+            "error": _first(row.error) or ""}
 
 
 def _port_info(row):
-    tag = row.tag[0] if row.tag else None
-    ofport = None
-    if row.interfaces:
-        value = row.interfaces[0].ofport
-        ofport = value[0] if value else None
+    tag = _first(row.tag)
+    ofport = _first(row.interfaces[0].ofport) if row.interfaces else None
     return {"tag": tag, "external_ids": dict(row.external_ids),
             "ofport": ofport}

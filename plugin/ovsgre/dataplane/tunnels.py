@@ -99,7 +99,7 @@ class Tunnels:
         wanted = {tunnel_port_name(ip): ip for ip in peers}
         current = self.ovsdb.ports_with(self.tun_bridge, ROLE_KEY, "tunnel")
         for name in set(current) - set(wanted):
-            self.ovsdb.del_port(name)
+            self.ovsdb.del_port(name, self.tun_bridge)
         for name, ip in wanted.items():
             if current.get(name, {}).get("external_ids", {}).get(PEER_KEY) \
                     != ip:
@@ -122,9 +122,15 @@ class Tunnels:
         and reused on another comes back with the same MAC; without this,
         peers would keep sending it to the old host until their learned
         flow expires."""
-        ofport = self._wait_ofports([port])[port]
+        ofport = (self.ovsdb.port(port) or {}).get("ofport")
+        if not ofport or ofport < 1:
+            # Not taken by ovs-vswitchd yet, or gone already: never wait
+            # here, this thread also keeps the tunnels; a later copy of the
+            # announcement goes out instead.
+            return False
         self._ofctl(["packet-out", self._target(self.int_bridge),
                      str(ofport), "NORMAL", announce_frame(mac)])
+        return True
 
     def forget_flows(self):
         """Force the next sync to reinstall the table (vswitchd restarted)."""

@@ -1,0 +1,279 @@
+"""Control-plane numbers: how long ovsgre makes Docker wait, and how that
+scales with endpoints, concurrency and hosts.
+
+- Join p50/p99 (plugin-side) with 10, 100 and 1,000 endpoints on one host:
+  one plugin driven over its socket with the calls dockerd sends (no
+  containers: 1,000 busybox containers would not fit a small machine);
+- 32 concurrent `docker run --rm` on ovsgre and on Docker's bridge;
+- bring-up of an 8-host mesh: ovsgre started on 8 namespace hosts at once,
+  until every host has a tunnel to each of the 7 others and a container on
+  host 1 pings one on every other host.
+
+    sudo python3 -m bench.control [--samples 100] [--counts 10,100,1000]
+
+Writes bench/results/control.{json,md}; removes everything it made.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import re
+import sys
+import time
+import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from bench.stats import RESULTS, summary  # noqa: E402
+from tests.harness import TestHost  # noqa: E402
+from tests.harness.cluster import Cluster  # noqa: E402
+from tests.harness.plugin import PluginProcess  # noqa: E402
+from tests.harness.sites import (BLUE, IMAGE, start_mesh,  # noqa: E402
+                                 start_site, stop_sites, tunnels, wait_for)
+
+CALL_LINE = re.compile(r"ovsgre\.calls: (\w+) network=\w+ endpoint=(\w+) "
+                       r"ok in ([\d.]+) ms")
+NET = "b" * 64
+
+
+def plugin_times(log_path, offset, call):
+    """Plugin-side durations (ms) of `call` logged after offset."""
+    with open(log_path, errors="replace") as fh:
+        fh.seek(offset)
+        return [float(m.group(3)) for m in map(CALL_LINE.search, fh)
+                if m and m.group(1) == call]
+
+
+# -- Join with many endpoints --------------------------------------------------
+
+class FakeDocker:
+    """Sends what dockerd sends for one container, in the same order."""
+
+    def __init__(self, plugin):
+        self.plugin = plugin
+        self.next_ip = 1
+
+    def create_network(self):
+        self.plugin.ok("NetworkDriver.CreateNetwork", {
+            "NetworkID": NET, "Options": {"com.docker.network.generic": {}},
+            "IPv4Data": [{"AddressSpace": "", "Pool": "198.18.0.0/15",
+                          "Gateway": "198.18.0.1/15"}],
+            "IPv6Data": []})
+
+    def start(self):
+        """CreateEndpoint + Join; returns the endpoint ID."""
+        eid = uuid.uuid4().hex + uuid.uuid4().hex
+        self.next_ip += 1
+        ip = f"198.18.{self.next_ip // 250}.{self.next_ip % 250 + 2}/15"
+        self.plugin.ok("NetworkDriver.CreateEndpoint", {
+            "NetworkID": NET, "EndpointID": eid, "Options": {},
+            "Interface": {"Address": ip, "AddressIPv6": "",
+                          "MacAddress": ""}})
+        self.plugin.ok("NetworkDriver.Join", {
+            "NetworkID": NET, "EndpointID": eid,
+            "SandboxKey": "/var/run/docker/netns/" + eid[:12],
+            "Options": {}})
+        return eid
+
+    def stop(self, eid):
+        body = {"NetworkID": NET, "EndpointID": eid}
+        self.plugin.ok("NetworkDriver.Leave", body)
+        self.plugin.ok("NetworkDriver.DeleteEndpoint", body)
+
+
+def join_scaling(counts, samples, log=print):
+    """Join p50/p99 after filling the host up to each count."""
+    host = TestHost("scale", with_docker=False)
+    plugin = None
+    out = {}
+    try:
+        host.start()
+        plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "p"),
+                               host.ovs.db_remote)
+        plugin.start()
+        docker = FakeDocker(plugin)
+        docker.create_network()
+        standing = []
+        for count in sorted(counts):
+            start = time.monotonic()
+            while len(standing) < count:
+                standing.append(docker.start())
+            log(f"  {count} endpoints standing "
+                f"(filled in {time.monotonic() - start:.0f} s)")
+            time.sleep(2)   # let ovs-vswitchd finish the last ports
+            offset = os.path.getsize(plugin.log_path)
+            for _ in range(samples):
+                docker.stop(docker.start())
+            joins = plugin_times(plugin.log_path, offset, "Join")
+            creates = plugin_times(plugin.log_path, offset, "CreateEndpoint")
+            out[str(count)] = {"join_ms": summary(joins),
+                               "create_endpoint_ms": summary(creates)}
+            log(f"  Join at {count}: {out[str(count)]['join_ms']}")
+        out["port_type"] = _port_type(plugin)
+    finally:
+        if plugin:
+            plugin.stop()
+        host.stop()
+    return out
+
+
+def _port_type(plugin):
+    match = re.search(r"port type (\S+)", plugin.log_tail(400))
+    return match.group(1) if match else "unknown"
+
+
+# -- 32 concurrent docker run -------------------------------------------------
+
+def concurrent_runs(parallel, rounds, log=print):
+    host = TestHost("conc")
+    site = None
+    out = {}
+    try:
+        site = start_site(host)
+        site.docker("network", "create", "-d", "ovsgre", "--subnet",
+                    "198.18.64.0/22", "ovnet")
+        site.docker("network", "create", "-d", "bridge", "--subnet",
+                    "198.18.68.0/22", "brnet")
+        for net in ("ovnet", "brnet"):
+            site.docker("run", "--rm", "--network", net, IMAGE, "true")
+        for net, name in (("ovnet", "ovsgre"), ("brnet", "bridge")):
+            walls, failures = [], 0
+            for _ in range(rounds):
+                wall, failed = _burst(site, net, parallel)
+                walls.append(wall)
+                failures += failed
+            out[name] = {"wall_s": summary(walls), "failures": failures,
+                         "runs": parallel * rounds}
+            log(f"  {parallel} concurrent docker run on {name}: "
+                f"{out[name]}")
+        out["leftover_ports"] = [p for p in host.ovs.vsctl(
+            "list-ports", "br-ovsgre").split() if p]
+    finally:
+        if host.docker:
+            host.docker.remove_all_containers()
+        if site:
+            site.plugin.stop()
+        host.stop()
+    out["ratio_wall_p50"] = round(out["ovsgre"]["wall_s"]["p50"] /
+                                  out["bridge"]["wall_s"]["p50"], 3)
+    return out
+
+
+def _burst(site, network, parallel):
+    def one(_):
+        return site.docker("run", "--rm", "--network", network, IMAGE,
+                           "true", check=False, timeout=300).returncode
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
+        codes = list(pool.map(one, range(parallel)))
+    return time.monotonic() - start, sum(1 for c in codes if c != 0)
+
+
+# -- 8-host mesh ----------------------------------------------------------------
+
+def mesh_bringup(n_hosts, log=print):
+    cluster = Cluster(n_hosts=n_hosts, etcd=True)
+    sites = []
+    try:
+        cluster.start()
+        log(f"  {n_hosts} hosts up in {cluster.timings['start']:.1f} s; "
+            "starting ovsgre on all of them")
+        from tests.harness import import_busybox
+        from tests.harness.sites import start_plugin
+        for host in cluster.hosts:
+            import_busybox(host.docker)
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(n_hosts) as pool:
+            sites[:] = pool.map(lambda h: start_plugin(cluster, h),
+                                cluster.hosts)
+        plugins_up = time.monotonic()
+        peers = n_hosts - 1
+        for site in sites:
+            wait_for(lambda: len(tunnels(site)) == peers, 60, "a full mesh")
+        mesh_up = time.monotonic()
+        for site in sites:
+            site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        for i, site in enumerate(sites):
+            site.run_bg(f"m{i}", "blue", "sleep", "600")
+        ips = [s.ip(f"m{i}", "blue") for i, s in enumerate(sites)]
+        reached = sum(
+            sites[0].docker("exec", "m0", "ping", "-c", "1", "-W", "2", ip,
+                            check=False).returncode == 0 for ip in ips[1:])
+        return {"hosts": n_hosts,
+                "plugins_started_s": round(plugins_up - start, 2),
+                "full_mesh_s": round(mesh_up - start, 2),
+                "tunnels_per_host": peers,
+                "pinged_from_host1": f"{reached}/{peers}"}
+    finally:
+        stop_sites(cluster, sites)
+
+
+def run(samples=100, counts=(10, 100, 1000), parallel=32, rounds=3,
+        mesh_hosts=8, log=print):
+    log("Join with many endpoints")
+    result = {"join_scaling": join_scaling(counts, samples, log)}
+    lo, hi = str(min(counts)), str(max(counts))
+    result["join_p99_ratio"] = round(
+        result["join_scaling"][hi]["join_ms"]["p99"] /
+        result["join_scaling"][lo]["join_ms"]["p99"], 2)
+    log("Concurrent docker run")
+    result["concurrent"] = concurrent_runs(parallel, rounds, log)
+    result["concurrent"]["parallel"] = parallel
+    log(f"{mesh_hosts}-host mesh bring-up")
+    result["mesh"] = mesh_bringup(mesh_hosts, log)
+    return result
+
+
+def markdown(result):
+    scaling = result["join_scaling"]
+    lines = ["| endpoints on the host | Join p50 ms | Join p99 ms | "
+             "CreateEndpoint p50 ms |", "|---|---|---|---|"]
+    for count, row in scaling.items():
+        if count.isdigit():
+            lines.append(f"| {count} | {row['join_ms']['p50']} | "
+                         f"{row['join_ms']['p99']} | "
+                         f"{row['create_endpoint_ms']['p50']} |")
+    lines.append(f"\nJoin p99 at the largest count / at the smallest: "
+                 f"{result['join_p99_ratio']} (port type "
+                 f"{scaling.get('port_type')})\n")
+    conc = result["concurrent"]
+    lines += ["| {} concurrent `docker run --rm … true` | wall p50 s | "
+              "failures |".format(conc["parallel"]), "|---|---|---|"]
+    for name in ("ovsgre", "bridge"):
+        lines.append(f"| {name} | {conc[name]['wall_s']['p50']} | "
+                     f"{conc[name]['failures']} of {conc[name]['runs']} |")
+    mesh = result["mesh"]
+    lines += ["", "| mesh bring-up | value |", "|---|---|",
+              f"| hosts | {mesh['hosts']} |",
+              f"| all plugins answering | {mesh['plugins_started_s']} s |",
+              f"| full mesh ({mesh['tunnels_per_host']} tunnels on every "
+              f"host) | {mesh['full_mesh_s']} s |",
+              f"| host 1 pings every other host | "
+              f"{mesh['pinged_from_host1']} |"]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--counts", default="10,100,1000")
+    parser.add_argument("--parallel", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mesh-hosts", type=int, default=8)
+    args = parser.parse_args()
+    counts = tuple(int(c) for c in args.counts.split(","))
+    result = run(args.samples, counts, args.parallel, args.rounds,
+                 args.mesh_hosts)
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, "control.json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    text = markdown(result)
+    with open(os.path.join(RESULTS, "control.md"), "w") as fh:
+        fh.write(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Small helpers shared by the benchmarks."""
+
+import os
+import statistics
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                       "results")
+
+
+def percentile(values, pct):
+    """Nearest-rank percentile of a non-empty list."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, round(pct / 100 * (len(ordered) - 1)))
+    return ordered[index]
+
+
+def summary(values):
+    if not values:
+        return {"n": 0, "p50": None, "p99": None, "min": None, "max": None}
+    return {"n": len(values), "p50": round(statistics.median(values), 2),
+            "p99": round(percentile(values, 99), 2),
+            "min": round(min(values), 2), "max": round(max(values), 2)}
