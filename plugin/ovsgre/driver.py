@@ -47,6 +47,7 @@ class Driver:
         self.registry = registry     # cluster network definitions
         self.topology = topology     # tunnels and flows, multi-host only
         self._lock = threading.RLock()
+        self._host_ifs = None   # {host veth: endpoint ID}, see _name_index
 
     # -- capabilities -----------------------------------------------------
     scope = "local"
@@ -194,6 +195,7 @@ class Driver:
                 return _filled(interface, ep)
             ep = self._new_endpoint(net, endpoint_id, interface)
             self.store.put("endpoints", endpoint_id, ep)
+            self._name_index()[ep["host_if"]] = endpoint_id
             try:
                 self.dataplane.plug(ep, net["vlan"])
             except Exception:
@@ -219,13 +221,21 @@ class Driver:
         }
 
     def _free_names(self, endpoint_id):
-        taken = {e["host_if"] for e in self.store.list("endpoints").values()
-                 if e["endpoint_id"] != endpoint_id}
+        taken = self._name_index()
         for attempt in range(names.MAX_ATTEMPTS):
             host_if, peer_if = names.veth_names(endpoint_id, attempt)
-            if host_if not in taken:
+            if taken.get(host_if, endpoint_id) == endpoint_id:
                 return host_if, peer_if
         raise Conflict(f"no free interface name for endpoint {endpoint_id}")
+
+    def _name_index(self):
+        """Host veth names in use, kept in memory so that creating an
+        endpoint costs the same with 10 or 1,000 others (call with the
+        lock held)."""
+        if self._host_ifs is None:
+            self._host_ifs = {e["host_if"]: e["endpoint_id"] for e in
+                              self.store.list("endpoints").values()}
+        return self._host_ifs
 
     def endpoint_info(self, network_id, endpoint_id):
         ep = self._endpoint(network_id, endpoint_id)
@@ -255,12 +265,16 @@ class Driver:
         # pair are gone, they are orphans (owner-tagged port, ovsgre-named
         # link) that the start-up reconciler removes.
         self.store.delete("endpoints", ep["endpoint_id"])
+        index = self._name_index()
+        if index.get(ep["host_if"]) == ep["endpoint_id"]:
+            del index[ep["host_if"]]
         try:
             self.dataplane.unplug(ep)
         except Exception:
             # Keep the job for Docker's retry or the start-up reconciler.
             self.store.put("endpoints", ep["endpoint_id"],
                            dict(ep, state=DELETING))
+            index[ep["host_if"]] = ep["endpoint_id"]
             raise
 
     def _undo_endpoint(self, ep):
@@ -284,7 +298,9 @@ class Driver:
                 # rebooted): give the endpoint a fresh one.
                 self.dataplane.plug(ep, net["vlan"])
             ep.update(state=JOINED, sandbox=sandbox_key)
-            self.store.put("endpoints", endpoint_id, ep)
+            # Not fsync'ed: "joined" and "created" differ only in what the
+            # reconciler does with a missing veth, and either is safe.
+            self.store.put("endpoints", endpoint_id, ep, durable=False)
         if self.topology is not None and net.get("key"):
             self.topology.announce(ep["host_if"], ep["mac"])
         reply = {"InterfaceName": {"SrcName": ep["peer_if"],
@@ -302,7 +318,7 @@ class Driver:
             # Docker moves the peer back to the host namespace itself; the
             # pair stays until DeleteEndpoint.
             ep.update(state=CREATED, sandbox="")
-            self.store.put("endpoints", endpoint_id, ep)
+            self.store.put("endpoints", endpoint_id, ep, durable=False)
 
 
 def _generic(options):

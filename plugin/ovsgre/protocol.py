@@ -111,13 +111,14 @@ def _ipam_handlers(ipam):
 
 
 def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
+    start = time.monotonic()   # the logged time includes parsing
     try:
         body = _body()
         clean = schema.validate(call, body, calls)
     except OvsgreError as exc:
         LOG.warning("%s rejected: %s", call, exc)
         return _error(exc.status, str(exc), err_key)
-    return _timed(call, clean, lambda: handler(clean), err_key)
+    return _timed(call, clean, lambda: handler(clean), err_key, start)
 
 
 def _body():
@@ -131,8 +132,8 @@ def _body():
         raise InvalidRequest("request body is not valid JSON") from None
 
 
-def _timed(call, body, func, err_key=ERR_KEY):
-    start = time.monotonic()
+def _timed(call, body, func, err_key=ERR_KEY, start=None):
+    start = time.monotonic() if start is None else start
     ids = _ids(body)
     try:
         reply = func()

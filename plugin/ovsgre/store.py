@@ -98,11 +98,15 @@ class LocalStore:
         with self._mutex:
             return {k: dict(v) for k, v in self._cache[kind].items()}
 
-    def put(self, kind, key, record):
+    def put(self, kind, key, record, durable=True):
+        """Write a record.  durable=False skips the fsyncs: the record is
+        still replaced atomically and survives a crash of the plugin, but
+        a power loss may bring back the previous version; only for changes
+        the reconciler copes with either way (Join/Leave state)."""
         path = self._path(kind, key)
         data = json.dumps(record, sort_keys=True).encode()
         with self._mutex:
-            atomic_write(path, data)
+            atomic_write(path, data, durable)
             self._cache[kind][key] = dict(record)
 
     def delete(self, kind, key):
@@ -117,16 +121,18 @@ class LocalStore:
             self._cache[kind].pop(key, None)
 
 
-def atomic_write(path, data):
+def atomic_write(path, data, durable=True):
     folder = os.path.dirname(path)
     tmp = os.path.join(folder, ".tmp-" + os.path.basename(path))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
-    fsync_dir(folder)
+    if durable:
+        fsync_dir(folder)
 
 
 def fsync_dir(folder):

@@ -223,3 +223,21 @@ def test_bad_kinds_rejected(store, kind):
 def test_good_keys_accepted(store, key):
     store.put("endpoints", key, {"k": key})
     assert store.get("endpoints", key) == {"k": key}
+
+
+def test_put_not_durable_skips_fsync_but_replaces_atomically(tmp_path,
+                                                            monkeypatch):
+    store = LocalStore(str(tmp_path))
+    store.put("endpoints", "e1", {"state": "created"})
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    store.put("endpoints", "e1", {"state": "joined"}, durable=False)
+    assert synced == []
+    store.put("endpoints", "e1", {"state": "created"})
+    assert len(synced) == 2            # file and directory
+    store.put("endpoints", "e1", {"state": "joined"}, durable=False)
+    store.close()
+    again = LocalStore(str(tmp_path))
+    assert again.get("endpoints", "e1") == {"state": "joined"}
+    assert not [n for n in os.listdir(tmp_path / "endpoints")
+                if n.startswith(".tmp-")]
