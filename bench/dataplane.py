@@ -146,6 +146,58 @@ def iperf_once(client, server, seconds):
     raise RuntimeError(f"iperf3 {client.label} -> {server.ip}: {last}")
 
 
+def measure_interleaved(pairs, seconds, reps, log):
+    """Like measure() for several (label, client, server) at once, their
+    iperf3 runs alternating (a, b, a, b, ...) so that the machine's drift
+    hits them alike.  Returns one measure()-style dict per pair."""
+    procs = []
+    try:
+        for _, client, server in pairs:
+            proc = subprocess.Popen(
+                server.argv("iperf3", "-s", "-p", IPERF_PORT),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True)
+            _servers.append(proc)
+            procs.append(proc)
+        rtts, gbps, retrans = [], [[] for _ in pairs], [[] for _ in pairs]
+        for _, client, server in pairs:
+            wait_reachable(client, server)
+            ping_rtts(client, server, 5)   # warm-up (ARP, flow caches)
+            rtts.append(ping_rtts(client, server))
+        for i in range(reps):
+            for j, (label, client, server) in enumerate(pairs):
+                g, r = iperf_once(client, server, seconds)
+                gbps[j].append(round(g, 3))
+                retrans[j].append(r)
+                log(f"    rep {i + 1} {label}: {g:.3f} Gbit/s, {r} "
+                    "retransmits")
+    finally:
+        for proc in procs:
+            _stop_server(proc)
+    out = []
+    for j in range(len(pairs)):
+        known = [r for r in retrans[j] if r is not None]
+        out.append({
+            "gbps": round(statistics.median(gbps[j]), 3),
+            "gbps_all": gbps[j],
+            "retransmits": statistics.median(known) if known else None,
+            "retransmits_all": retrans[j],
+            "rtt_p50_ms": round(statistics.median(rtts[j]), 3),
+            "rtt_p99_ms": round(percentile(rtts[j], 99), 3),
+            "rtt_n": len(rtts[j])})
+    return out
+
+
+def set_underlay_type(cluster, port_type):
+    """The underlay NIC's port on br-phy gets the same type as the
+    container ports (testbed.md: cross-host traffic crosses it twice)."""
+    for host in cluster.hosts:
+        host.ovs.vsctl("set", "Interface", host.underlay_if,
+                       f"type={'' if port_type == 'system' else port_type}")
+    for host in cluster.hosts:
+        wait_port(host, host.underlay_if, timeout=15)
+
+
 def measure(client, server, seconds, reps, log):
     proc = subprocess.Popen(
         server.argv("iperf3", "-s", "-p", IPERF_PORT),
@@ -560,6 +612,40 @@ def run(seconds=5, reps=3, log=print):
         cfg["wall_s"] = round(time.monotonic() - t0, 1)
         configs.append(cfg)
 
+    def pair(port_type, place, underlay):
+        """(a) and (b) built side by side, measured interleaved."""
+        cfgs = [_config(x, port_type, place, underlay) for x in "ab"]
+        log(f"- {cfgs[0]['name']} | {cfgs[1]['name']}")
+        t0 = time.monotonic()
+        built = []
+        try:
+            built.append(ovsgre.build(names, place))
+            built.append(build_hand(cluster, names, hosts, port_type,
+                                    place))
+            pairs = [(x, client, server) for x, (client, server, _, _)
+                     in zip("ab", built)]
+            for cfg, (client, server, _, extra), got in zip(
+                    cfgs, built, measure_interleaved(pairs, seconds, reps,
+                                                     log)):
+                cfg.update(extra, client=client.label, server=server.label)
+                cfg.update(got)
+                log(f"    {cfg['name']}: median {cfg['gbps']} Gbit/s, RTT "
+                    f"p50 {cfg['rtt_p50_ms']} ms p99 {cfg['rtt_p99_ms']}")
+        except Exception as e:  # noqa: BLE001
+            for cfg in cfgs:
+                cfg.setdefault("gbps", None)
+                cfg.setdefault("error", f"failed: {e}")
+            log(f"    FAILED: {e}")
+        finally:
+            for _, _, cleanup, _ in built:
+                try:
+                    cleanup()
+                except Exception as e:  # noqa: BLE001
+                    log(f"    cleanup error: {e}")
+        for cfg in cfgs:
+            cfg["wall_s"] = round(time.monotonic() - t0, 1)
+            configs.append(cfg)
+
     try:
         log(f"starting 2 namespace hosts ({cluster.prefix}) ...")
         cluster.start()
@@ -580,25 +666,14 @@ def run(seconds=5, reps=3, log=print):
            lambda: build_vxlan(cluster, names, hosts, "cross-host"))
 
         for port_type in PORT_TYPES:
-            try:
-                ovsgre.start(port_type, log)
-                a_ok = True
-            except Exception as e:  # noqa: BLE001
-                log(f"  ovsgre with {port_type} failed to start: {e}")
-                a_ok, a_err = False, str(e)
+            set_underlay_type(cluster, port_type)
+            log(f"  underlay ports on br-phy: {port_type}")
+            ovsgre.start(port_type, log)
             for place in ("same-host", "cross-host"):
-                und = OVS_UNDERLAY if place == "cross-host" \
-                    else "none (same host)"
-                if a_ok:
-                    do("a", port_type, place, und,
-                       lambda: ovsgre.build(names, place))
-                else:
-                    cfg = _config("a", port_type, place, und)
-                    cfg.update(gbps=None, error=f"plugin start: {a_err}")
-                    configs.append(cfg)
-                do("b", port_type, place, und,
-                   lambda: build_hand(cluster, names, hosts, port_type,
-                                      place))
+                und = (f"{OVS_UNDERLAY}; underlay port {port_type}"
+                       if place == "cross-host" else "none (same host)")
+                pair(port_type, place, und)
+        set_underlay_type(cluster, "system")
     finally:
         _stop_all_servers()
         try:

@@ -19,7 +19,11 @@ from .cluster.etcd import Registration, Watcher
 LOG = logging.getLogger(__name__)
 
 HOSTS = "/ovsgre/hosts/"
-VERIFY_EVERY = 2.0   # seconds between idle checks of the flow table
+VERIFY_EVERY = 2.0   # seconds between idle checks for a vswitchd restart
+# Dumping the flow table costs ovs-vswitchd's main thread, which under the
+# userspace datapath also forwards packets: between restarts (seen as a new
+# pid), the table itself is read only this often.
+FULL_CHECK_EVERY = 30.0
 # When to send each copy of an announcement, in seconds after Join.  The
 # userspace datapath drops a tunnel packet while it resolves the remote
 # end's underlay MAC, and a lost announcement leaves peers sending the MAC
@@ -81,6 +85,8 @@ class Topology(threading.Thread):
         self._done = 0
         self._stopped = False
         self._announce = []        # (due, port, mac), see ANNOUNCE_AT
+        self._vswitchd = None      # vswitchd instance at the last check
+        self._checked = 0.0        # monotonic time of the last full check
         self.last_error = None
 
     def begin(self):
@@ -172,14 +178,22 @@ class Topology(threading.Thread):
 
     def _verify(self):
         """Idle check: reinstall flows that ovs-vswitchd lost (restart)."""
+        if self.peers is None:
+            return
+        instance = self.tunnels.vswitchd_instance()
+        if instance is not None and instance == self._vswitchd and \
+                time.monotonic() - self._checked < FULL_CHECK_EVERY:
+            return
         try:
-            if self.peers is not None and not self.tunnels.flows_intact():
+            if not self.tunnels.flows_intact():
                 LOG.warning("tunnel flows missing (ovs-vswitchd restarted?);"
                             " reinstalling")
                 self.tunnels.forget_flows()
                 self.request()
         except Exception as exc:
             LOG.warning("cannot verify tunnel flows: %s", exc)
+            return   # checked again next time, whatever the pid says
+        self._vswitchd, self._checked = instance, time.monotonic()
 
     def _sync(self, peers):
         start = time.monotonic()

@@ -235,6 +235,9 @@ class FakeTunnels:
         self.failures = 0
         self.announced = []          # (monotonic time, port, mac)
         self.announce_failures = 0
+        self.flow_checks = 0
+        self.intact = True
+        self.instance = "100"       # the fake vswitchd's pid
         self.lock = threading.Lock()
 
     def announce(self, port, mac):
@@ -245,7 +248,15 @@ class FakeTunnels:
                 raise RuntimeError("port gone")
 
     def flows_intact(self):
-        return True
+        with self.lock:
+            self.flow_checks += 1
+            return self.intact
+
+    def vswitchd_instance(self):
+        return self.instance
+
+    def forget_flows(self):
+        self.intact = True          # the next sync reinstalls them
 
     def sync(self, peers, networks):
         with self.lock:

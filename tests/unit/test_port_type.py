@@ -98,3 +98,28 @@ def test_ovs_type_of_a_port():
     assert dp._ovs_type(AFXDP_MAX_MTU + 1) == ""
     dp.port_type = "system"
     assert dp._ovs_type(1458) == ""
+
+
+def test_auto_uses_system_ports_when_memory_runs_low(monkeypatch):
+    import ovsgre.dataplane as dpmod
+    dp = dataplane("netdev", "auto")
+    dp.port_type = "afxdp-nonpmd"
+    monkeypatch.setattr(dpmod, "mem_available",
+                        lambda: dpmod.AFXDP_MIN_AVAILABLE - 1)
+    assert dp._ovs_type(1458) == ""
+    monkeypatch.setattr(dpmod, "mem_available",
+                        lambda: dpmod.AFXDP_MIN_AVAILABLE)
+    assert dp._ovs_type(1458) == "afxdp-nonpmd"
+
+
+def test_explicit_afxdp_is_obeyed_whatever_the_memory(monkeypatch):
+    import ovsgre.dataplane as dpmod
+    dp = dataplane("netdev", "afxdp-nonpmd")
+    dp.port_type = "afxdp-nonpmd"
+    monkeypatch.setattr(dpmod, "mem_available", lambda: 0)
+    assert dp._ovs_type(1458) == "afxdp-nonpmd"
+
+
+def test_mem_available_reads_meminfo():
+    from ovsgre.dataplane import mem_available
+    assert 0 < mem_available() < 1 << 62

@@ -295,3 +295,45 @@ def test_announcements_do_not_delay_syncs(topo, tunnels, peers):
     peers.report({"192.0.2.2", "192.0.2.3"})
     assert topo.request(wait=WAIT)
     assert time.monotonic() - start < 0.5
+
+
+# -- vswitchd restarts ----------------------------------------------------------
+
+@pytest.fixture
+def fast_verify(monkeypatch):
+    monkeypatch.setattr(topology_mod, "VERIFY_EVERY", 0.02)
+
+
+def test_flows_read_once_while_vswitchd_stays(fast_verify, topo, tunnels,
+                                              peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    assert eventually(lambda: tunnels.flow_checks >= 1)
+    time.sleep(0.3)                       # ~15 idle checks
+    assert tunnels.flow_checks == 1
+
+
+def test_vswitchd_restart_reinstalls_flows(fast_verify, topo, tunnels,
+                                           peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    assert eventually(lambda: tunnels.flow_checks >= 1)
+    syncs = len(tunnels.syncs)
+    tunnels.intact, tunnels.instance = False, "200"
+    assert eventually(lambda: len(tunnels.syncs) > syncs)
+
+
+def test_without_a_pid_file_flows_are_read_every_time(fast_verify, topo,
+                                                      tunnels, peers):
+    tunnels.instance = None
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    assert eventually(lambda: tunnels.flow_checks >= 3)
+
+
+def test_full_check_now_and_then(fast_verify, monkeypatch, topo, tunnels,
+                                 peers):
+    monkeypatch.setattr(topology_mod, "FULL_CHECK_EVERY", 0.1)
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    assert eventually(lambda: tunnels.flow_checks >= 3)

@@ -23,6 +23,10 @@ DEFAULT_UNDERLAY_MTU = 1500
 AFXDP_TYPES = ("afxdp-nonpmd", "afxdp")
 # Native XDP on a veth needs the frame in one page (4 KiB minus headroom).
 AFXDP_MAX_MTU = 3498
+# Each afxdp port costs ovs-vswitchd ~70 MB (its UMEM: 16,384 frames of
+# 4 KiB) and ~100 ms to load XDP.  auto stops choosing it for new ports when
+# the host runs low on memory; an explicit --port-type is always obeyed.
+AFXDP_MIN_AVAILABLE = 2 * 2 ** 30
 # Never an endpoint's name: endpoint IDs are hex.
 PROBE_HOST, PROBE_PEER = "ovghzzprobe0000", "ovgczzprobe0000"
 PROBE_WAIT = 5.0
@@ -46,6 +50,18 @@ def detect_datapath(wanted, existing=""):
     except (OSError, subprocess.TimeoutExpired):
         pass
     return "system" if os.path.isdir("/sys/module/openvswitch") else "netdev"
+
+
+def mem_available():
+    """MemAvailable in bytes (a large number if it cannot be read)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 1 << 62
 
 
 def detect_local_ip(targets):
@@ -148,9 +164,16 @@ class Dataplane:
             self.links.delete(PROBE_HOST)
 
     def _ovs_type(self, mtu):
-        if self.port_type in AFXDP_TYPES and mtu <= AFXDP_MAX_MTU:
-            return self.port_type
-        return ""
+        if self.port_type not in AFXDP_TYPES or mtu > AFXDP_MAX_MTU:
+            return ""
+        if self.wanted_port_type == "auto" and \
+                mem_available() < AFXDP_MIN_AVAILABLE:
+            LOG.warning("less than %d MiB of memory available: new "
+                        "container ports are system ports (an %s port "
+                        "takes ~70 MB in ovs-vswitchd)",
+                        AFXDP_MIN_AVAILABLE >> 20, self.port_type)
+            return ""
+        return self.port_type
 
     def plug(self, ep, tag):
         """Make the endpoint's veth pair exist and its host end a port.

@@ -158,6 +158,16 @@ class Tunnels:
     def _target(self, bridge):
         return f"unix:{os.path.join(self.rundir, bridge)}.mgmt"
 
+    def vswitchd_instance(self):
+        """Which ovs-vswitchd runs (its pid file's content), or None if
+        that cannot be told; it changes when vswitchd restarts."""
+        try:
+            with open(os.path.join(self.rundir, "ovs-vswitchd.pid"),
+                      encoding="ascii") as fh:
+                return fh.read().strip() or None
+        except OSError:
+            return None
+
     def flows_intact(self):
         """Are our flows still installed?  ovs-vswitchd forgets every flow
         when it restarts; learned flows (cookie 0) are not counted."""
