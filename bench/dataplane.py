@@ -192,8 +192,8 @@ def set_underlay_type(cluster, port_type):
     """The underlay NIC's port on br-phy gets the same type as the
     container ports (testbed.md: cross-host traffic crosses it twice)."""
     for host in cluster.hosts:
-        host.ovs.vsctl("set", "Interface", host.underlay_if,
-                       f"type={'' if port_type == 'system' else port_type}")
+        value = '""' if port_type == "system" else port_type
+        host.ovs.vsctl("set", "Interface", host.underlay_if, f"type={value}")
     for host in cluster.hosts:
         wait_port(host, host.underlay_if, timeout=15)
 
