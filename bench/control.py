@@ -142,7 +142,8 @@ def settle(host, timeout=600):
 
 
 def _port_type(plugin):
-    match = re.search(r"port type (\S+)", plugin.log_tail(400))
+    with open(plugin.log_path, errors="replace") as fh:
+        match = re.search(r"port type (\S+)", fh.read())
     return match.group(1) if match else "unknown"
 
 
