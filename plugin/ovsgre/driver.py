@@ -15,6 +15,7 @@ import re
 import threading
 
 from . import names
+from .faults import crash_point
 from .cluster.networks import derive_key
 from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
 
@@ -48,6 +49,13 @@ class Driver:
         self.topology = topology     # tunnels and flows, multi-host only
         self._lock = threading.RLock()
         self._host_ifs = None   # {host veth: endpoint ID}, see _name_index
+
+    def locked(self, func, *args):
+        """Run func between calls (background reconcilers)."""
+        with self._lock:
+            result = func(*args)
+            self._host_ifs = None   # the store may have changed
+            return result
 
     # -- capabilities -----------------------------------------------------
     scope = "local"
@@ -196,11 +204,13 @@ class Driver:
             ep = self._new_endpoint(net, endpoint_id, interface)
             self.store.put("endpoints", endpoint_id, ep)
             self._name_index()[ep["host_if"]] = endpoint_id
+            crash_point("CreateEndpoint:after_record")
             try:
                 self.dataplane.plug(ep, net["vlan"])
             except Exception:
                 self._undo_endpoint(ep)
                 raise
+            crash_point("CreateEndpoint:after_plug")
         return _filled(interface, ep)
 
     def _new_endpoint(self, net, endpoint_id, interface):
@@ -268,6 +278,7 @@ class Driver:
         index = self._name_index()
         if index.get(ep["host_if"]) == ep["endpoint_id"]:
             del index[ep["host_if"]]
+        crash_point("DeleteEndpoint:after_record")
         try:
             self.dataplane.unplug(ep)
         except Exception:
@@ -276,6 +287,7 @@ class Driver:
                            dict(ep, state=DELETING))
             index[ep["host_if"]] = ep["endpoint_id"]
             raise
+        crash_point("DeleteEndpoint:after_unplug")
 
     def _undo_endpoint(self, ep):
         try:
@@ -301,6 +313,7 @@ class Driver:
             # Not fsync'ed: "joined" and "created" differ only in what the
             # reconciler does with a missing veth, and either is safe.
             self.store.put("endpoints", endpoint_id, ep, durable=False)
+            crash_point("Join:after_record")
         if self.topology is not None and net.get("key"):
             self.topology.announce(ep["host_if"], ep["mac"])
         reply = {"InterfaceName": {"SrcName": ep["peer_if"],
@@ -319,6 +332,7 @@ class Driver:
             # pair stays until DeleteEndpoint.
             ep.update(state=CREATED, sandbox="")
             self.store.put("endpoints", endpoint_id, ep, durable=False)
+            crash_point("Leave:after_record")
 
 
 def _generic(options):

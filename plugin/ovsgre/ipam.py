@@ -143,7 +143,9 @@ class Ipam:
     def _gateway(self, prefix, net, address):
         """The gateway is one address for the whole network: every host
         asks for it when it creates the network, and all get it."""
-        ip = _address_in(address, net) if address else next(net.hosts())
+        # hosts() of a /32 or /128 is a list, not an iterator
+        ip = _address_in(address, net) if address else \
+            next(iter(net.hosts()))
         if self.kv.create(prefix + str(ip), self._owner(gateway=True)):
             return ip
         if (self.kv.get(prefix + str(ip)) or {}).get("gateway"):

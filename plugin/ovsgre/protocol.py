@@ -5,11 +5,13 @@ Parses and validates bodies, calls the driver, maps errors to
 one line per call.  It never touches OVS or the kernel itself.
 """
 
+import json
 import logging
+import math
 import time
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import BadRequest, HTTPException
+from werkzeug.exceptions import HTTPException
 
 from . import schema
 from .errors import InvalidRequest, OvsgreError
@@ -122,14 +124,35 @@ def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
 
 
 def _body():
+    # dockerd sends no Content-Type header: the body is JSON regardless.
     raw = request.get_data(cache=True)
     if not raw.strip():
         return {}
     try:
-        # force=True: dockerd sends no Content-Type header.
-        return request.get_json(force=True)
-    except (BadRequest, RecursionError):
+        return json.loads(raw, parse_constant=_no_constant,
+                          parse_float=_finite)
+    except _BadNumber as exc:
+        raise InvalidRequest(f"request body is not valid JSON: {exc}") \
+            from None
+    except (ValueError, RecursionError):
         raise InvalidRequest("request body is not valid JSON") from None
+
+
+class _BadNumber(ValueError):
+    pass
+
+
+def _no_constant(name):
+    # Python's json reads NaN and Infinity; JSON (and dockerd) has neither.
+    raise _BadNumber(f"{name} is not a JSON number")
+
+
+def _finite(text):
+    # 1e400 is valid JSON but no float: it would reach the driver as inf.
+    value = float(text)
+    if math.isinf(value):
+        raise _BadNumber(f"number {text[:40]} is out of range")
+    return value
 
 
 def _timed(call, body, func, err_key=ERR_KEY, start=None):

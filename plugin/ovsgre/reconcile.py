@@ -14,11 +14,14 @@ its own state).  The store is the source of truth:
 """
 
 import logging
+import threading
 import time
 
 from .driver import CREATED, DELETING, JOINED
 
 LOG = logging.getLogger(__name__)
+
+GC_EVERY = 60.0   # seconds between runs of the janitor
 
 
 def reconcile(store, dataplane):
@@ -72,3 +75,52 @@ def _remove_orphans(what, names, known, remove, counts):
             LOG.info("removing orphan %s %s", what, name)
             remove(name)
             counts["orphans"] += 1
+
+
+def collect_garbage(store, dataplane):
+    """What a failed or timed-out call can leave behind while the plugin
+    runs: deletions the dataplane refused ("deleting" records), and ports
+    or links that belong to no endpoint (e.g. an OVSDB transaction that
+    committed after its call had timed out).  Two bulk reads, so it costs
+    little with many endpoints; never re-plugs anything (start-up does)."""
+    counts = {"finished_delete": 0, "orphans": 0}
+    endpoints = store.list("endpoints")
+    for ep in endpoints.values():
+        if ep["state"] == DELETING:
+            dataplane.unplug(ep)
+            store.delete("endpoints", ep["endpoint_id"])
+            counts["finished_delete"] += 1
+    known = set()
+    for ep in store.list("endpoints").values():
+        known |= {ep["host_if"], ep["peer_if"]}
+    _remove_orphans("OVS port", dataplane.owned_ports(), known,
+                    dataplane.delete_port, counts)
+    pending = dataplane.links_being_deleted()
+    _remove_orphans("link", [n for n in dataplane.owned_links()
+                             if n not in pending], known,
+                    dataplane.delete_link, counts)
+    if any(counts.values()):
+        LOG.info("janitor: %s", counts)
+    return counts
+
+
+class Janitor(threading.Thread):
+    """Runs collect_garbage now and then, between calls (under the
+    driver's lock, so never in the middle of one)."""
+
+    def __init__(self, driver, every=GC_EVERY):
+        super().__init__(name="janitor", daemon=True)
+        self.driver = driver
+        self.every = every
+        self._halt = threading.Event()
+
+    def run(self):
+        while not self._halt.wait(self.every):
+            try:
+                self.driver.locked(collect_garbage, self.driver.store,
+                                   self.driver.dataplane)
+            except Exception as exc:   # OVSDB down: try again later
+                LOG.warning("janitor: %s", exc)
+
+    def stop(self):
+        self._halt.set()

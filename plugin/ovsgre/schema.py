@@ -1,4 +1,5 @@
-"""Validation of request bodies: field presence and JSON types.
+"""Validation of request bodies: field presence and JSON types (and MAC
+addresses, which the kernel would refuse only after the store changed).
 
 Docker sends `null` for absent optional objects (Options, IPv6Data), so a
 null optional field counts as absent.  Unknown extra fields are ignored:
@@ -10,6 +11,7 @@ import re
 from .errors import InvalidRequest
 
 _ID = re.compile(r"^[A-Za-z0-9]{1,128}$")
+_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 
 ID = "id"
 STR = "string"
@@ -18,6 +20,7 @@ LIST_OF_OBJ = "array of objects"
 BOOL = "boolean"
 INT = "integer"
 ANY = "any"
+MAC = "unicast MAC address like 02:42:ac:11:00:02"
 
 NETWORK = {"NetworkID": (ID, True)}
 ENDPOINT = {"NetworkID": (ID, True), "EndpointID": (ID, True)}
@@ -60,7 +63,7 @@ IPAM_CALLS = {
 POOL = {"Pool": (STR, True), "Gateway": (STR, False),
         "AddressSpace": (STR, False), "AuxAddresses": (OBJ, False)}
 INTERFACE = {"Address": (STR, False), "AddressIPv6": (STR, False),
-             "MacAddress": (STR, False)}
+             "MacAddress": (MAC, False)}
 
 
 def validate(call, body, calls=CALLS):
@@ -101,12 +104,23 @@ def _check(kind, value, field):
         BOOL: lambda v: isinstance(v, bool),
         INT: lambda v: isinstance(v, int) and not isinstance(v, bool),
         ANY: lambda v: True,
+        MAC: _unicast_mac,
     }[kind](value)
     if not ok:
         expected = "an ID of 1-128 letters and digits" if kind == ID \
             else f"a {kind}" if kind != OBJ else "an object"
         raise InvalidRequest(f"field {field} must be {expected}, got "
                              f"{_short(value)}")
+
+
+def _unicast_mac(value):
+    """Empty (Docker's "none given") or an address a veth can have: the
+    kernel refuses multicast (broadcast too) and all-zero ones."""
+    if not isinstance(value, str):
+        return False
+    return not value or (bool(_MAC.fullmatch(value))
+                         and not int(value[:2], 16) & 1
+                         and int(value.replace(":", ""), 16) != 0)
 
 
 def _short(value):

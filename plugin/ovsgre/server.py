@@ -24,7 +24,7 @@ from .driver import Driver
 from .errors import Unavailable
 from .ipam import Ipam
 from .protocol import create_app
-from .reconcile import reconcile
+from .reconcile import Janitor, reconcile
 from .store import LocalStore
 from .topology import EtcdPeers, StaticPeers, Topology
 
@@ -66,6 +66,7 @@ def build_app(settings):
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
                     topology)
     driver.scope = settings.scope
+    Janitor(driver).start()
     if settings.etcd:
         DeclaredNetworks(kv, settings.docker_host,
                          settings.driver_name).begin()

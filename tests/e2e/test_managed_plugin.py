@@ -164,6 +164,7 @@ def test_networks_are_isolated(mp, network):
     assert received(friend.stdout) == (3, 3)
 
 
+@pytest.mark.reliability("fault", "dockerd restarted (managed plugin)")
 def test_state_survives_a_dockerd_restart(mp, network):
     """Docker never replays CreateNetwork: the network must come back from
     the plugin's state mount when dockerd restarts (and re-enables the

@@ -5,6 +5,8 @@ import re
 import subprocess
 import time
 
+import pytest
+
 from tests.harness.sites import received, wait_for
 
 SERVE_12MB = ("dd if=/dev/urandom of=/srv/f bs=1M count=12 2>/dev/null && "
@@ -121,6 +123,7 @@ def test_dual_stack(site, network):
     assert fetch_md5(site, "dual", f"http://[{ip6}]:8080/f") == expected
 
 
+@pytest.mark.reliability("fault", "plugin killed (SIGKILL) with traffic running")
 def test_plugin_kill9_keeps_traffic_and_recovers(site, network):
     network("keep", "--subnet", "198.18.40.0/24")
     site.run_bg("k1", "keep", "sleep", "600")

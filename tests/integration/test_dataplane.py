@@ -72,6 +72,7 @@ def our_links(ns):
             if l["ifname"].startswith("ovg")}
 
 
+@pytest.mark.reliability("security", "socket mode 0660")
 def test_socket_mode_is_0660(plugin):
     mode = stat.S_IMODE(os.stat(plugin.socket).st_mode)
     assert mode == 0o660
@@ -160,6 +161,7 @@ def test_networks_get_distinct_tags_and_prefix_collisions_resolve(
     assert {t1, t2} == {1, 2}
 
 
+@pytest.mark.reliability("load", "100 endpoint lifecycles leave nothing")
 def test_no_leftovers_after_100_cycles(plugin, ovs_ns):
     ns, ovs, _ = ovs_ns
     create_network(plugin)
@@ -179,6 +181,7 @@ def test_no_leftovers_after_100_cycles(plugin, ovs_ns):
         assert os.listdir(os.path.join(plugin.state_dir, kind)) == []
 
 
+@pytest.mark.reliability("fault", "plugin restart with orphans and missing pieces: reconciled")
 def test_restart_reconciles_store_ovsdb_and_links(plugin, ovs_ns):
     ns, ovs, _ = ovs_ns
     create_network(plugin)

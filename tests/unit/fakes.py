@@ -21,6 +21,7 @@ import threading
 import time
 
 from ovsgre import OWNER, names
+from ovsgre.errors import DataplaneError
 from ovsgre.cluster.kv import LocalKV
 
 OWNER_KEY = "owner"
@@ -121,6 +122,10 @@ class FakeDataplane(Failing):
             self._delete_link(peer)
         if host in self.links or peer in self.links:
             raise AssertionError("fake: name still taken")
+        if int(mac[:2], 16) & 1 or not int(mac.replace(":", ""), 16):
+            # what Links.create_veth gets from the kernel (EADDRNOTAVAIL)
+            raise DataplaneError(f"cannot create veth {host}: (99, 'Cannot "
+                                 "assign requested address')")
         self.add_veth(host, peer, mtu, mac)
 
     def _add_port(self, name, tag, external_ids):
@@ -190,6 +195,9 @@ class FakeDataplane(Failing):
         self._enter("owned_ports")
         return {name: copy.deepcopy(p) for name, p in self.ports.items()
                 if p["external_ids"].get(OWNER_KEY) == OWNER}
+
+    def links_being_deleted(self):
+        return set()
 
     def owned_links(self):
         self._enter("owned_links")

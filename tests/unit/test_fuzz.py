@@ -24,6 +24,11 @@ would have created before (a named network with a joined endpoint, an IPAM
 pool with its gateway and one address).  Runs are derandomized (the same
 examples every run, so CI is reproducible); OVSGRE_FUZZ_EXAMPLES=N raises
 the number of examples per property for a deeper local run.
+
+Plugin.Activate and NetworkDriver.GetCapabilities take no arguments and
+ignore the body: any body gets their one reply (never a 5xx).  Two bugs the
+fuzzing found in the driver and the IPAM are kept as strict xfails at the
+end, until they are fixed.
 """
 
 import contextlib
@@ -37,6 +42,7 @@ import tempfile
 import uuid
 from unittest import mock
 
+import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
@@ -499,6 +505,8 @@ hostile_values = st.one_of(
     st.integers(-2**40, 2**40).map(str),
     json_values,
     st.builds(Raw, st.sampled_from(RAW_LITERALS)),
+    st.sampled_from([float("inf"), float("-inf"), float("nan"), 1e308,
+                     -0.0, 2**64, -2**63 - 1]),
     deep_values,
 )
 
@@ -623,6 +631,7 @@ def _schema_fields(path, body):
 
 
 _ID_OK = re.compile(r"[A-Za-z0-9]{1,128}")
+_MAC_OK = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 _finite = finite_json_values.filter(lambda v: v is not None)
 WRONG = {
     schema.ID: st.one_of(
@@ -640,6 +649,13 @@ WRONG = {
         st.lists(_finite, min_size=1, max_size=4).filter(
             lambda v: not all(isinstance(i, dict) for i in v))),
     schema.BOOL: _finite.filter(lambda v: not isinstance(v, bool)),
+    schema.MAC: st.one_of(
+        _finite.filter(lambda v: not isinstance(v, str)),
+        st.sampled_from(MACS[2:] + SHELL + UNICODE).filter(bool)
+        .filter(lambda v: not _MAC_OK.fullmatch(v)),
+        st.sampled_from(["ff:ff:ff:ff:ff:ff", "01:00:5e:00:00:01",
+                         "33:33:00:00:00:01", "00:00:00:00:00:00",
+                         "03:42:ac:11:00:02"])),
     schema.INT: _finite.filter(
         lambda v: not isinstance(v, int) or isinstance(v, bool)),
 }
@@ -677,7 +693,7 @@ def test_hostile_values_never_5xx_nor_partial_change(data):
     body = template(path, i)
     paths = sorted(set(all_paths(body)) | set(HOT[path]), key=repr)
     ops = data.draw(st.lists(st.tuples(
-        st.sampled_from(paths),
+        st.sampled_from(HOT[path]) | st.sampled_from(paths),
         hostile_values | st.just(DELETE)), min_size=1, max_size=3), "ops")
     for where, value in ops:
         set_path(body, where, value)
@@ -694,18 +710,29 @@ def _int_like(value):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", value,
-                                               re.ASCII):
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?[0-9]{1,4000}\s*",
+                                               value, re.ASCII):
         return int(value)
     return None
 
 
 option_numbers = st.one_of(
-    st.integers(-2**70, 2**70),
-    st.integers(-5, 70000),
-    st.sampled_from([0, 1, 1279, 1280, 1281, 64999, 65000, 65001,
-                     16777214, 16777215, 16777216, 2**24, 2**32, 4242, 77]),
-).flatmap(lambda n: st.sampled_from([n, str(n), f" {n}", f"{n}.0"]))
+    st.one_of(
+        st.integers(-2**70, 2**70),
+        st.integers(-5, 70000),
+        st.sampled_from([0, 1, 1279, 1280, 1281, 64999, 65000, 65001,
+                         16777214, 16777215, 16777216, 2**24, 2**32, 4242,
+                         77]),
+    ).flatmap(lambda n: st.sampled_from([n, str(n), f" {n}", f"{n}.0"])),
+    # not numbers a user would type, nor always JSON numbers
+    st.sampled_from([float("inf"), float("-inf"), float("nan"), 1500.0,
+                     1e300, -0.0, True, False, None, [], {}, [1500],
+                     {"a": 1}, "", "1500\n", "1500;id", "0x5dc", "1e3",
+                     "\uff11\uff15\uff10\uff10", "\u0661\u0665\u0660\u0660",
+                     "9" * 5000]),
+    st.builds(Raw, st.sampled_from(RAW_LITERALS)),
+    st.floats(),
+)
 
 
 @fuzz(150)
@@ -751,9 +778,13 @@ def test_gre_key_option_range(raw, call):
 
 def _subnet_texts():
     v4 = st.builds(lambda a, p: f"{ipaddress.IPv4Address(a)}/{p}",
-                   st.integers(0, 2**32 - 1), st.integers(-1, 34))
+                   st.integers(0, 2**32 - 1),
+                   st.integers(-1, 34)
+                   | st.sampled_from([0, 1, 8, 30, 31, 32, 33]))
     v6 = st.builds(lambda a, p: f"{ipaddress.IPv6Address(a)}/{p}",
-                   st.integers(0, 2**128 - 1), st.integers(-1, 130))
+                   st.integers(0, 2**128 - 1),
+                   st.integers(-1, 130)
+                   | st.sampled_from([0, 64, 120, 126, 127, 128, 129]))
     near = st.builds(lambda p: f"198.19.102.0/{p}", st.integers(0, 33))
     return st.one_of(v4, v6, near, st.sampled_from(SUBNETS),
                      st.builds(lambda a, b: a + b, st.sampled_from(SUBNETS),
@@ -788,13 +819,16 @@ def test_network_subnets_and_gateways(text, key, field):
             assert status == 400 and f"{key}.Gateway" in reply["Err"], reply
 
 
-@fuzz(150)
-@given(_subnet_texts(), st.sampled_from(["", "198.19.5.128/25"]) |
-       _subnet_texts(), st.booleans())
-def test_ipam_pools_and_the_calls_docker_makes_next(pool, sub, v6):
+@fuzz(200)
+@given(_subnet_texts(), st.sampled_from(["", "", "", "pool", "other"]),
+       _subnet_texts(), st.sampled_from(["matching"] * 4 + ["v4", "v6"]))
+def test_ipam_pools_and_the_calls_docker_makes_next(pool, sub, other,
+                                                    family):
     """RequestPool with any subnet; when granted, what `docker network
     create` and `docker run` do next: the gateway, an address, releases."""
     ipam = "/IpamDriver."
+    sub = {"pool": pool, "other": other}.get(sub, "")
+    v6 = ":" in pool if family == "matching" else family == "v6"
     with World() as w:
         body = {"AddressSpace": "ovsgre-local", "Pool": pool, "SubPool": sub,
                 "Options": {}, "V6": v6}
@@ -820,9 +854,6 @@ def test_ipam_pools_and_the_calls_docker_makes_next(pool, sub, v6):
         assert status == 200, reply
 
 
-_MAC_OK = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
-
-
 @fuzz(150)
 @given(st.sampled_from(["MacAddress", "Address", "AddressIPv6"]),
        st.sampled_from(MACS + ADDRESSES + SHELL + UNICODE)
@@ -837,12 +868,14 @@ def test_endpoint_addresses_and_macs(field, value):
     with World() as w:
         status, reply = send("/NetworkDriver.CreateEndpoint", dumps(body), w)
         if field == "MacAddress" and value:
-            if not _MAC_OK.fullmatch(value):
-                assert status == 400 and "MacAddress" in reply["Err"], reply
-            elif not int(value[:2], 16) & 1 and value != "00:00:00:00:00:00":
-                # a unicast MAC (a multicast one may be refused)
+            # a veth takes a unicast MAC; the kernel refuses a multicast
+            # (broadcast) or all-zero one (the fake too, as a 500)
+            if _MAC_OK.fullmatch(value) and not int(value[:2], 16) & 1 \
+                    and value != "00:00:00:00:00:00":
                 assert status == 200, reply
                 assert w.store.get("endpoints", NEW_EP)["mac"] == value
+            else:
+                assert status == 400 and "MacAddress" in reply["Err"], reply
 
 
 # -- 3. unknown extra fields are ignored --------------------------------
@@ -915,9 +948,13 @@ def test_unknown_extra_fields_are_ignored(data):
 
 # -- 4. random call sequences keep the state consistent -----------------
 
-NETS = ["aaaa1", "bbbb2"]
 EPS = ["e1", "e2", "e3"]
-SEQ_POOLS = ["198.19.30.0/24", "198.19.30.0/25", "198.19.31.0/24"]
+# Each network its own subnets: the same name on both is then a conflict.
+# (The same name with the same subnets on two local networks is a known
+# bug, see test_two_local_networks_with_one_name below.)
+SEQ_POOLS = {"aaaa1": ["198.19.30.0/24", "198.19.30.0/25"],
+             "bbbb2": ["198.19.31.0/24", "198.19.31.0/25"]}
+NETS = sorted(SEQ_POOLS)
 
 
 def _net_body(nid, name, pool, mtu):
@@ -930,11 +967,10 @@ def _net_body(nid, name, pool, mtu):
 
 
 steps = st.one_of(
-    st.builds(lambda n, name, pool, mtu: ("CreateNetwork",
-                                          _net_body(n, name, pool, mtu)),
-              st.sampled_from(NETS), st.sampled_from(["", "blue", "red"]),
-              st.sampled_from(SEQ_POOLS),
-              st.sampled_from(["", "1400", "99"])),
+    st.builds(lambda n, name, i, mtu: ("CreateNetwork", _net_body(
+        n, name, SEQ_POOLS[n][i], mtu)),
+        st.sampled_from(NETS), st.sampled_from(["", "blue", "red"]),
+        st.sampled_from([0, 1]), st.sampled_from(["", "1400", "99"])),
     st.builds(lambda n: ("DeleteNetwork", {"NetworkID": n}),
               st.sampled_from(NETS)),
     st.builds(lambda n, e, a, m: ("CreateEndpoint", {
@@ -979,3 +1015,37 @@ def test_random_call_sequences(sequence):
             status, _ = check_reply(w.call(path, body), path)
             check_unchanged(before, w, status)
             _consistent(w)
+
+
+# -- known bugs the fuzzing found, not fixed here ------------------------
+
+@pytest.mark.xfail(strict=True, reason="deleting one of two local networks "
+                   "with the same ovsgre.network name releases the name's "
+                   "cluster record (and GRE key) the other still uses")
+def test_two_local_networks_with_one_name():
+    body = {n: _net_body(n, "blue", "198.19.30.0/24", "") for n in NETS}
+    with World(seed=False) as w:
+        for call, b in [("CreateNetwork", body["aaaa1"]),
+                        ("CreateNetwork", body["bbbb2"]),
+                        ("DeleteNetwork", {"NetworkID": "aaaa1"})]:
+            path = "/NetworkDriver." + call
+            before = w.snapshot()
+            status, _ = check_reply(w.call(path, b), path)
+            check_unchanged(before, w, status)
+            _consistent(w)
+
+
+@pytest.mark.xfail(strict=True, reason="two local networks on one subnet "
+                   "share an IPAM pool: releasing it for one deletes it, "
+                   "with the addresses, under the other")
+def test_two_local_networks_on_one_subnet():
+    ipam = "/IpamDriver."
+    with World(seed=False) as w:
+        first = w.ok(ipam + "RequestPool", {"Pool": "10.50.0.0/24"})
+        resp = w.call(ipam + "RequestPool", {"Pool": "10.50.0.0/24"})
+        if check_reply(resp, ipam + "RequestPool")[0] != 200:
+            return                      # refused: no sharing, no bug
+        second = resp.get_json()["PoolID"]
+        w.ok(ipam + "RequestAddress", {"PoolID": second})
+        w.ok(ipam + "ReleasePool", {"PoolID": first["PoolID"]})
+        w.ok(ipam + "RequestAddress", {"PoolID": second})

@@ -274,3 +274,77 @@ def test_after_a_host_reboot(api, store, fake):
     assert set(rebooted.ports) == {ea["host_if"]}
     assert rebooted.ports[ea["host_if"]]["tag"] == vlan
     assert eb["state"] == "joined"
+
+
+# -- the janitor (while running) --------------------------------------------------
+
+def test_janitor_finishes_refused_deletes(store, fake):
+    from ovsgre.reconcile import collect_garbage
+    _net(store)
+    ep = _ep(store, "gone", state="deleting")
+    _plugged(fake, ep)
+    keep = _ep(store, "keep", state="joined")
+    _plugged(fake, keep)
+    counts = collect_garbage(store, fake)
+    assert counts["finished_delete"] == 1
+    assert store.get("endpoints", ep["endpoint_id"]) is None
+    assert ep["host_if"] not in fake.ports and ep["host_if"] not in fake.links
+    assert keep["host_if"] in fake.ports and keep["host_if"] in fake.links
+
+
+def test_janitor_removes_orphans_and_never_replugs(store, fake):
+    from ovsgre.reconcile import collect_garbage
+    _net(store)
+    keep = _ep(store, "keep")
+    _plugged(fake, keep)
+    missing = _ep(store, "no-port-yet")        # start-up's job, not ours
+    fake.add_veth("ovgh0123456789a", "ovgc0123456789a")   # no record
+    fake.add_port_raw("ovgh0123456789a", 3, _owner("late"))
+    fake.add_port_raw("foreign", 3, {"owner": "someone-else"})
+    counts = collect_garbage(store, fake)
+    assert counts["orphans"] == 3     # the port and both link ends
+    assert "ovgh0123456789a" not in fake.ports
+    assert not {"ovgh0123456789a", "ovgc0123456789a"} & set(fake.links)
+    assert "foreign" in fake.ports
+    assert keep["host_if"] in fake.ports
+    assert missing["host_if"] not in fake.ports
+    assert "plug" not in _mutations(fake)
+
+
+def test_janitor_with_nothing_to_do_changes_nothing(store, fake):
+    from ovsgre.reconcile import collect_garbage
+    _net(store)
+    _plugged(fake, _ep(store, "a"))
+    assert collect_garbage(store, fake) == {"finished_delete": 0,
+                                            "orphans": 0}
+    assert _mutations(fake) == []
+
+
+def test_janitor_thread_survives_errors_and_uses_the_lock(store, fake):
+    import threading
+    from ovsgre.driver import Driver
+    from ovsgre.reconcile import Janitor
+    driver = Driver(store, fake, 1450)
+    runs = []
+    real = driver.locked
+
+    def locked(func, *args):
+        assert not driver._lock._is_owned()
+        runs.append(func.__name__)
+        if len(runs) == 1:
+            raise RuntimeError("OVSDB did not answer")
+        return real(func, *args)
+
+    driver.locked = locked
+    janitor = Janitor(driver, every=0.01)
+    janitor.start()
+    try:
+        deadline = threading.Event()
+        for _ in range(500):
+            if len(runs) >= 3:
+                break
+            deadline.wait(0.01)
+    finally:
+        janitor.stop()
+        janitor.join(2)
+    assert runs[:3] == ["collect_garbage"] * 3

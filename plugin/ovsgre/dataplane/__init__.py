@@ -224,3 +224,6 @@ class Dataplane:
 
     def owned_links(self):
         return self.links.list_ours()
+
+    def links_being_deleted(self):
+        return self.links.pending()

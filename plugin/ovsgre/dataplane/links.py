@@ -70,6 +70,11 @@ class Links:
                     self._doomed.discard(ifname)
                     self._reaper_cond.notify_all()
 
+    def pending(self):
+        """Names waiting for the background reaper."""
+        with self._reaper_cond:
+            return set(self._doomed)
+
     def settle(self, *names, timeout=10.0):
         """Wait until none of names is waiting for deletion."""
         with self._reaper_cond:
