@@ -128,6 +128,11 @@ OPTIONS = (
     Option("local_ip", "", _ip_or_empty,
            "tunnel source address; empty = the source address of the "
            "route towards the etcd endpoints or the peers"),
+    Option("stale_after", 60, _positive_int,
+           "seconds after which an endpoint Docker does not know is removed "
+           "(left by a call interrupted by a crash: dockerd re-sends such a "
+           "call without its body); checked in the background through the "
+           "Docker API at --docker-host"),
     Option("port_type", "auto",
            _choice("auto", "system", "afxdp-nonpmd", "afxdp"),
            "OVS port type of container ports under the userspace datapath: "
@@ -162,6 +167,7 @@ class Settings:
     lease_ttl: int = 10
     peers: tuple = ()
     local_ip: str = ""
+    stale_after: int = 60
     port_type: str = "auto"
 
     @property

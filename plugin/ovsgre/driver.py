@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import re
 import threading
+import time
 
 from . import names
 from .faults import crash_point
@@ -228,6 +229,7 @@ class Driver:
             "address6": interface.get("AddressIPv6", ""),
             "state": CREATED,
             "sandbox": "",
+            "created_at": round(time.time(), 3),
         }
 
     def _free_names(self, endpoint_id):
@@ -288,6 +290,18 @@ class Driver:
             index[ep["host_if"]] = ep["endpoint_id"]
             raise
         crash_point("DeleteEndpoint:after_unplug")
+
+    def forget_stale(self, endpoint_id):
+        """Remove an endpoint Docker does not know (see reconcile.Janitor);
+        call through locked()."""
+        ep = self.store.get("endpoints", endpoint_id)
+        if ep is None:
+            return False
+        LOG.warning("removing endpoint %s of network %s: Docker does not "
+                    "know it (left by a call interrupted by a crash?)",
+                    endpoint_id[:12], ep["network_id"][:12])
+        self._delete_endpoint(ep)
+        return True
 
     def _undo_endpoint(self, ep):
         try:

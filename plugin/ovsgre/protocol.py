@@ -116,6 +116,15 @@ def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
     start = time.monotonic()   # the logged time includes parsing
     try:
         body = _body()
+        missing = schema.first_required(call, calls)
+        if missing and not request.get_data(cache=True).strip():
+            # What dockerd sends when it re-sends a call whose connection
+            # dropped (the plugin restarted mid-call): the body is lost.
+            raise InvalidRequest(
+                f"empty request body (missing field {missing}): dockerd "
+                "re-sends a call without its body after the connection to "
+                "the plugin dropped (was the plugin restarted?); run the "
+                "command again")
         clean = schema.validate(call, body, calls)
     except OvsgreError as exc:
         LOG.warning("%s rejected: %s", call, exc)

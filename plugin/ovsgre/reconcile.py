@@ -104,23 +104,81 @@ def collect_garbage(store, dataplane):
     return counts
 
 
-class Janitor(threading.Thread):
-    """Runs collect_garbage now and then, between calls (under the
-    driver's lock, so never in the middle of one)."""
+def stale_endpoints(store, docker, stale_after, now=None):
+    """IDs of endpoints older than stale_after that Docker does not have on
+    their network.  docker.endpoints(network_id) gives the IDs Docker has,
+    or None when it cannot tell (unreachable, network unknown): then
+    nothing of that network is touched."""
+    now = time.time() if now is None else now
+    by_network = {}
+    for ep in store.list("endpoints").values():
+        if ep["state"] == DELETING or \
+                now - ep.get("created_at", 0) < stale_after:
+            continue
+        by_network.setdefault(ep["network_id"], []).append(ep["endpoint_id"])
+    stale = []
+    for network_id, ids in sorted(by_network.items()):
+        known = docker.endpoints(network_id)
+        if known is not None:
+            stale += [eid for eid in ids if eid not in known]
+    return stale
 
-    def __init__(self, driver, every=GC_EVERY):
+
+class DockerEndpoints:
+    """Which endpoints Docker has on a network, through the Docker API.
+    Only ever used from the janitor's thread: never inside a call dockerd
+    waits for, never at start-up."""
+
+    def __init__(self, docker_host, timeout=10):
+        self.docker_host = docker_host
+        self.timeout = timeout
+        self._client = None
+
+    def endpoints(self, network_id):
+        import docker   # the SDK is only needed here
+        try:
+            if self._client is None:
+                self._client = docker.APIClient(base_url=self.docker_host,
+                                                timeout=self.timeout)
+            info = self._client.inspect_network(network_id)
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:   # dockerd down or restarting
+            LOG.debug("janitor: Docker API: %s", exc)
+            self._client = None
+            return None
+        return {c.get("EndpointID") for c in
+                (info.get("Containers") or {}).values()}
+
+
+class Janitor(threading.Thread):
+    """Now and then, between calls (under the driver's lock, so never in
+    the middle of one): collect_garbage, and endpoints Docker does not know
+    any more (after stale_after seconds) are removed."""
+
+    def __init__(self, driver, docker=None, stale_after=60, every=None):
         super().__init__(name="janitor", daemon=True)
         self.driver = driver
-        self.every = every
+        self.docker = docker
+        self.stale_after = stale_after
+        self.every = every or max(1.0, min(GC_EVERY, stale_after / 2))
         self._halt = threading.Event()
 
     def run(self):
         while not self._halt.wait(self.every):
             try:
-                self.driver.locked(collect_garbage, self.driver.store,
-                                   self.driver.dataplane)
+                self.run_once()
             except Exception as exc:   # OVSDB down: try again later
                 LOG.warning("janitor: %s", exc)
+
+    def run_once(self):
+        driver = self.driver
+        driver.locked(collect_garbage, driver.store, driver.dataplane)
+        if self.docker is None:
+            return
+        for endpoint_id in stale_endpoints(driver.store, self.docker,
+                                           self.stale_after):
+            driver.locked(driver.forget_stale, endpoint_id)
 
     def stop(self):
         self._halt.set()

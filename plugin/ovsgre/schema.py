@@ -66,6 +66,12 @@ INTERFACE = {"Address": (STR, False), "AddressIPv6": (STR, False),
              "MacAddress": (MAC, False)}
 
 
+def first_required(call, calls=CALLS):
+    """The call's first required field, or None if it has none."""
+    return next((name for name, (_, required) in calls[call].items()
+                 if required), None)
+
+
 def validate(call, body, calls=CALLS):
     """Return a clean dict of the call's known fields or raise."""
     if not isinstance(body, dict):

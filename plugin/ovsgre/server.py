@@ -24,7 +24,7 @@ from .driver import Driver
 from .errors import Unavailable
 from .ipam import Ipam
 from .protocol import create_app
-from .reconcile import Janitor, reconcile
+from .reconcile import DockerEndpoints, Janitor, reconcile
 from .store import LocalStore
 from .topology import EtcdPeers, StaticPeers, Topology
 
@@ -66,7 +66,8 @@ def build_app(settings):
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
                     topology)
     driver.scope = settings.scope
-    Janitor(driver).start()
+    Janitor(driver, DockerEndpoints(settings.docker_host),
+            settings.stale_after).start()
     if settings.etcd:
         DeclaredNetworks(kv, settings.docker_host,
                          settings.driver_name).begin()

@@ -34,6 +34,7 @@ EXAMPLES = {
     "lease_ttl": ("3", 3),
     "peers": ("198.18.0.2,198.18.0.3", ("198.18.0.2", "198.18.0.3")),
     "local_ip": ("198.18.0.1", "198.18.0.1"),
+    "stale_after": ("5", 5),
     "port_type": ("afxdp-nonpmd", "afxdp-nonpmd"),
 }
 OTHER = {
@@ -59,6 +60,7 @@ OTHER = {
     "lease_ttl": ("30", 30),
     "peers": ("198.18.0.9", ("198.18.0.9",)),
     "local_ip": ("198.18.0.9", "198.18.0.9"),
+    "stale_after": ("600", 600),
     "port_type": ("system", "system"),
 }
 INVALID = [
@@ -73,7 +75,8 @@ INVALID = [
     ("etcd_timeout", "0"), ("etcd_timeout", "x"), ("lease_ttl", "0"),
     ("peers", "198.18.0"), ("peers", "a;b"), ("local_ip", "::1"),
     ("local_ip", "$(id)"), ("port_type", "xdp"), ("port_type", ""),
-    ("port_type", "afxdp-nonpmd;id"),
+    ("port_type", "afxdp-nonpmd;id"), ("stale_after", "0"),
+    ("stale_after", "soon"),
 ]
 NAMES = [o.name for o in config.OPTIONS]
 

@@ -560,3 +560,18 @@ def test_delete_endpoint_with_wrong_network_leaves_it_alone(api, store,
     assert api.delete_endpoint(make_id("x"), EP)[:2] == (200, {})
     assert store.get("endpoints", EP) is not None
     assert len(fake.links) == 2
+
+
+def test_empty_body_names_dockerds_resend_without_body(api, fake, store):
+    """dockerd re-sends a call whose connection dropped without its body;
+    the user must learn why, not just 'missing field NetworkID'."""
+    api.create_network(NET)
+    before = store_files(store.root)
+    for call in ("CreateEndpoint", "Join", "Leave", "DeleteEndpoint",
+                 "CreateNetwork"):
+        resp = api.raw("/NetworkDriver." + call, b"")
+        assert_err(resp, 400, "empty request body", "run the command again")
+    assert store_files(store.root) == before
+    # an empty object is not the resend: it gets the field message
+    assert_err(api.raw("/NetworkDriver.Join", b"{}"), 400,
+               "missing field NetworkID")

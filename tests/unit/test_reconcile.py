@@ -348,3 +348,87 @@ def test_janitor_thread_survives_errors_and_uses_the_lock(store, fake):
         janitor.stop()
         janitor.join(2)
     assert runs[:3] == ["collect_garbage"] * 3
+
+
+# -- endpoints Docker does not know ----------------------------------------------
+
+class FakeDockerEndpoints:
+    def __init__(self, known):
+        self.known = known            # {network id: set of endpoint IDs}
+        self.asked = []
+
+    def endpoints(self, network_id):
+        self.asked.append(network_id)
+        return self.known.get(network_id)
+
+
+def _aged(store, label, age, now, state="created"):
+    ep = _ep(store, label, state=state)
+    ep["created_at"] = now - age
+    store.put("endpoints", ep["endpoint_id"], ep)
+    return ep
+
+
+def test_stale_endpoints_are_old_and_unknown_to_docker(store):
+    from ovsgre.reconcile import stale_endpoints
+    _net(store)
+    now = 10_000.0
+    known = _aged(store, "known", 300, now, "joined")
+    lost = _aged(store, "lost", 300, now)
+    young = _aged(store, "young", 5, now)            # Docker may not have
+    going = _aged(store, "going", 300, now, "deleting")   # it yet
+    docker = FakeDockerEndpoints({NET: {known["endpoint_id"]}})
+    assert stale_endpoints(store, docker, 60, now) == [lost["endpoint_id"]]
+    del young, going
+
+
+def test_nothing_is_stale_when_docker_cannot_tell(store):
+    from ovsgre.reconcile import stale_endpoints
+    _net(store)
+    now = 10_000.0
+    _aged(store, "lost", 300, now)
+    assert stale_endpoints(store, FakeDockerEndpoints({}), 60, now) == []
+
+
+def test_records_without_a_creation_time_count_as_old(store):
+    from ovsgre.reconcile import stale_endpoints
+    _net(store)
+    ep = _ep(store, "old-release")
+    assert "created_at" not in ep
+    docker = FakeDockerEndpoints({NET: set()})
+    assert stale_endpoints(store, docker, 60) == [ep["endpoint_id"]]
+
+
+def test_janitor_removes_what_docker_forgot(store, fake):
+    from ovsgre.driver import Driver
+    from ovsgre.reconcile import Janitor
+    _net(store)
+    driver = Driver(store, fake, 1450)
+    now = __import__("time").time()
+    lost = _aged(store, "lost", 300, now)
+    _plugged(fake, lost)
+    kept = _aged(store, "kept", 300, now, "joined")
+    _plugged(fake, kept)
+    janitor = Janitor(driver, FakeDockerEndpoints({NET: {kept["endpoint_id"]}}),
+                      stale_after=60)
+    janitor.run_once()
+    assert store.get("endpoints", lost["endpoint_id"]) is None
+    assert lost["host_if"] not in fake.ports
+    assert store.get("endpoints", kept["endpoint_id"]) is not None
+    assert kept["host_if"] in fake.ports
+
+
+def test_janitor_interval_follows_stale_after():
+    from ovsgre.reconcile import GC_EVERY, Janitor
+    assert Janitor(None, stale_after=4).every == 2
+    assert Janitor(None, stale_after=0.5).every == 1.0
+    assert Janitor(None, stale_after=3600).every == GC_EVERY
+
+
+def test_new_endpoints_carry_their_creation_time(api, store):
+    import time
+    api.create_network(NET)
+    before = time.time()
+    api.create_endpoint(NET, make_id("ep"))
+    ep = store.get("endpoints", make_id("ep"))
+    assert before - 1 <= ep["created_at"] <= time.time() + 1
