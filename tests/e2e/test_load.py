@@ -1,0 +1,293 @@
+"""Load: bursts of 32 parallel `docker run`, round after round, on one host
+and spread over three.
+
+Every start must succeed; while a burst runs, no two containers may share an
+address or a MAC (cluster-wide) and no two endpoints an interface name (per
+host), and what Docker, the plugin's records, OVS and the kernel say must
+agree.  After each round's `docker rm -f` and at the end nothing may be left:
+no veth, no OVS port, no endpoint record, and (three hosts) no address
+allocated in etcd beyond the network's gateway.
+
+Timings are printed (run with -s to see them).
+"""
+
+import base64
+import concurrent.futures
+import json
+import os
+import re
+import statistics
+import time
+
+import pytest
+
+from tests.harness.cluster import Cluster
+from tests.harness.netns import link_json
+from tests.harness.sites import (IMAGE, received, start_mesh, stop_sites,
+                                 wait_for)
+
+PARALLEL = 32
+ROUNDS = 10
+# Three hosts: 10 rounds as well.  One round costs about as much as on one
+# host (the 32 starts are spread over three dockerds competing for the same
+# two cores), so the whole file stays within ~6 minutes here.
+MESH_ROUNDS = 10
+SUBNET = "198.18.88.0/22"      # used by no other test
+PATCH_PORT = "ovgp-tun"        # br-ovsgre's patch to the tunnel bridge
+IPAM_PREFIX = "/ovsgre/ipam/"
+
+
+# -- helpers ------------------------------------------------------------------
+
+def burst(jobs, network):
+    """`docker run -d` for every (site, name) at once; (seconds, failures)."""
+    def run(job):
+        site, name = job
+        return site.docker("run", "-d", "--init", "--name", name,
+                           "--network", network, IMAGE, "sleep", "600",
+                           check=False, timeout=300)
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        done = list(pool.map(run, jobs))
+    failed = [(name, cp.returncode, cp.stderr.strip()[-400:])
+              for (_, name), cp in zip(jobs, done) if cp.returncode != 0]
+    return time.monotonic() - start, failed
+
+
+def remove(jobs):
+    """`docker rm -f` for every (site, name) at once; (seconds, failures)."""
+    def rm(job):
+        site, name = job
+        return site.docker("rm", "-f", name, check=False, timeout=300)
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        done = list(pool.map(rm, jobs))
+    failed = [(name, cp.returncode, cp.stderr.strip()[-400:])
+              for (_, name), cp in zip(jobs, done) if cp.returncode != 0]
+    return time.monotonic() - start, failed
+
+
+def inspect(site, names, network):
+    """{name: {ip, mac, eid, running}} from one `docker inspect`."""
+    out = {}
+    for c in json.loads(site.out("inspect", *names)):
+        net = c["NetworkSettings"]["Networks"][network]
+        out[c["Name"].lstrip("/")] = {
+            "ip": net["IPAddress"], "mac": net["MacAddress"],
+            "eid": net["EndpointID"], "running": c["State"]["Running"]}
+    return out
+
+
+def endpoint_records(site):
+    folder = os.path.join(site.plugin.state_dir, "endpoints")
+    records = {}
+    for name in os.listdir(folder):
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name)) as fh:
+                rec = json.load(fh)
+            records[rec["endpoint_id"]] = rec
+    return records
+
+
+def ovs_ports(site):
+    return sorted(p for p in site.host.ovs.vsctl(
+        "list-ports", "br-ovsgre").split() if p and p != PATCH_PORT)
+
+
+def ovg_links(site):
+    return sorted(l["ifname"] for l in link_json(site.host.netns)
+                  if l["ifname"].startswith("ovg"))
+
+
+def leftovers(site):
+    """ovsgre's endpoint resources still on the host (networks aside)."""
+    return {"links": ovg_links(site), "ports": ovs_ports(site),
+            "endpoints": sorted(endpoint_records(site))}
+
+
+def wait_clean(site, timeout=15):
+    """The veth pairs go in the background after DeleteEndpoint."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = leftovers(site)
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def check_host(site, containers):
+    """Docker, the plugin's records, OVS and the kernel agree about this
+    host's running containers; interface names are distinct.  Returns the
+    host veth names."""
+    host = site.host.hostname
+    records = endpoint_records(site)
+    eids = {c["eid"] for c in containers.values()}
+    assert len(eids) == len(containers), (host, containers)
+    assert set(records) == eids, (host, sorted(records), sorted(eids))
+    host_ifs = [r["host_if"] for r in records.values()]
+    peer_ifs = [r["peer_if"] for r in records.values()]
+    assert len(set(host_ifs)) == len(containers), (host, host_ifs)
+    assert len(set(peer_ifs)) == len(containers), (host, peer_ifs)
+    assert all(r["state"] == "joined" for r in records.values()), records
+    by_eid = {c["eid"]: c for c in containers.values()}
+    for eid, rec in records.items():
+        assert rec["mac"] == by_eid[eid]["mac"], (host, rec, by_eid[eid])
+    # each host end is an OVS port and a kernel link; the container ends
+    # are inside the containers (as eth0), none is left on the host
+    assert ovs_ports(site) == sorted(host_ifs), host
+    assert ovg_links(site) == sorted(host_ifs), host
+    return host_ifs
+
+
+def check_cluster(containers, n):
+    """Over all hosts: n running containers, n distinct IPs and MACs."""
+    assert len(containers) == n
+    assert all(c["running"] for c in containers.values()), containers
+    ips = [c["ip"] for c in containers.values()]
+    macs = [c["mac"] for c in containers.values()]
+    assert all(ips) and len(set(ips)) == n, sorted(ips)
+    assert all(macs) and len(set(macs)) == n, sorted(macs)
+
+
+def p50(values):
+    return statistics.median(values) if values else 0.0
+
+
+def port_type(site):
+    with open(site.plugin.log_path, errors="replace") as fh:
+        match = re.search(r"port type (\S+)", fh.read())
+    return match.group(1) if match else "unknown"
+
+
+def report(title, timings):
+    print(f"\n{title}")
+    for row in timings:
+        print("  round {round:2d}: run {run:5.1f} s  inspect {inspect:4.1f} s"
+              "  rm {rm:5.1f} s  clean {clean:4.1f} s".format(**row))
+    for key in ("run", "rm"):
+        vals = [row[key] for row in timings]
+        print(f"  docker {key} x{PARALLEL}: p50 {p50(vals):.1f} s, "
+              f"max {max(vals):.1f} s")
+
+
+# -- one host ----------------------------------------------------------------
+
+@pytest.mark.reliability("load", "32 parallel docker run x 10 rounds on one host: no failure, duplicate or leak")
+def test_parallel_runs_on_one_host(site):
+    network = "load"
+    site.docker("network", "create", "-d", "ovsgre", "--subnet", SUBNET,
+                network)
+    try:
+        assert not any(wait_clean(site).values())
+        timings = []
+        for r in range(ROUNDS):
+            jobs = [(site, f"ld{r}-{i:02d}") for i in range(PARALLEL)]
+            row = {"round": r + 1}
+            row["run"], failed = burst(jobs, network)
+            assert failed == [], failed
+            t0 = time.monotonic()
+            containers = inspect(site, [n for _, n in jobs], network)
+            check_cluster(containers, PARALLEL)
+            assert len(check_host(site, containers)) == PARALLEL
+            row["inspect"] = time.monotonic() - t0
+            row["rm"], failed = remove(jobs)
+            assert failed == [], failed
+            t0 = time.monotonic()
+            left = wait_clean(site)
+            row["clean"] = time.monotonic() - t0
+            assert not any(left.values()), (r, left)
+            timings.append(row)
+        report(f"one host, {PARALLEL} parallel docker run x {ROUNDS} "
+               f"(port type {port_type(site)})", timings)
+    finally:
+        site.host.docker.remove_all_containers()
+        site.docker("network", "rm", network, check=False)
+    assert site.wait_no_leftovers() == {"links": [], "ports": [],
+                                        "records": []}
+
+
+# -- three hosts -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mesh3():
+    cluster = Cluster(n_hosts=3, etcd=True)
+    try:
+        start = time.monotonic()
+        sites = start_mesh(cluster)
+        print(f"\n3-host mesh up in {time.monotonic() - start:.1f} s")
+        yield cluster, sites
+    finally:
+        stop_sites(cluster, getattr(cluster, "mesh_sites", []))
+
+
+def etcd_ipam(cluster):
+    """{key: value} under /ovsgre/ipam/ in etcd."""
+    out = cluster.etcd.etcdctl("get", "--prefix", IPAM_PREFIX,
+                               "-w", "json").stdout
+    kvs = json.loads(out).get("kvs", [])
+    return {base64.b64decode(kv["key"]).decode():
+            json.loads(base64.b64decode(kv["value"])) for kv in kvs}
+
+
+def allocated(cluster):
+    """Address keys in etcd that are not a network's gateway."""
+    return sorted(k for k, v in etcd_ipam(cluster).items()
+                  if "/addrs/" in k and not v.get("gateway"))
+
+
+@pytest.mark.reliability("load", "32 parallel docker run x 10 rounds over 3 hosts: no failure, duplicate or leak")
+def test_parallel_runs_over_three_hosts(mesh3):
+    cluster, sites = mesh3
+    network = "blue"
+    n_sites = len(sites)
+    assert allocated(cluster) == []
+    timings = []
+    for r in range(MESH_ROUNDS):
+        jobs = [(sites[i % n_sites], f"lm{r}-{i:02d}")
+                for i in range(PARALLEL)]
+        row = {"round": r + 1}
+        row["run"], failed = burst(jobs, network)
+        assert failed == [], failed
+        t0 = time.monotonic()
+        containers = {}
+        for site in sites:
+            names = [n for s, n in jobs if s is site]
+            mine = inspect(site, names, network)
+            assert len(check_host(site, mine)) == len(names)
+            containers.update(mine)
+        check_cluster(containers, PARALLEL)
+        # IPAM in etcd holds exactly the running containers' addresses
+        ips = sorted(c["ip"] for c in containers.values())
+        assert sorted(k.rsplit("/", 1)[1] for k in allocated(cluster)) \
+            == ips
+        row["inspect"] = time.monotonic() - t0
+        # spot check: host 1 reaches host 3 through the tunnel
+        src = jobs[0][1]                   # sites[0]
+        dst = containers[jobs[2][1]]["ip"]  # sites[2]
+        out = sites[0].docker("exec", src, "ping", "-c", "2", "-W", "5",
+                              dst, check=False).stdout
+        assert received(out) == (2, 2), (r, src, dst, out)
+        row["rm"], failed = remove(jobs)
+        assert failed == [], failed
+        t0 = time.monotonic()
+        for site in sites:
+            left = wait_clean(site)
+            assert not any(left.values()), (r, site.host.hostname, left)
+        row["clean"] = time.monotonic() - t0
+        assert allocated(cluster) == [], r
+        timings.append(row)
+    report(f"3 hosts, {PARALLEL} parallel docker run (round-robin) x "
+           f"{MESH_ROUNDS} (port type {port_type(sites[0])})", timings)
+
+    # the network removed everywhere: nothing of it stays, in etcd neither
+    for site in sites:
+        site.docker("network", "rm", network)
+    for site in sites:
+        left = wait_clean(site)
+        nets = os.listdir(os.path.join(site.plugin.state_dir, "networks"))
+        assert not any(left.values()) and nets == [], \
+            (site.host.hostname, left, nets)
+    wait_for(lambda: etcd_ipam(cluster) == {}, 10,
+             "the pool and its gateway to leave etcd")
