@@ -66,6 +66,9 @@ class PluginProcess:
             "OVSGRE_BRIDGE": bridge,
             "OVSGRE_STATE_DIR": self.state_dir,
             "OVSGRE_LOG_LEVEL": "info",
+            # Never the machine's own dockerd: the test's, or none at all.
+            "OVSGRE_DOCKER_HOST": "unix://" + os.path.join(workdir,
+                                                           "no-docker.sock"),
             **(extra_env or {}),
         }
         self.proc = None

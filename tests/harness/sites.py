@@ -70,7 +70,8 @@ def start_site(host):
     host.start()
     import_busybox(host.docker)
     plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
-                           host.ovs.db_remote)
+                           host.ovs.db_remote, extra_env={
+                               "OVSGRE_DOCKER_HOST": host.docker.base_url})
     plugin.start()
     host.docker.write_plugin_spec("ovsgre", plugin.socket)
     return Site(host, plugin)
