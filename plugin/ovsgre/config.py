@@ -130,9 +130,11 @@ OPTIONS = (
            "route towards the etcd endpoints or the peers"),
     Option("stale_after", 60, _positive_int,
            "seconds after which an endpoint Docker does not know is removed "
-           "(left by a call interrupted by a crash: dockerd re-sends such a "
-           "call without its body); checked in the background through the "
-           "Docker API at --docker-host"),
+           "(a restarted dockerd drops the endpoints of dead containers "
+           "without telling the plugin; a call interrupted by a crash is "
+           "re-sent without its body); checked in the background through "
+           "the Docker API at --docker-host, and for joined endpoints whose "
+           "veth is gone without it"),
     Option("port_type", "auto",
            _choice("auto", "system", "afxdp-nonpmd", "afxdp"),
            "OVS port type of container ports under the userspace datapath: "

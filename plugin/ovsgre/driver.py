@@ -112,6 +112,7 @@ class Driver:
                     return
                 raise Conflict(f"network {network_id} exists with a "
                                "different configuration")
+            self._check_name_free(record["name"])
             record["key"] = self._define(record, key)
             record["vlan"] = self._free_vlan()
             self.store.put("networks", network_id, record)
@@ -119,6 +120,19 @@ class Driver:
                  network_id[:12], record["vlan"], record["mtu"],
                  record["name"] or "-", record["key"] or "-")
         self._resync(wait=10)
+
+    def _check_name_free(self, name):
+        """One Docker network per cluster network on a host: two would share
+        one GRE key (which local VLAN would its frames go to?), and
+        removing one would release the name under the other."""
+        if not name:
+            return
+        for other in self.store.list("networks").values():
+            if other.get("name") == name:
+                raise Conflict(
+                    f"option {OPT_NAME}={name} is already used by network "
+                    f"{other['network_id'][:12]} on this host; one Docker "
+                    "network per cluster network and host")
 
     def _define(self, record, key):
         """GRE key of a named network (recorded cluster-wide); None for a
@@ -298,7 +312,8 @@ class Driver:
         if ep is None:
             return False
         LOG.warning("removing endpoint %s of network %s: Docker does not "
-                    "know it (left by a call interrupted by a crash?)",
+                    "know it (dockerd restarted, or a call was interrupted "
+                    "by a crash)",
                     endpoint_id[:12], ep["network_id"][:12])
         self._delete_endpoint(ep)
         return True

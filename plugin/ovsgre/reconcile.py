@@ -8,7 +8,9 @@ its own state).  The store is the source of truth:
 - an endpoint not joined to a sandbox gets its veth pair and port back;
 - a joined endpoint whose host veth still exists gets its port back (tag and
   external_ids fixed); one whose veth is gone (its sandbox died) loses the
-  port and keeps its record until Docker deletes the endpoint;
+  port and keeps its record for Docker's DeleteEndpoint, or for the janitor
+  when Docker never sends it (a restarted dockerd drops such endpoints
+  without calling the plugin);
 - OVS ports carrying ovsgre's owner tag and ovsgre-named links that belong
   to no endpoint are removed.
 """
@@ -77,27 +79,39 @@ def _remove_orphans(what, names, known, remove, counts):
             counts["orphans"] += 1
 
 
-def collect_garbage(store, dataplane):
-    """What a failed or timed-out call can leave behind while the plugin
-    runs: deletions the dataplane refused ("deleting" records), and ports
-    or links that belong to no endpoint (e.g. an OVSDB transaction that
-    committed after its call had timed out).  Two bulk reads, so it costs
-    little with many endpoints; never re-plugs anything (start-up does)."""
-    counts = {"finished_delete": 0, "orphans": 0}
-    endpoints = store.list("endpoints")
-    for ep in endpoints.values():
+def collect_garbage(store, dataplane, stale_after=None, now=None):
+    """What failed calls and dead sandboxes leave behind while the plugin
+    runs: deletions the dataplane refused ("deleting" records); with
+    stale_after, joined endpoints older than that whose host veth is gone
+    (their sandbox died; dockerd, restarted, drops such endpoints without
+    telling the plugin); and ports or links that belong to no endpoint
+    (e.g. an OVSDB transaction that committed after its call had timed
+    out).  Bulk reads only, so it costs little with many endpoints; never
+    re-plugs anything (start-up does)."""
+    counts = {"finished_delete": 0, "dead_sandbox": 0, "orphans": 0}
+    now = time.time() if now is None else now
+    links = set(dataplane.owned_links())
+    for ep in store.list("endpoints").values():
         if ep["state"] == DELETING:
-            dataplane.unplug(ep)
-            store.delete("endpoints", ep["endpoint_id"])
-            counts["finished_delete"] += 1
+            kind = "finished_delete"
+        elif stale_after is not None and ep["state"] == JOINED and \
+                ep["host_if"] not in links and \
+                now - ep.get("created_at", 0) >= stale_after:
+            kind = "dead_sandbox"
+            LOG.warning("removing endpoint %s: its sandbox is gone",
+                        ep["endpoint_id"][:12])
+        else:
+            continue
+        dataplane.unplug(ep)
+        store.delete("endpoints", ep["endpoint_id"])
+        counts[kind] += 1
     known = set()
     for ep in store.list("endpoints").values():
         known |= {ep["host_if"], ep["peer_if"]}
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
                     dataplane.delete_port, counts)
     pending = dataplane.links_being_deleted()
-    _remove_orphans("link", [n for n in dataplane.owned_links()
-                             if n not in pending], known,
+    _remove_orphans("link", [n for n in links if n not in pending], known,
                     dataplane.delete_link, counts)
     if any(counts.values()):
         LOG.info("janitor: %s", counts)
@@ -173,7 +187,8 @@ class Janitor(threading.Thread):
 
     def run_once(self):
         driver = self.driver
-        driver.locked(collect_garbage, driver.store, driver.dataplane)
+        driver.locked(collect_garbage, driver.store, driver.dataplane,
+                      self.stale_after)
         if self.docker is None:
             return
         for endpoint_id in stale_endpoints(driver.store, self.docker,

@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import time
 from typing import Optional
 
 from ._proc import (unmount_under, cmdline, descendants, ns_inode, pid_alive, pids_in_cgroup,
-                    pids_in_ns, read_pidfile, run, terminate)
+                    pids_in_ns, read_pidfile, run, terminate, wait_gone)
 from .netns import Netns
 
 log = logging.getLogger("ovsgre.harness")
@@ -132,6 +133,11 @@ class DockerHost:
     def start(self, timeout: float = 30) -> "DockerHost":
         if self.pid and pid_alive(self.pid):
             return self
+        if self._mntns_fd is not None:
+            # After stop_daemon(): dockerd again in the mount namespace its
+            # containers' shims still live in (see restart()).
+            self._start_pinned(timeout)
+            return self
         if not os.path.isdir("/etc/docker"):
             raise DockerError("/etc/docker must exist as a mount point "
                               "(the harness never creates it)")
@@ -181,6 +187,27 @@ class DockerHost:
         if filepid != self.pid:
             log.warning("dockerd pidfile says %s, Popen pid is %s",
                         filepid, self.pid)
+
+    def _start_pinned(self, timeout: float) -> None:
+        """dockerd alone, in the pinned mount namespace (already set up by
+        _MOUNT_SCRIPT: its /run holds containerd's shim sockets and the
+        containers' netns mounts, which a fresh namespace would not see)."""
+        mnt = f"/proc/{os.getpid()}/fd/{self._mntns_fd}"
+        argv = ["nsenter", "--net=" + self.netns.path, "--mount=" + mnt,
+                *self._dockerd_argv(self.storage_driver)]
+        logf = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                         stdout=logf, stderr=subprocess.STDOUT,
+                                         start_new_session=True,
+                                         cwd=self.basedir)
+        finally:
+            logf.close()
+        self.pid = self.proc.pid
+        self._wait_api(timeout)
+        if ns_inode(self.pid, "mnt") != self._mntns:
+            raise DockerError("restarted dockerd is not in its old mount "
+                              "namespace")
 
     def _pin_mntns(self) -> bool:
         """Record (and keep open) dockerd's private mount namespace, once
@@ -348,8 +375,46 @@ class DockerHost:
                 except OSError as e:
                     log.warning("rmdir cgroup %s: %s", dirpath, e)
 
-    def restart(self, timeout: float = 30) -> "DockerHost":
-        """Stop dockerd (containers are stopped, not removed) and start it
-        again on the same data root."""
-        self.stop(remove_containers=False, timeout=timeout)
+    def stop_daemon(self, timeout: float = 20) -> None:
+        """SIGTERM dockerd alone and wait for it: unlike stop(), whatever
+        outlives it (with live-restore: containerd-shims and containers) is
+        left running, and its mount namespace stays pinned so that start()
+        runs the next dockerd in it.  stop() still cleans up everything."""
+        if self.pid and pid_alive(self.pid):
+            terminate([self.pid], timeout=timeout, popen=self.proc,
+                      what="dockerd")
+        elif self.proc is not None:
+            self.proc.poll()
+        self.pid = None
+        self.proc = None
+
+    def kill(self) -> None:
+        """A power cut: SIGKILL dockerd and everything it started (nothing
+        gets to clean up), then release what stop() releases."""
+        pids = self._our_pids()
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        left = wait_gone(pids, 10)
+        if left:
+            log.error("dockerd processes on %s survived SIGKILL: %s",
+                      self.netns.name, left)
+        if self.proc is not None:
+            self.proc.poll()
+        self.stop(remove_containers=False)
+
+    def restart(self, timeout: float = 30,
+                keep_containers: bool = False) -> "DockerHost":
+        """Stop dockerd and start it again on the same data root.
+
+        Default: a full stop() -- containers are stopped, not removed.
+        keep_containers=True: stop_daemon() then start(), the way a
+        live-restore daemon is restarted (containers keep running if
+        daemon.json has "live-restore": true)."""
+        if keep_containers:
+            self.stop_daemon(timeout=timeout)
+        else:
+            self.stop(remove_containers=False, timeout=timeout)
         return self.start(timeout=timeout)

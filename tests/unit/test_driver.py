@@ -572,3 +572,15 @@ def test_failed_delete_network_still_releases_the_network(api, store, fake):
     reconcile(store, fake)
     assert store.list("endpoints") == {}
     assert fake.links == {} and fake.ports == {}
+
+
+def test_second_local_network_with_the_same_cluster_name_is_refused(api,
+                                                                    store):
+    from .conftest import make_id
+    first, second = make_id("blue-1"), make_id("blue-2")
+    assert api.create_network(first, {"ovsgre.network": "blue"})[0] == 200
+    status, reply, _ = api.create_network(second, {"ovsgre.network": "blue"})
+    assert status == 409 and "already used by network" in reply["Err"]
+    assert store.get("networks", second) is None
+    # the same network again (Docker's retry) is fine
+    assert api.create_network(first, {"ovsgre.network": "blue"})[0] == 200

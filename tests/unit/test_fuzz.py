@@ -45,6 +45,7 @@ from unittest import mock
 import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
+from hypothesis.errors import InvalidArgument
 
 from ovsgre import protocol, schema
 from ovsgre.cluster.kv import LocalKV
@@ -312,6 +313,15 @@ class World:
         }
 
 
+def _note(text):
+    """hypothesis.note, also from the plain tests at the end of the file
+    (outside a hypothesis test it raises InvalidArgument)."""
+    try:
+        note(text)
+    except InvalidArgument:
+        pass
+
+
 def _without_time(record):
     """An endpoint record without its creation time: two worlds that got
     the same calls differ in nothing else."""
@@ -371,7 +381,7 @@ def check_reply(resp, path):
     """Never a 5xx; a JSON object; an error is {key: non-empty message}."""
     text = resp.get_data(as_text=True)
     status = resp.status_code
-    note(f"{path} -> {status} {text[:300]}")
+    _note(f"{path} -> {status} {text[:300]}")
     assert status == 200 or 400 <= status < 500, (path, status, text[:1000])
     assert resp.mimetype == "application/json", (path, status, text[:300])
     assert "Traceback (most recent call last)" not in text, text[:1000]
@@ -1038,10 +1048,10 @@ def test_random_call_sequences(sequence):
 
 # -- known bugs the fuzzing found, not fixed here ------------------------
 
-@pytest.mark.xfail(strict=True, reason="deleting one of two local networks "
-                   "with the same ovsgre.network name releases the name's "
-                   "cluster record (and GRE key) the other still uses")
 def test_two_local_networks_with_one_name():
+    """Was a bug found here: deleting one of two local networks with the
+    same ovsgre.network name released the name's cluster record (and GRE
+    key) the other still used.  The second one is refused now."""
     body = {n: _net_body(n, "blue", "198.19.30.0/24", "") for n in NETS}
     with World(seed=False) as w:
         for call, b in [("CreateNetwork", body["aaaa1"]),

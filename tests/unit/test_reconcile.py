@@ -316,7 +316,7 @@ def test_janitor_with_nothing_to_do_changes_nothing(store, fake):
     _net(store)
     _plugged(fake, _ep(store, "a"))
     assert collect_garbage(store, fake) == {"finished_delete": 0,
-                                            "orphans": 0}
+                                            "dead_sandbox": 0, "orphans": 0}
     assert _mutations(fake) == []
 
 
@@ -432,3 +432,31 @@ def test_new_endpoints_carry_their_creation_time(api, store):
     api.create_endpoint(NET, make_id("ep"))
     ep = store.get("endpoints", make_id("ep"))
     assert before - 1 <= ep["created_at"] <= time.time() + 1
+
+
+def test_janitor_removes_joined_endpoints_whose_sandbox_died(store, fake):
+    """dockerd restarted drops the endpoints of containers that died
+    meanwhile without calling the plugin; no Docker API needed to see it:
+    a joined endpoint's host veth goes with its sandbox."""
+    from ovsgre.reconcile import collect_garbage
+    _net(store)
+    now = 10_000.0
+    dead = _aged(store, "dead", 300, now, "joined")
+    _plugged(fake, dead)
+    fake._delete_link(dead["host_if"])          # the sandbox went away
+    young = _aged(store, "young", 5, now, "joined")
+    _plugged(fake, young)
+    fake._delete_link(young["host_if"])
+    alive = _aged(store, "alive", 300, now, "joined")
+    _plugged(fake, alive)
+    left = _aged(store, "left", 300, now)        # created: not a sandbox
+    _plugged(fake, left)
+    fake._delete_link(left["host_if"])
+    counts = collect_garbage(store, fake, stale_after=60, now=now)
+    assert counts["dead_sandbox"] == 1
+    assert store.get("endpoints", dead["endpoint_id"]) is None
+    assert dead["host_if"] not in fake.ports
+    for ep in (young, alive, left):
+        assert store.get("endpoints", ep["endpoint_id"]) is not None
+    # without stale_after (start-up's janitor call) nothing of that kind
+    assert collect_garbage(store, fake)["dead_sandbox"] == 0
