@@ -12,7 +12,6 @@ Only ratios from one run mean something on a shared machine.
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -23,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from bench import control, dataplane, lifecycle, multihost  # noqa: E402
-from bench.stats import RESULTS  # noqa: E402
+from bench.stats import RESULTS, write_results  # noqa: E402
 
 PARTS = ("lifecycle", "dataplane", "control", "multihost")
 
@@ -195,14 +194,8 @@ def main():
               "seconds": round(time.monotonic() - start),
               "results": results}
     report["targets"] = targets(results)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "report.json"), "w") as fh:
-        json.dump(report, fh, indent=2)
-    text = markdown(report)
-    with open(os.path.join(RESULTS, "report.md"), "w") as fh:
-        fh.write(text)
+    write_results("report", report, markdown(report))
     plot(report, os.path.join(RESULTS, "report.png"))
-    print(text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes bench/results/control.{json,md}; removes everything it made.
 
 import argparse
 import concurrent.futures
-import json
 import os
 import re
 import sys
@@ -26,7 +25,7 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from bench.stats import RESULTS, summary  # noqa: E402
+from bench.stats import summary, write_results  # noqa: E402
 from tests.harness import TestHost  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 from tests.harness.plugin import PluginProcess  # noqa: E402
@@ -289,13 +288,7 @@ def main():
     counts = tuple(int(c) for c in args.counts.split(","))
     result = run(args.samples, counts, args.parallel, args.rounds,
                  args.mesh_hosts)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "control.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    text = markdown(result)
-    with open(os.path.join(RESULTS, "control.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    write_results("control", result, markdown(result))
 
 
 if __name__ == "__main__":

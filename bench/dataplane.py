@@ -36,7 +36,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from bench.stats import RESULTS, percentile, summary  # noqa: E402
+from bench.stats import percentile, summary, write_results  # noqa: E402
 from tests.harness import import_busybox  # noqa: E402
 from tests.harness._proc import cmdline, pid_alive, terminate  # noqa
 from tests.harness._proc import run as sh  # noqa: E402
@@ -750,13 +750,7 @@ def main():
     # SIGTERM -> exception, so the finally blocks clean up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run(args.seconds, args.reps, log=lambda m: print(m, flush=True))
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "dataplane.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    text = markdown(result)
-    with open(os.path.join(RESULTS, "dataplane.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    write_results("dataplane", result, markdown(result))
 
 
 if __name__ == "__main__":

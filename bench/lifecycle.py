@@ -13,7 +13,6 @@ Writes bench/results/lifecycle.{json,md}; removes everything it made.
 
 import argparse
 import collections
-import json
 import os
 import re
 import statistics
@@ -23,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from bench.stats import RESULTS, summary  # noqa: E402,F401
+from bench.stats import summary, write_results  # noqa: E402
 from tests.harness.sites import IMAGE, start_site  # noqa: E402
 from tests.harness import TestHost  # noqa: E402
 
@@ -117,13 +116,7 @@ def main():
     parser.add_argument("--runs", type=int, default=30)
     args = parser.parse_args()
     result = run(args.runs)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "lifecycle.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    text = markdown(result)
-    with open(os.path.join(RESULTS, "lifecycle.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    write_results("lifecycle", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Writes bench/results/multihost.{json,md}; removes everything it made.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -18,7 +17,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from bench.stats import RESULTS, summary  # noqa: E402
+from bench.stats import summary, write_results  # noqa: E402
 from tests.harness import import_busybox  # noqa: E402
 from tests.harness.cluster import Cluster  # noqa: E402
 from tests.harness.sites import (BLUE, start_mesh,  # noqa: E402
@@ -82,13 +81,7 @@ def main():
     parser.add_argument("--joins", type=int, default=3)
     args = parser.parse_args()
     result = run(args.joins)
-    os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "multihost.json"), "w") as fh:
-        json.dump(result, fh, indent=2)
-    text = markdown(result)
-    with open(os.path.join(RESULTS, "multihost.md"), "w") as fh:
-        fh.write(text)
-    print(text)
+    write_results("multihost", result, markdown(result))
 
 
 if __name__ == "__main__":

@@ -20,3 +20,14 @@ def summary(values):
     return {"n": len(values), "p50": round(statistics.median(values), 2),
             "p99": round(percentile(values, 99), 2),
             "min": round(min(values), 2), "max": round(max(values), 2)}
+
+
+def write_results(name, result, text):
+    """bench/results/NAME.json and NAME.md; prints the markdown."""
+    import json
+    os.makedirs(RESULTS, exist_ok=True)
+    with open(os.path.join(RESULTS, name + ".json"), "w") as fh:
+        json.dump(result, fh, indent=2)
+    with open(os.path.join(RESULTS, name + ".md"), "w") as fh:
+        fh.write(text)
+    print(text)
