@@ -603,6 +603,7 @@ def garbage_bodies(draw, path):
     return kind, draw(st.sampled_from(RAW_LITERALS)).encode()
 
 
+@pytest.mark.reliability("hostile input", "garbage bytes, broken, deeply nested or non-object JSON, NaN and 1e400 on every route")
 @fuzz(250)
 @given(st.data())
 def test_garbage_bodies(data):
@@ -621,6 +622,7 @@ def test_garbage_bodies(data):
         assert status == 400, reply
 
 
+@pytest.mark.reliability("hostile input", "bodies beyond the size limit on every route")
 @fuzz(25)
 @given(st.sampled_from(ROUTES), st.integers(1, 5000),
        st.sampled_from(["padded", "garbage", "long string"]))
@@ -690,6 +692,7 @@ WRONG = {
 }
 
 
+@pytest.mark.reliability("hostile input", "wrong types and missing fields, nested ones too")
 @fuzz(250)
 @given(st.data())
 def test_wrong_type_or_missing_field_is_400_naming_it(data):
@@ -715,6 +718,7 @@ def test_wrong_type_or_missing_field_is_400_naming_it(data):
         assert f"field {name} must be" in message
 
 
+@pytest.mark.reliability("hostile input", "hostile values: shell metacharacters, newlines, ../, unicode")
 @fuzz(400)
 @given(st.data())
 def test_hostile_values_never_5xx_nor_partial_change(data):
@@ -764,6 +768,7 @@ option_numbers = st.one_of(
 )
 
 
+@pytest.mark.reliability("hostile input", "out-of-range MTUs")
 @fuzz(150)
 @given(option_numbers)
 def test_mtu_option_range(raw):
@@ -779,6 +784,7 @@ def test_mtu_option_range(raw):
             assert status == 400 and OPT_MTU in reply["Err"], reply
 
 
+@pytest.mark.reliability("hostile input", "out-of-range GRE keys")
 @fuzz(150)
 @given(option_numbers, st.sampled_from(["CreateNetwork", "AllocateNetwork"]))
 def test_gre_key_option_range(raw, call):
@@ -827,6 +833,7 @@ def _subnet(text):
         return None
 
 
+@pytest.mark.reliability("hostile input", "bad subnets and gateways")
 @fuzz(150)
 @given(_subnet_texts(), st.sampled_from(["IPv4Data", "IPv6Data"]),
        st.sampled_from(["Pool", "Gateway"]))
@@ -848,6 +855,7 @@ def test_network_subnets_and_gateways(text, key, field):
             assert status == 400 and f"{key}.Gateway" in reply["Err"], reply
 
 
+@pytest.mark.reliability("hostile input", "bad IPAM pools and the calls that follow")
 @fuzz(200)
 @given(_subnet_texts(), st.sampled_from(["", "", "", "pool", "other"]),
        _subnet_texts(), st.sampled_from(["matching"] * 4 + ["v4", "v6"]))
@@ -883,6 +891,7 @@ def test_ipam_pools_and_the_calls_docker_makes_next(pool, sub, other,
         assert status == 200, reply
 
 
+@pytest.mark.reliability("hostile input", "bad addresses and MACs")
 @fuzz(150)
 @given(st.sampled_from(["MacAddress", "Address", "AddressIPv6"]),
        st.sampled_from(MACS + ADDRESSES + SHELL + UNICODE)
@@ -955,6 +964,7 @@ def _baseline(path, i):
     return _BASELINE[path, i]
 
 
+@pytest.mark.reliability("hostile input", "unknown extra fields are ignored")
 @fuzz(250)
 @given(st.data())
 def test_unknown_extra_fields_are_ignored(data):
@@ -1034,6 +1044,7 @@ def _consistent(w):
     assert {n["name"] for n in nets.values() if n["name"]} == defined
 
 
+@pytest.mark.reliability("hostile input", "random call sequences keep store and dataplane consistent")
 @fuzz(80)
 @given(st.lists(steps, min_size=1, max_size=12))
 def test_random_call_sequences(sequence):
