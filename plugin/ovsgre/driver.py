@@ -112,8 +112,9 @@ class Driver:
                     return
                 raise Conflict(f"network {network_id} exists with a "
                                "different configuration")
-            self._check_name_free(record["name"])
+            # The cluster's view first: it names a subnet disagreement.
             record["key"] = self._define(record, key)
+            self._check_name_free(record["name"])
             record["vlan"] = self._free_vlan()
             self.store.put("networks", network_id, record)
         LOG.info("network %s: vlan %d mtu %d name %s key %s",
