@@ -371,7 +371,7 @@ def test_vswitchd_restart_restores_tunnel_flows(mesh):
     back = wait_for(lambda: s2.docker("exec", "v2", "ping", "-c", "1", "-W",
                                       "1", v1, check=False).returncode == 0,
                     20, "traffic to resume")
-    assert back - restarted < 8, back - restarted
+    assert back - restarted <= 5, back - restarted   # the bound
     assert "tunnel flows missing" in s1.plugin.log_tail(100)
     for site, name in ((s1, "v1"), (s2, "v2")):
         site.docker("rm", "-f", name)
