@@ -170,9 +170,20 @@ class DockerHost:
                 "sh", "-c", _MOUNT_SCRIPT, "ovgt-dockerd",
                 self.plugins_dir, self.etc_dir,
                 *self._dockerd_argv(driver)]
+        # nsenter, unshare and sh all exec: the Popen pid is dockerd's.
+        self._launch(argv, timeout)
+        if self._mntns is None and not self._pin_mntns():
+            raise DockerError("dockerd is not in a private mount namespace?!")
+        filepid = read_pidfile(self.pidfile)
+        if filepid != self.pid:
+            log.warning("dockerd pidfile says %s, Popen pid is %s",
+                        filepid, self.pid)
+
+    def _launch(self, argv: list, timeout: float) -> None:
+        """Start argv (which execs into dockerd), log to log_path, wait for
+        the API."""
         logf = open(self.log_path, "ab")
         try:
-            # nsenter, unshare and sh all exec: the Popen pid is dockerd's.
             self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                          stdout=logf, stderr=subprocess.STDOUT,
                                          start_new_session=True,
@@ -181,12 +192,6 @@ class DockerHost:
             logf.close()
         self.pid = self.proc.pid
         self._wait_api(timeout)
-        if self._mntns is None and not self._pin_mntns():
-            raise DockerError("dockerd is not in a private mount namespace?!")
-        filepid = read_pidfile(self.pidfile)
-        if filepid != self.pid:
-            log.warning("dockerd pidfile says %s, Popen pid is %s",
-                        filepid, self.pid)
 
     def _start_pinned(self, timeout: float) -> None:
         """dockerd alone, in the pinned mount namespace (already set up by
@@ -195,16 +200,7 @@ class DockerHost:
         mnt = f"/proc/{os.getpid()}/fd/{self._mntns_fd}"
         argv = ["nsenter", "--net=" + self.netns.path, "--mount=" + mnt,
                 *self._dockerd_argv(self.storage_driver)]
-        logf = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                         stdout=logf, stderr=subprocess.STDOUT,
-                                         start_new_session=True,
-                                         cwd=self.basedir)
-        finally:
-            logf.close()
-        self.pid = self.proc.pid
-        self._wait_api(timeout)
+        self._launch(argv, timeout)
         if ns_inode(self.pid, "mnt") != self._mntns:
             raise DockerError("restarted dockerd is not in its old mount "
                               "namespace")
