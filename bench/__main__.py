@@ -5,7 +5,7 @@ control-plane costs, checked against the project's targets.
     sudo ./scripts/bench.sh            # sets up, then runs this
     sudo .venv/bin/python -m bench [--quick] [--only dataplane,control]
 
-Writes bench/results/report.{md,json,png} (and one .json/.md per part);
+Writes bench/results/report.{md,json,png} (report-quick.* with --quick);
 everything it builds lives in network namespaces it removes afterwards.
 Only ratios from one run mean something on a shared machine.
 """
@@ -194,8 +194,10 @@ def main():
               "seconds": round(time.monotonic() - start),
               "results": results}
     report["targets"] = targets(results)
-    write_results("report", report, markdown(report))
-    plot(report, os.path.join(RESULTS, "report.png"))
+    # a smoke run never replaces the published report
+    name = "report-quick" if args.quick else "report"
+    write_results(name, report, markdown(report))
+    plot(report, os.path.join(RESULTS, name + ".png"))
 
 
 if __name__ == "__main__":
