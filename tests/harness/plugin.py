@@ -112,6 +112,19 @@ class PluginProcess:
         assert status == 200, (method, status, reply)
         return reply
 
+    def pids(self):
+        """The plugin's processes: the gunicorn master and its worker (the
+        process group started with the master)."""
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.getpgid(int(entry)) == self.proc.pid:
+                        pids.append(int(entry))
+                except OSError:
+                    pass
+        return pids
+
     def log_tail(self, lines=60):
         try:
             with open(self.log_path, errors="replace") as fh:

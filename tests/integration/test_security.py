@@ -15,23 +15,10 @@ from tests.harness.plugin import PluginProcess
 pytestmark = pytest.mark.integration
 
 
-def _group_pids(leader):
-    """The plugin's processes: the gunicorn master and its worker."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getpgid(int(entry)) == leader:
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
 @pytest.mark.reliability("security", "no TCP or UDP listener")
 def test_no_network_listener(plugin, ovs_ns):
     ns, _, _ = ovs_ns
-    pids = _group_pids(plugin.proc.pid)
+    pids = plugin.pids()
     assert len(pids) >= 2            # master + worker
     out = subprocess.run(["ip", "netns", "exec", ns.name, "ss", "-H",
                           "-ltunp"], capture_output=True, text=True,

@@ -51,24 +51,6 @@ def soak_plugin(ovs_ns):
         proc.stop()
 
 
-def group_pids(pgid):
-    """PIDs of the process group (gunicorn master + worker)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # comm may hold spaces or parentheses: fields after the last ')'
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            pids.append(int(entry))
-    return sorted(pids)
-
-
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -79,7 +61,7 @@ def rss_kb(pid):
 
 def sample(plugin):
     """{pid: (rss kB, open fds)} of the plugin's processes."""
-    pids = group_pids(plugin.proc.pid)
+    pids = plugin.pids()
     assert len(pids) == 2, f"expected master + worker, got {pids}"
     return {pid: (rss_kb(pid), len(os.listdir(f"/proc/{pid}/fd")))
             for pid in pids}
