@@ -215,7 +215,7 @@ class Driver:
                 if ep["network_id"] != network_id:
                     raise Conflict(f"endpoint {endpoint_id} belongs to "
                                    f"network {ep['network_id']}")
-                self.dataplane.plug(ep, net["vlan"])
+                self._replug(ep, net["vlan"])
                 return _filled(interface, ep)
             ep = self._new_endpoint(net, endpoint_id, interface)
             self.store.put("endpoints", endpoint_id, ep)
@@ -228,6 +228,16 @@ class Driver:
                 raise
             crash_point("CreateEndpoint:after_plug")
         return _filled(interface, ep)
+
+    def _replug(self, ep, vlan):
+        """A repeated CreateEndpoint.  Once joined, the container end lives
+        in the sandbox: re-creating the pair would cut the container off,
+        so only the OVS port is made sure of, and only while the host end
+        exists."""
+        if ep["state"] != JOINED:
+            self.dataplane.plug(ep, vlan)
+        elif self.dataplane.has_host_link(ep):
+            self.dataplane.ensure_port(ep, vlan)
 
     def _new_endpoint(self, net, endpoint_id, interface):
         _check_interface(interface)

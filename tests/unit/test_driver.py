@@ -66,6 +66,26 @@ def test_create_endpoint_retry_replugs_a_vanished_pair(api, store, fake):
     _one_pair(fake, store)
 
 
+def test_create_endpoint_repeated_after_join_keeps_the_container_end(
+        api, store, fake):
+    """Once Docker moved the container end into the sandbox, a repeated
+    CreateEndpoint must not re-create the pair (that would cut the
+    container off); it only makes sure of the OVS port."""
+    _setup(api)
+    _, reply, _ = api.join(NET, EP)
+    peer = reply["InterfaceName"]["SrcName"]
+    fake.move_to_sandbox(peer)
+    ep = store.get("endpoints", EP)
+    fake.delete_port(ep["host_if"])
+    assert api.create_endpoint(NET, EP)[0] == 200
+    assert peer in fake.sandboxed and peer not in fake.links
+    assert set(fake.links) == {ep["host_if"]}
+    assert fake.count("plug") == 1
+    assert fake.ports[ep["host_if"]]["tag"] == store.get("networks",
+                                                         NET)["vlan"]
+    assert store.get("endpoints", EP)["state"] == "joined"
+
+
 def test_create_endpoint_same_id_other_network_is_409(api, store):
     other = make_id("other")
     _setup(api)
