@@ -9,6 +9,13 @@ Address spaces: pools with the same subnet in one space are one pool
 (the same network on several hosts).  ``--ipam-opt ovsgre.network=NAME``
 gives a network a space of its own, so two networks may use overlapping
 subnets; in the shared "default" space overlapping subnets are refused.
+
+Every RequestPool is a holder of its own: the PoolID carries a token
+(``SPACE/SUBNET[/RANGE]#TOKEN``) and ReleasePool gives back only that
+token.  Two Docker networks on one host that share a pool (or a network
+Docker refused after its pool was granted) therefore never release each
+other's addresses; the pool and its addresses go when the last holder
+releases it.
 """
 
 import ipaddress
@@ -27,6 +34,9 @@ GATEWAY_TYPE = "com.docker.network.gateway"
 MAX_SCAN = 1 << 16
 CAS_TRIES = 50
 _SPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+TOKEN_SEP = "#"
+TOKEN_LEN = 12
+_TOKEN = re.compile(r"[0-9a-f]{%d}" % TOKEN_LEN)
 
 
 def _q(cidr):
@@ -63,20 +73,25 @@ class Ipam:
         if not isinstance(space, str) or not _SPACE.fullmatch(space):
             raise InvalidRequest(f"option {SPACE_OPT}={space!r}: letters, "
                                  "digits, '_', '.', '-' (at most 64)")
-        self._claim_pool(space, net)
-        pool_id = f"{space}/{net}" + (f"/{sub}" if sub else "")
+        token = uuid.uuid4().hex[-TOKEN_LEN:]
+        self._claim_pool(space, net, token)
+        pool_id = f"{space}/{net}" + (f"/{sub}" if sub else "") + \
+            f"{TOKEN_SEP}{token}"
         return {"PoolID": pool_id, "Pool": str(net), "Data": {}}
 
-    def _claim_pool(self, space, net):
+    def _claim_pool(self, space, net, token):
         prefix = f"{POOLS}{space}/"
         for other in self.kv.list(prefix).values():
             theirs = ipaddress.ip_network(other["pool"])
             if theirs != net and theirs.version == net.version and \
                     theirs.overlaps(net):
                 raise Conflict(
-                    f"subnet {net} overlaps {theirs} in address space "
-                    f"{space!r}; give one network its own space with "
-                    f"--ipam-opt {SPACE_OPT}=NAME")
+                    f"subnet {net} overlaps {theirs}, which is in use in "
+                    f"address space {space!r} (by another network, or by "
+                    f"this network with another subnet on another host); "
+                    f"use the same subnet on every host, or give a "
+                    f"different network its own space with --ipam-opt "
+                    f"{SPACE_OPT}=NAME")
         key = f"{prefix}{_q(str(net))}"
         for _ in range(CAS_TRIES):
             record = self.kv.get(key)
@@ -84,26 +99,24 @@ class Ipam:
                 # a new incarnation: addresses of a released pool of the
                 # same subnet can never mix with this one's
                 fresh = {"pool": str(net), "id": uuid.uuid4().hex,
-                         "hosts": [self.host_id]}
+                         "holders": {token: self.host_id}}
                 if self.kv.create(key, fresh):
                     return
-            elif self.host_id in record["hosts"]:
-                return
-            elif self.kv.replace(key, record, dict(
-                    record, hosts=sorted(record["hosts"] + [self.host_id]))):
+            elif self.kv.replace(key, record, _with_holder(
+                    record, token, self.host_id)):
                 return
         raise Unavailable(f"pool {net}: too much contention, try again")
 
     def release_pool(self, pool_id):
-        space, net, _ = _parse_pool_id(pool_id)
+        space, net, _, token = _parse_pool_id(pool_id)
         key = f"{POOLS}{space}/{_q(str(net))}"
         for _ in range(CAS_TRIES):
             record = self.kv.get(key)
-            if record is None or self.host_id not in record["hosts"]:
-                return
-            hosts = [h for h in record["hosts"] if h != self.host_id]
-            if hosts:
-                if self.kv.replace(key, record, dict(record, hosts=hosts)):
+            rest = _without_holder(record, token, self.host_id)
+            if rest is None:
+                return          # not (or no longer) a holder: a repeat
+            if any(_holders(rest)):
+                if self.kv.replace(key, record, rest):
                     return
             elif self.kv.delete_if(key, record):
                 # last user gone: this incarnation's addresses go with it
@@ -125,7 +138,7 @@ class Ipam:
 
     # -- addresses ----------------------------------------------------------
     def request_address(self, pool_id, address, options):
-        space, net, sub = _parse_pool_id(pool_id)
+        space, net, sub, _ = _parse_pool_id(pool_id)
         prefix = self._prefix(space, net, self._pool(space, net))
         if (options or {}).get("RequestAddressType") == GATEWAY_TYPE:
             ip = self._gateway(prefix, net, address)
@@ -163,15 +176,43 @@ class Ipam:
         raise Conflict(f"no free address in {rng}")
 
     def release_address(self, pool_id, address):
-        space, net, _ = _parse_pool_id(pool_id)
+        space, net, _, _ = _parse_pool_id(pool_id)
         ip = _address_in(address, net)
         pool = self.kv.get(f"{POOLS}{space}/{_q(str(net))}")
         if pool is None:
             return
         key = self._prefix(space, net, pool) + str(ip)
         record = self.kv.get(key)
+        # Any host may release (a host's id changes with its address), but
+        # only the claim just read: compare-and-delete.
         if record and not record.get("gateway"):
-            self.kv.delete(key)
+            self.kv.delete_if(key, record)
+
+
+def _holders(record):
+    """Who holds a pool: tokens of RequestPool calls, and hosts of records
+    written before tokens existed (their PoolIDs carry no token)."""
+    return dict(record.get("holders") or {}), list(record.get("hosts") or [])
+
+
+def _with_holder(record, token, host_id):
+    holders, hosts = _holders(record)
+    holders[token] = host_id
+    return dict(record, holders=holders, hosts=hosts)
+
+
+def _without_holder(record, token, host_id):
+    """The record without this holder, or None when it is not one."""
+    if record is None:
+        return None
+    holders, hosts = _holders(record)
+    if token is not None and token in holders:
+        del holders[token]
+    elif token is None and host_id in hosts:
+        hosts.remove(host_id)
+    else:
+        return None
+    return dict(record, holders=holders, hosts=hosts)
 
 
 def _candidates(net, rng):
@@ -205,10 +246,14 @@ def _address_in(text, net):
 
 
 def _parse_pool_id(pool_id):
-    parts = (pool_id or "").split("/")
+    """SPACE/SUBNET[/RANGE][#TOKEN] -> (space, net, range, token)."""
+    text, sep, token = (pool_id or "").partition(TOKEN_SEP)
+    if sep and not _TOKEN.fullmatch(token):
+        raise NotFound(f"unknown PoolID {pool_id!r}")
+    parts = text.split("/")
     if len(parts) not in (3, 5) or not _SPACE.fullmatch(parts[0]):
         raise NotFound(f"unknown PoolID {pool_id!r}")
     net = _network("/".join(parts[1:3]), "PoolID")
     sub = _network("/".join(parts[3:5]), "PoolID") if len(parts) == 5 \
         else None
-    return parts[0], net, sub
+    return parts[0], net, sub, (token if sep else None)

@@ -50,6 +50,13 @@ def ip_of(address):
     return str(ipaddress.ip_interface(address).ip)
 
 
+def base(pool_id):
+    """A PoolID without its holder token."""
+    text, sep, token = pool_id.partition("#")
+    assert sep and len(token) == 12, pool_id
+    return text
+
+
 def network(ipam, pool=POOL, sub="", options=None, v6=False, gateway=True):
     """RequestPool and the gateway, as dockerd does on CreateNetwork."""
     pid = ipam.request_pool(pool, sub, options, v6)["PoolID"]
@@ -125,30 +132,37 @@ def test_failed_request_pool_leaves_nothing(h1, kv):
 # -- PoolIDs and address spaces --------------------------------------------
 
 def test_pool_id_format(h1):
-    assert h1.request_pool(POOL, "", {}, False) == {
-        "PoolID": "default/10.1.0.0/24", "Pool": "10.1.0.0/24", "Data": {}}
+    reply = h1.request_pool(POOL, "", {}, False)
+    assert base(reply.pop("PoolID")) == "default/10.1.0.0/24"
+    assert reply == {"Pool": "10.1.0.0/24", "Data": {}}
     reply = h1.request_pool(POOL, "10.1.0.128/25", None, False)
-    assert reply["PoolID"] == "default/10.1.0.0/24/10.1.0.128/25"
+    assert base(reply["PoolID"]) == "default/10.1.0.0/24/10.1.0.128/25"
     assert reply["Pool"] == "10.1.0.0/24"
     reply = h1.request_pool("10.7.0.0/16", "", RED, False)
-    assert reply["PoolID"] == "red/10.7.0.0/16"
+    assert base(reply["PoolID"]) == "red/10.7.0.0/16"
 
 
 def test_pool_is_normalised(h1):
     reply = h1.request_pool("10.1.0.77/24", "", {}, False)
-    assert reply["PoolID"] == PID and reply["Pool"] == POOL
+    assert base(reply["PoolID"]) == PID and reply["Pool"] == POOL
 
 
 def test_empty_space_option_is_default(h1):
-    assert h1.request_pool(POOL, "", {"ovsgre.network": ""},
-                           False)["PoolID"] == PID
+    assert base(h1.request_pool(POOL, "", {"ovsgre.network": ""},
+                                False)["PoolID"]) == PID
 
 
-def test_same_subnet_same_pool_id(h1, h2):
-    a = h1.request_pool(POOL, "", {}, False)
-    b = h2.request_pool(POOL, "", {}, False)
-    c = h1.request_pool(POOL, "", {}, False)   # dockerd retry
-    assert a == b == c
+def test_same_subnet_one_pool_a_holder_per_request(h1, h2, kv):
+    """The same network on two hosts shares one pool (one address table);
+    each RequestPool is a holder of its own."""
+    replies = [ipam.request_pool(POOL, "", {}, False)
+               for ipam in (h1, h2, h1)]
+    assert {base(r["PoolID"]) for r in replies} == {PID}
+    assert len({r["PoolID"] for r in replies}) == 3
+    assert len(kv.list("/ovsgre/ipam/pools/")) == 1
+    taken = {ip_of(addr(ipam, r["PoolID"]))
+             for ipam, r in zip((h1, h2, h1), replies)}
+    assert len(taken) == 3
 
 
 def test_overlap_in_same_space_conflicts(h1, h2):
@@ -174,7 +188,8 @@ def test_overlap_in_other_space_allowed(h1, h2):
     a = network(h1, POOL)
     b = network(h2, POOL, options=RED)
     c = network(h2, "10.1.0.0/16", options={"ovsgre.network": "green"})
-    assert a == PID and b == "red/10.1.0.0/24" and c == "green/10.1.0.0/16"
+    assert base(a) == PID and base(b) == "red/10.1.0.0/24" and \
+        base(c) == "green/10.1.0.0/16"
     # separate spaces have separate addresses
     assert addr(h1, a) == "10.1.0.2/24"
     assert addr(h2, b) == "10.1.0.2/24"
@@ -182,13 +197,13 @@ def test_overlap_in_other_space_allowed(h1, h2):
 
 
 def test_disjoint_subnets_in_default_space(h1, h2):
-    assert network(h1, "10.1.0.0/24") == "default/10.1.0.0/24"
-    assert network(h2, "10.1.1.0/24") == "default/10.1.1.0/24"
+    assert base(network(h1, "10.1.0.0/24")) == "default/10.1.0.0/24"
+    assert base(network(h2, "10.1.1.0/24")) == "default/10.1.1.0/24"
 
 
 def test_v4_and_v6_pools_do_not_overlap(h1):
     network(h1, POOL)
-    assert network(h1, V6, v6=True) == "default/" + V6
+    assert base(network(h1, V6, v6=True)) == "default/" + V6
 
 
 # -- gateway -----------------------------------------------------------------
@@ -248,9 +263,9 @@ def test_auto_without_gateway_starts_at_first_host(h1):
 
 
 def test_auto_alternating_hosts_no_duplicates(h1, h2):
-    pid = network(h1)
-    assert network(h2) == pid
-    got = [addr((h1, h2)[i % 2], pid) for i in range(200)]
+    pids = network(h1), network(h2)
+    assert base(pids[0]) == base(pids[1])
+    got = [addr((h1, h2)[i % 2], pids[i % 2]) for i in range(200)]
     ips = [ip_of(a) for a in got]
     assert len(set(ips)) == 200
     assert {"10.1.0.0", "10.1.0.1", "10.1.0.255"}.isdisjoint(ips)
@@ -331,7 +346,7 @@ def test_specific_network_or_broadcast_refused(h1, address):
 
 def test_subpool_range_respected(h1):
     pid = network(h1, POOL, sub="10.1.0.128/26")
-    assert pid == "default/10.1.0.0/24/10.1.0.128/26"
+    assert base(pid) == "default/10.1.0.0/24/10.1.0.128/26"
     got = [ip_of(addr(h1, pid)) for _ in range(64)]
     assert got == [f"10.1.0.{i}" for i in range(128, 192)]
     with pytest.raises(Conflict, match="10.1.0.128/26"):
@@ -418,9 +433,9 @@ def test_release_address_keeps_gateway(h1, h2):
 
 def test_release_pool_waits_for_last_host(h1, h2, kv):
     pid = network(h1)
-    network(h2)
+    pid2 = network(h2)
     x = addr(h1, pid)
-    y = addr(h2, pid)
+    y = addr(h2, pid2)
     h1.release_pool(pid)
     # h2 still uses the network: its addresses and the gateway stay
     for taken in (x, y, "10.1.0.1"):
@@ -428,7 +443,7 @@ def test_release_pool_waits_for_last_host(h1, h2, kv):
             addr(h2, pid, ip_of(taken))
     with pytest.raises(Conflict):          # pool record stays: no overlap
         h1.request_pool("10.1.0.0/23", "", {}, False)
-    h2.release_pool(pid)
+    h2.release_pool(pid2)
     assert kv.list("/ovsgre/ipam/") == {}
     # a fresh network on the subnet starts over
     pid = network(h1)
@@ -437,19 +452,19 @@ def test_release_pool_waits_for_last_host(h1, h2, kv):
 
 def test_release_pool_twice_by_one_host(h1, h2, kv):
     pid = network(h1)
-    network(h2)
+    pid2 = network(h2)
     addr(h1, pid)
     h1.release_pool(pid)
-    h1.release_pool(pid)          # dockerd retry: h2's reference stays
+    h1.release_pool(pid)          # a repeat: h2's reference stays
     assert kv.list(ADDRS)
-    h2.release_pool(pid)
+    h2.release_pool(pid2)
     assert kv.list("/ovsgre/ipam/") == {}
 
 
 def test_release_pool_frees_subnet_for_overlap(h1):
     pid = network(h1)
     h1.release_pool(pid)
-    assert network(h1, "10.1.0.0/16") == "default/10.1.0.0/16"
+    assert base(network(h1, "10.1.0.0/16")) == "default/10.1.0.0/16"
 
 
 def test_release_pool_leaves_other_pools(h1, kv):
@@ -518,8 +533,9 @@ def test_released_pool_id_not_found(h1, kv):
 
 def test_ipv6_pool(h1, h2):
     pid = h1.request_pool(V6, "", None, True)["PoolID"]
-    assert pid == "default/fd00:198:18:30::/64"
-    assert h2.request_pool(V6, "", {}, True)["PoolID"] == pid
+    assert base(pid) == "default/fd00:198:18:30::/64"
+    pid2 = h2.request_pool(V6, "", {}, True)["PoolID"]
+    assert base(pid2) == base(pid)
     assert addr(h1, pid, "", GW) == "fd00:198:18:30::1/64"
     assert addr(h2, pid, "", GW) == "fd00:198:18:30::1/64"
     got = [addr((h1, h2)[i % 2], pid) for i in range(10)]
@@ -533,13 +549,14 @@ def test_ipv6_pool(h1, h2):
     h2.release_address(pid, "fd00:198:18:30::2")
     assert addr(h1, pid) == "fd00:198:18:30::2/64"
     h1.release_pool(pid)
-    h2.release_pool(pid)
+    h2.release_pool(pid2)
     assert h1.kv.list("/ovsgre/ipam/") == {}
 
 
 def test_ipv6_subpool(h1):
     pid = h1.request_pool(V6, "fd00:198:18:30::100/120", {}, True)["PoolID"]
-    assert pid == "default/fd00:198:18:30::/64/fd00:198:18:30::100/120"
+    assert base(pid) == \
+        "default/fd00:198:18:30::/64/fd00:198:18:30::100/120"
     assert addr(h1, pid, "", GW) == "fd00:198:18:30::1/64"
     assert addr(h1, pid) == "fd00:198:18:30::100/64"
 
@@ -570,3 +587,46 @@ def test_release_pool_racing_request_keeps_addresses(state_dir):
     again = [addr(b, pid) for _ in range(2)]
     assert got[0] not in again, again
     assert "10.1.0.1/24" not in again   # nor the gateway
+
+
+# -- holders: one per RequestPool ------------------------------------------
+
+def test_refused_network_release_keeps_the_other_networks_pool(h1, h2):
+    """dockerd releases the pool of a network the driver refused (e.g. a
+    second Docker network for one ovsgre.network on a host): that must not
+    free the pool, or the addresses, of the network that uses it."""
+    blue_h1 = network(h1)
+    blue_h2 = network(h2)
+    taken = {ip_of(addr(h1, blue_h1)), ip_of(addr(h2, blue_h2))}
+    refused = network(h2)            # blue2 on h2: pool granted ...
+    h2.release_pool(refused)         # ... CreateNetwork refused, released
+    h1.release_pool(blue_h1)         # blue leaves h1; h2 still has it
+    for ip in taken | {"10.1.0.1"}:
+        with pytest.raises(Conflict):
+            addr(h2, blue_h2, ip)
+    assert ip_of(addr(h2, blue_h2)) not in taken
+
+
+def test_legacy_pool_ids_without_token_release_by_host(h1, h2, kv):
+    """Pools recorded before holder tokens: PoolIDs without a token, the
+    record lists hosts.  They keep working and are released per host."""
+    key = "/ovsgre/ipam/pools/default/10.1.0.0%2F24"
+    assert kv.create(key, {"pool": POOL, "id": "0" * 32,
+                           "hosts": ["192.0.2.1", "192.0.2.2"]})
+    assert addr(h1, PID, "", GW) == "10.1.0.1/24"
+    assert addr(h1, PID) == "10.1.0.2/24"
+    newer = network(h1)              # a new holder joins the old record
+    h1.release_pool(PID)
+    h2.release_pool(PID)
+    assert kv.get(key)["hosts"] == []
+    assert addr(h1, newer) == "10.1.0.3/24"   # .1 and .2 stay taken
+    h1.release_pool(newer)
+    assert kv.list("/ovsgre/ipam/") == {}
+
+
+@pytest.mark.parametrize("suffix", ["#", "#xyz", "#" + "0" * 11,
+                                    "#" + "A" * 12, "#" + "0" * 13])
+def test_bad_token_is_unknown_pool_id(h1, suffix):
+    network(h1)
+    with pytest.raises(NotFound):
+        h1.request_address(PID + suffix, "", None)
