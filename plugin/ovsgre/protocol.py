@@ -114,6 +114,7 @@ def _ipam_handlers(ipam):
 
 def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
     start = time.monotonic()   # the logged time includes parsing
+    body = {}
     try:
         body = _body()
         missing = schema.first_required(call, calls)
@@ -127,7 +128,8 @@ def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
                 "command again")
         clean = schema.validate(call, body, calls)
     except OvsgreError as exc:
-        LOG.warning("%s rejected: %s", call, exc)
+        LOG.warning("%s%s rejected in %.1f ms: %s", call, _ids(body),
+                    _ms(start), exc)
         return _error(exc.status, str(exc), err_key)
     return _timed(call, clean, lambda: handler(clean), err_key, start)
 
@@ -182,11 +184,21 @@ def _timed(call, body, func, err_key=ERR_KEY, start=None):
 
 
 def _ids(body):
-    parts = [f" {key[:-2].lower()}={body[key][:12]}"
-             for key in ("NetworkID", "EndpointID") if key in body]
-    parts += [f" {key.lower()}={body[key]}"
-              for key in ("PoolID", "Pool", "Address") if body.get(key)]
-    return "".join(parts)
+    """ ' network=… endpoint=… pool=…' for the log line; also for bodies
+    that failed validation, so only what is printable text is shown."""
+    if not isinstance(body, dict):
+        return ""
+    parts = [f" {key[:-2].lower()}={_printable(body.get(key), 12)}"
+             for key in ("NetworkID", "EndpointID")]
+    parts += [f" {key.lower()}={_printable(body.get(key), 64)}"
+              for key in ("PoolID", "Pool", "Address")]
+    return "".join(p for p in parts if not p.endswith("="))
+
+
+def _printable(value, limit):
+    if not isinstance(value, str) or not value.isprintable():
+        return ""
+    return value[:limit]
 
 
 def _ms(start):

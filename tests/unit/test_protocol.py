@@ -6,6 +6,8 @@ posted the way dockerd posts them: no Content-Type header.
 
 import copy
 import json
+import logging
+import re
 
 import pytest
 
@@ -575,3 +577,55 @@ def test_empty_body_names_dockerds_resend_without_body(api, fake, store):
     # an empty object is not the resend: it gets the field message
     assert_err(api.raw("/NetworkDriver.Join", b"{}"), 400,
                "missing field NetworkID")
+
+
+# -- one log line per call ---------------------------------------------------
+
+LOG_NET, LOG_EP = "a1" * 32, "b2" * 32
+LINE = re.compile(r"^(\w+)((?: \w+=\S+)*) (ok|failed|rejected) in "
+                  r"(\d+\.\d) ms(?:: (.+))?$")
+
+
+def _lines(caplog):
+    return [LINE.match(r.getMessage()) for r in caplog.records
+            if r.name == "ovsgre.calls"]
+
+
+def test_each_call_logs_call_ids_and_duration(api, caplog):
+    caplog.set_level(logging.INFO, logger="ovsgre.calls")
+    api.create_network(LOG_NET)
+    api.create_endpoint(LOG_NET, LOG_EP)
+    (net_line, ep_line) = _lines(caplog)
+    assert net_line and ep_line, [r.getMessage() for r in caplog.records]
+    assert net_line.group(1, 3) == ("CreateNetwork", "ok")
+    assert net_line.group(2) == f" network={LOG_NET[:12]}"
+    assert ep_line.group(1, 3) == ("CreateEndpoint", "ok")
+    assert ep_line.group(2) == (f" network={LOG_NET[:12]} "
+                                f"endpoint={LOG_EP[:12]}")
+    assert float(ep_line.group(4)) >= 0
+
+
+def test_failed_call_logs_the_reason(api, caplog):
+    caplog.set_level(logging.INFO, logger="ovsgre.calls")
+    api.create_endpoint(LOG_NET, LOG_EP)           # no such network
+    (line,) = _lines(caplog)
+    assert line.group(1, 3) == ("CreateEndpoint", "failed")
+    assert f"endpoint={LOG_EP[:12]}" in line.group(2)
+    assert "not found" in line.group(5)
+    assert caplog.records[-1].levelno == logging.WARNING
+
+
+def test_rejected_call_logs_ids_duration_and_reason(api, caplog):
+    caplog.set_level(logging.INFO, logger="ovsgre.calls")
+    api.call("Join", {"NetworkID": LOG_NET, "EndpointID": LOG_EP})
+    api.raw("/NetworkDriver.Leave", data=b"{not json")
+    api.call("Leave", {"NetworkID": "bad\nid", "EndpointID": 7})
+    join, leave, hostile = _lines(caplog)
+    assert join.group(1, 3) == ("Join", "rejected")
+    assert join.group(2) == (f" network={LOG_NET[:12]} "
+                             f"endpoint={LOG_EP[:12]}")
+    assert "SandboxKey" in join.group(5)
+    assert leave.group(1, 3) == ("Leave", "rejected")
+    assert "not valid JSON" in leave.group(5)
+    # no newline (log injection) nor non-text makes it into the line
+    assert hostile and hostile.group(2) == ""
