@@ -4,7 +4,9 @@ Names must fit IFNAMSIZ (15 characters).  The first choice carries the
 endpoint ID's first 11 characters so an operator can match `ip link` output to
 `docker network inspect`; when that name is already taken by another endpoint
 (two IDs sharing a prefix) the caller asks for the next attempt, which is a
-hash of the whole ID, so names never collide on one host.
+hash of the whole ID, so names never collide on one host.  IDs shorter
+than 11 characters (never Docker's) get the hash at once: every name has
+the full length, by which the reconciler recognises ovsgre's links.
 """
 
 import hashlib
@@ -16,7 +18,7 @@ MAX_ATTEMPTS = 8
 
 
 def suffix(endpoint_id, attempt=0):
-    if attempt == 0:
+    if attempt == 0 and len(endpoint_id) >= SUFFIX_LEN:
         return endpoint_id[:SUFFIX_LEN].lower()
     digest = hashlib.sha256(f"{endpoint_id}/{attempt}".encode()).hexdigest()
     return digest[:SUFFIX_LEN]

@@ -19,6 +19,8 @@ import logging
 import threading
 import time
 
+from . import OWNER
+from .dataplane.ovsdb import ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY
 from .driver import CREATED, DELETING, JOINED
 
 LOG = logging.getLogger(__name__)
@@ -57,7 +59,7 @@ def _endpoint(store, dataplane, ep, net, counts):
     port = dataplane.port(ep["host_if"])
     link = dataplane.host_link(ep)
     if ep["state"] == CREATED:
-        if port is None or link is None or port["tag"] != net["vlan"]:
+        if link is None or not _port_ok(port, ep, net):
             dataplane.plug(ep, net["vlan"])
             counts["restored"] += 1
         return
@@ -66,9 +68,20 @@ def _endpoint(store, dataplane, ep, net, counts):
             dataplane.delete_port(ep["host_if"])
             counts["orphans"] += 1
         return
-    if port is None or port["tag"] != net["vlan"]:
+    if not _port_ok(port, ep, net):
         dataplane.ensure_port(ep, net["vlan"])
         counts["restored"] += 1
+
+
+def _port_ok(port, ep, net):
+    """The port exists with the network's tag and the external_ids by which
+    ovsgre finds its own ports (someone may have cleared them)."""
+    if port is None or port["tag"] != net["vlan"]:
+        return False
+    ids = port["external_ids"]
+    return ids.get(OWNER_KEY) == OWNER and \
+        ids.get(NETWORK_KEY) == ep["network_id"] and \
+        ids.get(ENDPOINT_KEY) == ep["endpoint_id"]
 
 
 def _remove_orphans(what, names, known, remove, counts):

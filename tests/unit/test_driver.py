@@ -408,6 +408,21 @@ def test_ids_sharing_a_prefix_get_different_names(api, store, fake, shared):
     assert len(fake.links) == 20
 
 
+@pytest.mark.parametrize("eid", ["a", "abc123", "A" * 10])
+def test_short_endpoint_ids_get_full_length_names_and_are_cleaned_up(
+        api, store, fake, eid):
+    """Names of every length-valid ID are recognised as ovsgre's, so the
+    reconciler can remove them when they are orphans."""
+    _setup(api, eid=eid)
+    ep = store.get("endpoints", eid)
+    for name in (ep["host_if"], ep["peer_if"]):
+        assert len(name) == 15 and _IFNAME.match(name)
+        assert names.is_ours(name)
+    store.delete("endpoints", eid)             # the record is lost
+    reconcile(store, fake)
+    assert fake.links == {} and fake.ports == {}
+
+
 def test_ids_differing_only_in_case_get_different_names(api, store):
     lower, upper = "abcdefghijk" + "1" * 20, "ABCDEFGHIJK" + "2" * 20
     api.create_network(NET)

@@ -181,6 +181,26 @@ def test_joined_endpoint_port_with_wrong_tag_is_fixed(store, fake):
     assert fake.count("plug") == 0 and ep["peer_if"] in fake.sandboxed
 
 
+@pytest.mark.parametrize("state", ["created", "joined"])
+@pytest.mark.parametrize("ids", [{}, {"owner": OWNER},
+                                 {"owner": "someone-else"}])
+def test_port_with_lost_external_ids_is_fixed(store, fake, state, ids):
+    """A port with the right tag but external_ids cleared or changed (by
+    hand, or an old version) would no longer be found as ovsgre's own."""
+    _net(store)
+    ep = _ep(store, "a", state)
+    _plugged(fake, ep)
+    if state == "joined":
+        fake.move_to_sandbox(ep["peer_if"])
+    fake.ports[ep["host_if"]]["external_ids"] = dict(ids)
+    assert reconcile(store, fake)["restored"] == 1
+    assert fake.ports[ep["host_if"]]["external_ids"] == \
+        _owner(ep["endpoint_id"])
+    assert fake.ports[ep["host_if"]]["tag"] == VLAN
+    if state == "joined":
+        assert fake.count("plug") == 0 and ep["peer_if"] in fake.sandboxed
+
+
 # -- orphans --------------------------------------------------------------
 
 def test_orphan_owned_ports_are_removed(store, fake):
