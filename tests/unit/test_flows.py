@@ -259,3 +259,86 @@ def test_announce_sends_packet_out_through_normal(monkeypatch):
     assert tun.announce("ovgha", "02:00:00:00:00:01") is True
     assert sent == [["packet-out", "unix:/run/x/br-int.mgmt", "7", "NORMAL",
                      announce_frame("02:00:00:00:00:01")]]
+
+
+# -- Tunnels.sync ----------------------------------------------------------
+
+class _TunnelOvsdb:
+    """OVSDB stand-in for Tunnels.sync: bridges, patch and tunnel ports."""
+
+    def __init__(self):
+        self.ports = {"ovgp-int": {"ofport": 1, "external_ids": {}}}
+        self.added, self.deleted = [], []
+        self._next = 10
+
+    def ensure_tunnel_bridge(self, name, datapath):
+        pass
+
+    def ensure_patch(self, bridge, port, peer, ids):
+        pass
+
+    def ports_with(self, bridge, key, value):
+        return {n: p for n, p in self.ports.items()
+                if p["external_ids"].get(key) == value}
+
+    def add_tunnel(self, bridge, port, remote_ip, local_ip, ids):
+        self.added.append((port, remote_ip, local_ip))
+        self._next += 1
+        old = self.ports.get(port, {}).get("ofport")
+        self.ports[port] = {"ofport": old or self._next,
+                            "external_ids": dict(ids)}
+
+    def del_port(self, port, bridge=None, wait=False):
+        self.deleted.append(port)
+        self.ports.pop(port)
+
+    def port(self, name):
+        return self.ports.get(name)
+
+
+@pytest.fixture
+def tunnels(monkeypatch):
+    from ovsgre.dataplane.tunnels import Tunnels
+    calls = []
+    monkeypatch.setattr(Tunnels, "_ofctl", staticmethod(
+        lambda args, stdin=None: calls.append((args, stdin)) or ""))
+    tun = Tunnels(_TunnelOvsdb(), "br-int", "br-tun", "netdev",
+                  "198.18.0.1", "/run/x")
+    return tun, calls
+
+
+def test_sync_one_port_per_peer_whatever_the_networks(tunnels):
+    tun, calls = tunnels
+    peers = ["198.18.0.2", "198.18.0.3"]
+    assert tun.sync(peers, {1: 100, 2: 200, 3: 300}) == 2
+    gre = tun.ovsdb.ports_with("br-tun", "ovsgre_role", "tunnel")
+    assert sorted(p["external_ids"]["ovsgre_peer"] for p in gre.values()) \
+        == peers
+    # the table goes in whole, atomically, in one bundle
+    ((args, table),) = calls
+    assert args == ["-O", "OpenFlow14", "--bundle", "replace-flows",
+                    "unix:/run/x/br-tun.mgmt", "-"]
+    lines = table.splitlines()
+    assert all(line.startswith("cookie=0x6f7667,") for line in lines)
+    assert sum("tun_id=" in line and "mod_vlan_vid" in line
+               for line in lines) == 3
+    # nothing changed: no port touched, no flows replaced
+    tun.sync(peers, {1: 100, 2: 200, 3: 300})
+    assert len(tun.ovsdb.added) == 2 and len(calls) == 1
+    # a peer goes: its port and its output go
+    tun.sync(peers[:1], {1: 100, 2: 200, 3: 300})
+    assert tun.ovsdb.deleted == [next(n for n, p in gre.items() if
+                                      p["external_ids"]["ovsgre_peer"] ==
+                                      peers[1])]
+    assert len(calls) == 2
+
+
+def test_sync_resets_tunnels_when_the_local_ip_changes(tunnels):
+    tun, _ = tunnels
+    tun.sync(["198.18.0.2"], {1: 100})
+    assert tun.ovsdb.added == [("gre-c6120002", "198.18.0.2", "198.18.0.1")]
+    tun.local_ip = "198.18.0.9"                    # --local-ip changed
+    tun.sync(["198.18.0.2"], {1: 100})
+    assert tun.ovsdb.added[-1] == ("gre-c6120002", "198.18.0.2",
+                                   "198.18.0.9")
+    assert len(tun.ovsdb.added) == 2

@@ -31,6 +31,7 @@ from .ovsdb import OWNER_KEY, ROLE_KEY
 LOG = logging.getLogger(__name__)
 
 PEER_KEY = "ovsgre_peer"
+LOCAL_KEY = "ovsgre_local_ip"
 PATCH_INT = "ovgp-int"     # on the tunnel bridge, towards br-ovsgre
 PATCH_TUN = "ovgp-tun"     # on br-ovsgre, towards the tunnel bridge
 LEARN = ("learn(table=2,hard_timeout=300,priority=1,"
@@ -101,11 +102,13 @@ class Tunnels:
         for name in set(current) - set(wanted):
             self.ovsdb.del_port(name, self.tun_bridge)
         for name, ip in wanted.items():
-            if current.get(name, {}).get("external_ids", {}).get(PEER_KEY) \
-                    != ip:
+            ids = dict(_ids("tunnel"), **{PEER_KEY: ip,
+                                          LOCAL_KEY: self.local_ip or ""})
+            have = current.get(name, {}).get("external_ids", {})
+            # re-set when the peer or this host's --local-ip changed
+            if any(have.get(k) != ids[k] for k in (PEER_KEY, LOCAL_KEY)):
                 self.ovsdb.add_tunnel(self.tun_bridge, name, ip,
-                                      self.local_ip,
-                                      dict(_ids("tunnel"), **{PEER_KEY: ip}))
+                                      self.local_ip, ids)
         ofports = self._wait_ofports([PATCH_INT] + list(wanted))
         flows = build_flows(ofports[PATCH_INT],
                             {ip: ofports[name] for name, ip in wanted.items()},
