@@ -1,6 +1,8 @@
 """End-to-end tier: a real dockerd in its own network and mount namespace,
 its own OVS, and ovsgre started as `ovsgre serve` (how the README runs it),
-found by dockerd through a spec file in the host's /etc/docker/plugins."""
+listening on /run/docker/plugins/ovsgre.sock as the host's dockerd sees it
+(the host's plugins dir, bind-mounted there in dockerd's mount namespace):
+dockerd discovers it by its socket, no spec file."""
 
 import pytest
 

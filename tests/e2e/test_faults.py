@@ -16,8 +16,7 @@ import time
 import pytest
 
 from tests.harness import TestHost, import_busybox
-from tests.harness.plugin import PluginProcess
-from tests.harness.sites import Site, received, wait_for
+from tests.harness.sites import Site, host_plugin, received, wait_for
 
 POINTS = [
     "CreateEndpoint:after_record",   # record written, no veth yet
@@ -62,17 +61,13 @@ def crashy():
         host.start()
         import_busybox(host.docker)
         marker = os.path.join(host.run_dir, "crash-at")
-        plugin = PluginProcess(host.netns,
-                               os.path.join(host.run_dir, "plugin"),
-                               host.ovs.db_remote,
-                               extra_env={"OVSGRE_CRASH_AT": marker,
-                                          # the janitor's Docker check,
-                                          # every 2 s instead of 30
-                                          "OVSGRE_STALE_AFTER": "4",
-                                          "OVSGRE_DOCKER_HOST":
-                                              host.docker.base_url})
+        # listens on the host's /run/docker/plugins/ovsgre.sock (as
+        # dockerd sees it): dockerd finds it again after every restart
+        plugin = host_plugin(host, OVSGRE_CRASH_AT=marker,
+                             # the janitor's Docker check, every 2 s
+                             # instead of 30
+                             OVSGRE_STALE_AFTER="4")
         plugin.start()
-        host.docker.write_plugin_spec("ovsgre", plugin.socket)
         supervisor = Supervisor(plugin)
         supervisor.start()
         site = Site(host, plugin)

@@ -34,8 +34,7 @@ import pytest
 from tests.harness import TestHost, import_busybox
 from tests.harness._proc import pid_alive
 from tests.harness.netns import link_json
-from tests.harness.plugin import PluginProcess
-from tests.harness.sites import Site, received, wait_for
+from tests.harness.sites import Site, host_plugin, received, wait_for
 
 NET = "rst"
 # An endpoint Docker no longer knows is removed by the plugin after this
@@ -55,14 +54,10 @@ def own_site(hostname, **docker_kw):
         host.start()
         import_busybox(host.docker)
         # As on a real host, the plugin reaches this host's dockerd (its
-        # default --docker-host is the local daemon's socket).
-        plugin = PluginProcess(
-            host.netns, os.path.join(host.run_dir, "plugin"),
-            host.ovs.db_remote, extra_env={
-                "OVSGRE_DOCKER_HOST": host.docker.base_url,
-                "OVSGRE_STALE_AFTER": str(STALE_AFTER)})
+        # default --docker-host is the local daemon's socket) and listens
+        # on /run/docker/plugins/ovsgre.sock as that dockerd sees it.
+        plugin = host_plugin(host, OVSGRE_STALE_AFTER=str(STALE_AFTER))
         plugin.start()
-        host.docker.write_plugin_spec("ovsgre", plugin.socket)
         site = Site(host, plugin)
         yield site
     finally:

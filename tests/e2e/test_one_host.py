@@ -30,6 +30,29 @@ def fetch_md5(site, network, url, extra=()):
     return proc.stdout.split()[0]
 
 
+def test_dockerd_discovers_the_plugin_by_its_socket(site, network):
+    """As the README has it: ovsgre listens on /run/docker/plugins/
+    ovsgre.sock (as dockerd sees it) and dockerd finds it there; no spec
+    file anywhere dockerd looks for one."""
+    docker = site.host.docker
+    assert site.plugin.socket == docker.plugin_socket("ovsgre")
+    inside = docker.DOCKERD_PLUGINS_DIR + "/ovsgre.sock"
+    # the very socket the plugin made, seen from dockerd's mount namespace
+    ino = docker.run_in_mntns(["stat", "-L", "-c", "%F %i", inside]).stdout
+    assert ino.split()[-1] == str(os.stat(site.plugin.socket).st_ino), ino
+    assert ino.startswith("socket"), ino
+    specs = docker.run_in_mntns(
+        ["find", "/etc/docker/plugins", "/usr/lib/docker/plugins",
+         "-maxdepth", "1", "-name", "ovsgre.*"], check=False).stdout
+    assert specs.strip() == "", specs
+    assert os.listdir(docker.spec_dir) == []
+    network("found", "--subnet", "198.18.11.0/24")
+    reply = site.run_rm("found", "ip", "-4", "-o", "addr", "show", "eth0")
+    # an ovsgre network dockerd could only create and join through the
+    # plugin it found by that socket
+    assert "198.18.11." in reply.stdout, reply.stdout
+
+
 def test_ping_by_name_and_ip_and_tcp_transfer(site, network):
     network("blue", "--subnet", "198.18.10.0/24")
     expected = start_file_server(site, "web", "blue")

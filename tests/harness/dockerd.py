@@ -6,8 +6,11 @@ Layout under basedir (keep it short: unix socket paths must be < 108 chars):
   daemon.json   --config-file
   data/         --data-root   (overlay2, containerd root, ...)
   exec/         --exec-root   (containerd socket/state, netns files, ...)
-  plugins/      bind-mounted on /run/docker/plugins inside dockerd's mount ns
+  plugins/      bind-mounted on /run/docker/plugins inside dockerd's mount ns:
+                a plugin outside it listens on plugins/<name>.sock
+                (plugin_socket()) and dockerd discovers it, no spec file
   etc/          bind-mounted on /etc/docker inside; etc/plugins = spec_dir
+                (kept empty by the harness)
   cli/          DOCKER_CONFIG for the docker CLI
 
 Inside dockerd's mount namespace /run and /opt are fresh tmpfs and /sys is a
@@ -274,13 +277,26 @@ class DockerHost:
         return run([DOCKER_CLI, "-H", self.base_url, *args], check=check,
                    timeout=timeout, env=self.cli_env, input=input, stdin=stdin)
 
-    def write_plugin_spec(self, name: str, sock_path: str) -> str:
-        """Write <spec_dir>/<name>.spec = unix://<abs sock>; return its path."""
-        os.makedirs(self.spec_dir, exist_ok=True)
-        path = os.path.join(self.spec_dir, name + ".spec")
-        with open(path, "w") as f:
-            f.write("unix://" + os.path.abspath(sock_path) + "\n")
-        return path
+    # Where dockerd (20.10: pkg/plugins, fixed, whatever --exec-root says)
+    # looks for a legacy plugin's socket before any spec file.
+    DOCKERD_PLUGINS_DIR = "/run/docker/plugins"
+
+    def plugin_socket(self, name: str) -> str:
+        """Host path of the socket dockerd discovers for plugin `name`:
+        <plugins_dir>/<name>.sock, which is /run/docker/plugins/<name>.sock
+        in dockerd's mount namespace (see _MOUNT_SCRIPT).  A process
+        outside that namespace listens here; no spec file needed."""
+        return os.path.join(self.plugins_dir, name + ".sock")
+
+    def run_in_mntns(self, argv: list, **kw) -> subprocess.CompletedProcess:
+        """argv in dockerd's mount namespace (what dockerd sees as its
+        files, e.g. /run/docker/plugins), in the host's netns."""
+        if self._mntns_fd is None:
+            raise DockerError("dockerd's mount namespace is not known "
+                              "(not started?)")
+        mnt = f"/proc/{os.getpid()}/fd/{self._mntns_fd}"
+        return run(["nsenter", "--net=" + self.netns.path, "--mount=" + mnt,
+                    *argv], **kw)
 
     # ------------------------------------------------------------ stop
     def remove_all_containers(self, timeout: float = 30) -> None:

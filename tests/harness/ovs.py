@@ -6,6 +6,7 @@ system-wide OVS.  Daemons are stopped only by the PIDs in their pidfiles.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -174,6 +175,15 @@ class OvsInstance:
         cp = run(["ovs-vsctl", "--db=" + self.db_remote, f"--timeout={timeout}",
                   *args], env=self.env, timeout=timeout + 5, check=check)
         return cp.stdout
+
+    def datapath_types(self) -> dict:
+        """{bridge: datapath_type} of every bridge ("" = the default,
+        i.e. the kernel datapath, reported as "system").  Every bridge of a
+        harness OVS must be netdev: instances never share the kernel's."""
+        out = self.vsctl("--format=json", "--columns=name,datapath_type",
+                         "list", "Bridge")
+        rows = json.loads(out)["data"]
+        return {name: dp or "system" for name, dp in rows}
 
     def ofctl(self, *args, check: bool = True, timeout: int = 30) -> str:
         cp = run(["ovs-ofctl", *args], env=self.env, timeout=timeout,

@@ -52,12 +52,24 @@ def ovsgre_argv():
     return [exe] if exe else [sys.executable, "-m", "ovsgre"]
 
 
+# The test beds have no openvswitch kernel module, and `auto` would pick the
+# kernel datapath where there is one (and modprobe it): every vswitchd the
+# harness starts would then share the one kernel datapath, and the tests'
+# netdev-only expectations (offload, br-phy) would not hold.  Tests that
+# want another datapath say so in extra_env.
+DEFAULT_DATAPATH = "netdev"
+
+
 class PluginProcess:
+    """`ovsgre serve` in netns.  socket_path: where it listens (default
+    <workdir>/ovsgre.sock); the e2e harness passes the host's docker
+    plugins dir, which its dockerd sees as /run/docker/plugins."""
+
     def __init__(self, netns, workdir, ovsdb_remote, bridge="br-ovsgre",
-                 extra_env=None):
+                 extra_env=None, socket_path=None):
         self.netns = netns
         self.workdir = workdir
-        self.socket = os.path.join(workdir, "ovsgre.sock")
+        self.socket = socket_path or os.path.join(workdir, "ovsgre.sock")
         self.state_dir = os.path.join(workdir, "state")
         self.log_path = os.path.join(workdir, "ovsgre.log")
         self.env = {
@@ -66,6 +78,7 @@ class PluginProcess:
             "OVSGRE_BRIDGE": bridge,
             "OVSGRE_STATE_DIR": self.state_dir,
             "OVSGRE_LOG_LEVEL": "info",
+            "OVSGRE_DATAPATH": DEFAULT_DATAPATH,
             # Never the machine's own dockerd: the test's, or none at all.
             "OVSGRE_DOCKER_HOST": "unix://" + os.path.join(workdir,
                                                            "no-docker.sock"),
@@ -124,6 +137,14 @@ class PluginProcess:
                 except OSError:
                     pass
         return pids
+
+    def environ(self):
+        """The environment the running plugin was started with (that of
+        the process we launched: `ip netns exec` execs `ovsgre serve`)."""
+        with open(f"/proc/{self.proc.pid}/environ", "rb") as fh:
+            raw = fh.read()
+        return dict(item.decode(errors="replace").split("=", 1)
+                    for item in raw.split(b"\0") if b"=" in item)
 
     def log_tail(self, lines=60):
         try:

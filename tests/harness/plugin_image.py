@@ -171,6 +171,9 @@ class ManagedPlugin:
         settings (`docker plugin set`, plugin disabled)."""
         for d in (self.state_dir, self.netns_dir):
             os.makedirs(d, exist_ok=True)
+        # netdev like every plugin the harness starts (plugin.py): the test
+        # beds' vswitchds must not share a kernel datapath.
+        settings.setdefault("OVSGRE_DATAPATH", "netdev")
         args = [f"ovs-rundir.source={self.host.ovs.rundir}",
                 f"state.source={self.state_dir}",
                 f"netns.source={self.netns_dir}",

@@ -66,25 +66,31 @@ class Site:
             time.sleep(0.2)
 
 
+def host_plugin(host, **extra_env):
+    """ovsgre for host's dockerd (not started): listening where dockerd
+    discovers it, /run/docker/plugins/ovsgre.sock as dockerd sees it (the
+    host's plugins dir, bind-mounted there in dockerd's mount namespace),
+    as the README runs it; no spec file.  The datapath is netdev unless
+    extra_env says otherwise (PluginProcess)."""
+    env = dict(extra_env)
+    if host.docker:
+        env.setdefault("OVSGRE_DOCKER_HOST", host.docker.base_url)
+    sock = host.docker.plugin_socket("ovsgre") if host.docker else None
+    return PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
+                         host.ovs.db_remote, extra_env=env, socket_path=sock)
+
+
 def start_site(host):
     host.start()
     import_busybox(host.docker)
-    plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
-                           host.ovs.db_remote, extra_env={
-                               "OVSGRE_DOCKER_HOST": host.docker.base_url})
+    plugin = host_plugin(host)
     plugin.start()
-    host.docker.write_plugin_spec("ovsgre", plugin.socket)
     return Site(host, plugin)
 
 
 def start_plugin(cluster, host, **extra):
-    env = dict(cluster.plugin_env(host), **extra)
-    if host.docker:
-        env.setdefault("OVSGRE_DOCKER_HOST", host.docker.base_url)
-    plugin = PluginProcess(host.netns, os.path.join(host.run_dir, "plugin"),
-                           host.ovs.db_remote, extra_env=env)
+    plugin = host_plugin(host, **dict(cluster.plugin_env(host), **extra))
     plugin.start()
-    host.docker.write_plugin_spec("ovsgre", plugin.socket)
     return Site(host, plugin)
 
 
@@ -125,12 +131,26 @@ def received(ping_output):
 
 
 def stop_sites(cluster, sites):
-    for site in sites:
-        if site.host.docker:
-            site.host.docker.remove_all_containers()
-    for site in sites:
-        site.plugin.stop()
-    cluster.stop()
+    """Remove the containers, stop every plugin, stop the cluster.  Each
+    step runs even if an earlier one failed (or was interrupted): the
+    cluster is always stopped; the first error is raised afterwards."""
+    errors = []
+    try:
+        for site in sites:
+            if site.host.docker:
+                try:
+                    site.host.docker.remove_all_containers()
+                except Exception as e:  # noqa: BLE001 - raised below
+                    errors.append(e)
+        for site in sites:
+            try:
+                site.plugin.stop()
+            except Exception as e:  # noqa: BLE001 - raised below
+                errors.append(e)
+    finally:
+        cluster.stop()
+    if errors:
+        raise errors[0]
 
 
 BLUE = ("--ipam-driver", "ovsgre", "--subnet", "198.19.0.0/16",

@@ -82,6 +82,12 @@ def test_bridge_created_with_netdev_datapath(plugin, ovs_ns):
     _, ovs, _ = ovs_ns
     assert ovs.vsctl("get", "Bridge", "br-ovsgre",
                      "datapath_type").strip() == "netdev"
+    # Chosen by the harness, not by `auto` (which would take the kernel
+    # datapath on a host with the openvswitch module, shared by every
+    # vswitchd there): the same on any host.
+    assert plugin.environ().get("OVSGRE_DATAPATH") == "netdev"
+    assert set(ovs.datapath_types().values()) == {"netdev"}, \
+        ovs.datapath_types()
 
 
 def test_endpoint_lifecycle_in_ovsdb_and_kernel(plugin, ovs_ns):
