@@ -4,8 +4,14 @@
 /ovsgre/declared/NAME in etcd.  On every host a background thread of the
 plugin keeps Docker in line with those records through the Docker API:
 it creates the Docker network (driver and IPAM driver ovsgre, labelled
-ovsgre.declared=NAME) where it is missing and removes labelled networks
-whose record is gone.  A host that joins later gets every network.
+ovsgre.declared=NAME and ovsgre.declared.rev=a hash of the record) where it
+is missing, re-creates one whose record changed (a `network rm` and
+`create` with other settings, even when both arrive as one watch update),
+and removes labelled networks whose record is gone.  A network that
+containers still use is left alone (logged) and retried every RETRY
+seconds.  Besides etcd events, a full pass runs every RESYNC seconds, so a
+Docker network removed by hand comes back.  A host that joins later gets
+every network.
 
 It never runs inside a request Docker is waiting on (it is its own thread,
 and the Docker calls it makes come back to the plugin's other threads), and
@@ -13,6 +19,8 @@ it does not start until START_DELAY after start-up: dockerd may be waiting
 for this plugin while it restores its own state (moby#32815).
 """
 
+import hashlib
+import json
 import logging
 import re
 import threading
@@ -24,8 +32,10 @@ LOG = logging.getLogger(__name__)
 
 PREFIX = "/ovsgre/declared/"
 LABEL = "ovsgre.declared"
+REV_LABEL = "ovsgre.declared.rev"
 START_DELAY = 5.0
 RETRY = 15.0
+RESYNC = 60.0     # seconds between full passes when nothing happens
 DOCKER_TIMEOUT = 30
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -35,6 +45,29 @@ def check_name(name):
         raise InvalidRequest(f"network name {name!r}: 1-64 letters, digits, "
                              "'_', '.', '-', starting with a letter or digit")
     return name
+
+
+def revision(record):
+    """Short hash of a declared record, kept as a label on its network."""
+    data = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(data.encode()).hexdigest()[:16]
+
+
+def _outdated(network, name, record):
+    """Whether a labelled Docker network no longer matches its record."""
+    attrs = network.attrs
+    rev = (attrs.get("Labels") or {}).get(REV_LABEL)
+    if rev:
+        return rev != revision(record)
+    # created before the revision label: compare what Docker shows
+    subnets = sorted(c.get("Subnet") for c in
+                     (attrs.get("IPAM") or {}).get("Config") or [])
+    options = attrs.get("Options") or {}
+    wanted = dict(record.get("options") or {}, **{"ovsgre.network": name})
+    return (subnets != sorted(record.get("subnets", [])) or
+            bool(attrs.get("Internal")) != bool(record.get("internal")) or
+            bool(attrs.get("EnableIPv6")) != bool(record.get("ipv6")) or
+            any(options.get(k) != v for k, v in wanted.items()))
 
 
 class DeclaredNetworks(threading.Thread):
@@ -68,10 +101,11 @@ class DeclaredNetworks(threading.Thread):
         failed = False
         while True:
             with self._cond:
-                # a failed attempt (Docker down, containers still attached)
-                # is retried after RETRY; otherwise only changes wake us
+                # changes wake us; a failed attempt (Docker down, containers
+                # still attached) is retried after RETRY; and a full pass
+                # every RESYNC repairs what changed in Docker alone
                 self._cond.wait_for(lambda: self._halt or self._dirty,
-                                    timeout=RETRY if failed else None)
+                                    timeout=RETRY if failed else RESYNC)
                 if self._halt:
                     return
                 wanted = self._wanted
@@ -94,7 +128,13 @@ class DeclaredNetworks(threading.Thread):
                     client.networks.list(filters={"label": LABEL})}
             done = True
             for name, record in sorted(wanted.items()):
-                if name not in have:
+                network = have.get(name)
+                if network is not None and _outdated(network, name, record):
+                    if not self._remove_outdated(network, name):
+                        done = False
+                        continue
+                    network = None
+                if network is None:
                     done &= self._create(client, name, record)
             for name, network in have.items():
                 if name not in wanted:
@@ -116,12 +156,36 @@ class DeclaredNetworks(threading.Thread):
                 name, driver=self.driver_name, ipam=ipam, options=options,
                 enable_ipv6=bool(record.get("ipv6")),
                 internal=bool(record.get("internal")),
-                labels={LABEL: name}, check_duplicate=True)
+                labels={LABEL: name, REV_LABEL: revision(record)},
+                check_duplicate=True)
         except docker.errors.APIError as exc:
             LOG.warning("declared network %s not created: %s", name, exc)
             return False
         LOG.info("created declared network %s", name)
         return True
+
+    def _remove_outdated(self, network, name):
+        """Remove a network whose record changed, unless containers use it
+        (then False: the caller retries later)."""
+        import docker
+        try:
+            network.reload()    # the listing leaves out the containers
+        except docker.errors.NotFound:
+            return True
+        except docker.errors.APIError as exc:
+            LOG.warning("declared network %s not checked: %s", name, exc)
+            return False
+        containers = network.attrs.get("Containers") or {}
+        if containers:
+            users = ", ".join(sorted(c.get("Name") or cid[:12]
+                                     for cid, c in containers.items()))
+            LOG.warning("declared network %s changed in etcd, but "
+                        "containers still use the old one on this host "
+                        "(%s): kept; re-created once they leave (checked "
+                        "every %.0f s)", name, users, RETRY)
+            return False
+        LOG.info("declared network %s changed in etcd: re-creating it", name)
+        return self._remove(network, name)
 
     @staticmethod
     def _remove(network, name):

@@ -79,20 +79,41 @@ class Driver:
         name = _cluster_name(generic) or network_id[:64]
         key = _key_option(dict(generic, **{GENERIC: dict(
             options, **{OPT_NAME: name})}))
-        if key is None:
-            key = self._swarm_key(name, ipv4_data, ipv6_data)
+        key = self._swarm_key(network_id, name, key, ipv4_data, ipv6_data)
         return {"Options": dict(options, **{OPT_NAME: name,
                                             OPT_KEY: str(key)})}
 
-    def _swarm_key(self, name, ipv4_data, ipv6_data):
-        if self.registry is not None and self.registry.kv.shared:
-            return self.registry.define(
-                name, [_pool(d, 4)["pool"] for d in ipv4_data],
-                [_pool(d, 6)["pool"] for d in ipv6_data])
-        return derive_key(name)
+    def _swarm_key(self, network_id, name, key, ipv4_data, ipv6_data):
+        """With etcd, the name and key are reserved for the swarm network
+        (the manager does not become a host of it: it may never run a
+        container there) until FreeNetwork.  Without, the key is the one
+        given or derived from the name."""
+        if self.registry is None or not self.registry.kv.shared:
+            return derive_key(name) if key is None else key
+        from .errors import Unavailable
+        ipv4 = [_pool(d, 4)["pool"] for d in ipv4_data]
+        ipv6 = [_pool(d, 6)["pool"] for d in ipv6_data]
+        try:
+            return self.registry.reserve(name, ipv4, ipv6, network_id, key)
+        except Unavailable as exc:
+            if key is None:
+                raise
+            # The key is fixed already (-o ovsgre.key, or the manager
+            # re-allocating after a restart or leader change, which passes
+            # the options it returned before): the nodes record it.
+            LOG.warning("network %s: key %s not reserved in etcd: %s",
+                        name, key, exc)
+            return key
 
     def free_network(self, network_id):
-        """Nothing to free: node-level DeleteNetwork releases the name."""
+        """Swarm manager: the swarm network is gone; drop its reservation
+        (the definition goes with the last node's DeleteNetwork, or now if
+        no node has it)."""
+        if self.registry is None or not self.registry.kv.shared:
+            return
+        for name in self.registry.free(network_id):
+            LOG.info("network %s: swarm reservation of %s dropped",
+                     network_id[:12], name)
 
     # -- networks ---------------------------------------------------------
     def create_network(self, network_id, options, ipv4_data, ipv6_data):
@@ -112,10 +133,13 @@ class Driver:
                     return
                 raise Conflict(f"network {network_id} exists with a "
                                "different configuration")
-            # The cluster's view first: it names a subnet disagreement.
+            # Local resources before the cluster record (a refusal must not
+            # leave this host in the network's hosts); then the cluster's
+            # view, which names a subnet disagreement, before the name
+            # check (when that fails, this host holds the name already).
+            record["vlan"] = self._free_vlan()
             record["key"] = self._define(record, key)
             self._check_name_free(record["name"])
-            record["vlan"] = self._free_vlan()
             self.store.put("networks", network_id, record)
         LOG.info("network %s: vlan %d mtu %d name %s key %s",
                  network_id[:12], record["vlan"], record["mtu"],

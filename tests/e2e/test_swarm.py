@@ -8,12 +8,14 @@ what each node's CreateNetwork receives.  The test follows them from the
 manager's allocation to the node's state record."""
 
 import json
+import os
 import re
 
 import pytest
 
 from tests.harness import TestHost, import_busybox
 from tests.harness import plugin_image
+from tests.harness.etcd import EtcdServer
 from tests.harness.plugin_image import PLUGIN, ManagedPlugin, ManagedSite
 from tests.harness.sites import received, wait_for
 
@@ -125,6 +127,46 @@ def test_allocation_names_an_unnamed_network(sw):
     sw.docker("network", "rm", "anon")
     assert sw.wait_no_leftovers() == {"links": [], "ports": [],
                                       "records": []}
+
+
+def _etcd_value(etcd, key):
+    out = etcd.etcdctl("get", key, "--print-value-only",
+                       netns=etcd.netns).stdout.strip()
+    return json.loads(out) if out else None
+
+
+def _etcd_keys(etcd, prefix):
+    return etcd.etcdctl("get", prefix, "--prefix", "--keys-only",
+                        netns=etcd.netns).stdout.split()
+
+
+def test_with_etcd_the_manager_reserves_and_frees(sw):
+    """With etcd, AllocateNetwork reserves the name and key without making
+    the manager a host of the network, and FreeNetwork deletes the
+    definition: the name can then be re-created with other subnets (the
+    manager used to hold it forever, and the re-create got a Conflict)."""
+    etcd = EtcdServer(sw.host.netns,
+                      os.path.join(sw.host.run_dir, "etcd", "etcd0.data"),
+                      ADVERTISE)
+    etcd.start()
+    try:
+        sw.docker("plugin", "disable", PLUGIN)
+        sw.plugin.configure(OVSGRE_ETCD=etcd.url, OVSGRE_LOCAL_IP=ADVERTISE)
+        sw.plugin.enable()
+        for subnet in ("198.18.23.0/24", "198.18.24.0/24"):
+            sw.docker("network", "create", "--scope", "swarm", "-d", PLUGIN,
+                      "--subnet", subnet, "-o", "ovsgre.network=res", "res")
+            net = inspect_network(sw, "res")
+            key = int(net["Options"]["ovsgre.key"])
+            record = _etcd_value(etcd, "/ovsgre/networks/res")
+            assert record["hosts"] == [] and record["swarm"] == [net["Id"]]
+            assert record["key"] == key and record["ipv4"] == [subnet]
+            sw.docker("network", "rm", "res")
+            wait_for(lambda: not _etcd_keys(etcd, "/ovsgre/networks/") and
+                     not _etcd_keys(etcd, "/ovsgre/keys/"), timeout=15,
+                     what="FreeNetwork to delete the definition")
+    finally:
+        etcd.stop()
 
 
 def test_leave_swarm_and_remove_plugin(sw):

@@ -2,6 +2,8 @@
 
 import argparse
 import sys
+import threading
+import time
 import types
 
 import docker
@@ -37,33 +39,47 @@ def test_record_refuses_bad_input(kw):
 
 
 class FakeNetwork:
-    def __init__(self, client, name, label, fail=False):
+    def __init__(self, client, name, label, fail=False, rev=None,
+                 containers=None, attrs=None):
         self.client, self.name, self.fail = client, name, fail
-        self.attrs = {"Labels": {declared.LABEL: label}}
+        labels = {declared.LABEL: label}
+        if rev is not None:
+            labels[declared.REV_LABEL] = rev
+        self.attrs = dict(attrs or {}, Labels=labels)   # as listed
+        self.containers = containers or {}
+
+    def reload(self):      # inspect: the containers too
+        self.attrs = dict(self.attrs, Containers=self.containers)
 
     def remove(self):
-        if self.fail:
+        if self.fail or self.containers:
             raise docker.errors.APIError("has active endpoints")
         self.client.removed.append(self.name)
+        self.client.existing.remove(self)
 
 
 class FakeClient:
+    """existing: (name, fail) or (name, fail, rev) per labelled network."""
+
     def __init__(self, existing=(), fail_create=False):
         self.created, self.removed = [], []
         self.fail_create = fail_create
         self.networks = types.SimpleNamespace(list=self._list,
                                               create=self._create)
-        self.existing = [FakeNetwork(self, n, n, fail) for n, fail in
-                         existing]
+        self.existing = [FakeNetwork(self, e[0], e[0], *e[1:])
+                         for e in existing]
 
     def _list(self, filters):
         assert filters == {"label": declared.LABEL}
-        return self.existing
+        return list(self.existing)
 
     def _create(self, name, **kw):
         if self.fail_create:
             raise docker.errors.APIError("plugin not found")
         self.created.append((name, kw))
+        labels = kw["labels"]
+        self.existing.append(FakeNetwork(self, name, labels[declared.LABEL],
+                                         rev=labels[declared.REV_LABEL]))
 
     def close(self):
         pass
@@ -89,14 +105,106 @@ def test_creates_missing_network_with_ovsgre_drivers(monkeypatch):
     assert kw["ipam"]["Options"] == {"ovsgre.network": "decl"}
     assert kw["ipam"]["Config"][0]["Subnet"] == "198.19.210.0/24"
     assert kw["options"] == {"k": "v", "ovsgre.network": "decl"}
-    assert kw["labels"] == {declared.LABEL: "decl"}
+    assert kw["labels"] == {declared.LABEL: "decl", declared.REV_LABEL:
+                            declared.revision(WANTED["decl"])}
 
 
 def test_removes_labelled_network_no_longer_declared(monkeypatch):
-    client = FakeClient(existing=[("old", False), ("decl", False)])
+    client = FakeClient(existing=[("old", False), ("decl", False,
+                                  declared.revision(WANTED["decl"]))])
     monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
     assert _bare(client)._apply(WANTED) is True
     assert client.removed == ["old"] and client.created == []
+
+
+def test_changed_record_recreates_idle_network(monkeypatch):
+    """rm + create with other subnets (or both merged into one watch
+    update): the name is still there, its revision label is not."""
+    client = FakeClient(existing=[("decl", False, "0123456789abcdef")])
+    monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
+    assert _bare(client)._apply(WANTED) is True
+    assert client.removed == ["decl"]
+    (name, kw), = client.created
+    assert kw["labels"][declared.REV_LABEL] == \
+        declared.revision(WANTED["decl"])
+    assert kw["ipam"]["Config"][0]["Subnet"] == "198.19.210.0/24"
+    # converged: the next pass does nothing
+    assert _bare(client)._apply(WANTED) is True
+    assert client.removed == ["decl"] and len(client.created) == 1
+
+
+def test_changed_record_waits_for_containers(monkeypatch, caplog):
+    client = FakeClient(existing=[("decl", False, "0123456789abcdef",
+                                   {"c0ffee" * 10: {"Name": "web1"}})])
+    monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
+    assert _bare(client)._apply(WANTED) is False      # retried later
+    assert client.removed == [] and client.created == []
+    assert "decl changed in etcd" in caplog.text and "web1" in caplog.text
+    client.existing[0].containers = {}                # they left
+    assert _bare(client)._apply(WANTED) is True
+    assert client.removed == ["decl"] and len(client.created) == 1
+
+
+@pytest.mark.parametrize("subnet,recreated", [("198.19.210.0/24", False),
+                                              ("198.19.99.0/24", True)])
+def test_network_from_before_revision_labels(monkeypatch, subnet,
+                                             recreated):
+    attrs = {"IPAM": {"Config": [{"Subnet": subnet}]}, "Internal": False,
+             "EnableIPv6": False,
+             "Options": {"k": "v", "ovsgre.network": "decl"}}
+    client = FakeClient(existing=[("decl", False, None, None, attrs)])
+    monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
+    assert _bare(client)._apply(WANTED) is True
+    assert bool(client.created) is recreated
+    assert client.removed == (["decl"] if recreated else [])
+
+
+class QuietKV:
+    """Serves the declared records once; its watch stream stays silent."""
+
+    def __init__(self, items):
+        self.items = items
+        self.closed = threading.Event()
+
+    def list_with_revision(self, prefix):
+        return dict(self.items), 1
+
+    def watch_stream(self, prefix, revision):
+        closed = self.closed
+        return types.SimpleNamespace(
+            iter_lines=lambda chunk_size=None: iter(
+                () if closed.wait() else ()), close=lambda: None)
+
+
+def wait_until(check, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_resync_repairs_hand_removed_network(monkeypatch):
+    """No etcd event: the periodic pass re-creates a network removed with
+    `docker network rm`, and nothing calls Docker before the start delay."""
+    monkeypatch.setattr(declared, "START_DELAY", 0.3)
+    monkeypatch.setattr(declared, "RESYNC", 0.2)
+    client, opened = FakeClient(), []
+    monkeypatch.setattr(docker, "DockerClient",
+                        lambda **kw: opened.append(time.monotonic())
+                        or client)
+    kv = QuietKV({declared.PREFIX + "decl": WANTED["decl"]})
+    rec = declared.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
+    start = time.monotonic()
+    rec.begin()
+    try:
+        wait_until(lambda: len(client.created) == 1)
+        assert opened[0] - start >= 0.3
+        client.existing.clear()                 # docker network rm decl
+        wait_until(lambda: len(client.created) == 2)
+        assert client.created[1][0] == "decl"
+    finally:
+        rec.stop()
+        kv.closed.set()
 
 
 def test_failures_are_reported_for_retry(monkeypatch):

@@ -619,3 +619,21 @@ def test_second_local_network_with_the_same_cluster_name_is_refused(api,
     assert store.get("networks", second) is None
     # the same network again (Docker's retry) is fine
     assert api.create_network(first, {"ovsgre.network": "blue"})[0] == 200
+
+
+def test_network_refused_for_want_of_a_vlan_is_not_recorded_in_the_cluster(
+        state_dir, store, fake, monkeypatch):
+    from ovsgre import driver as driver_module
+    from ovsgre.cluster.kv import LocalKV
+    from ovsgre.cluster.networks import NetworkRegistry
+
+    monkeypatch.setattr(driver_module, "VLAN_MAX", driver_module.VLAN_MIN)
+    registry = NetworkRegistry(LocalKV(state_dir), "192.0.2.1")
+    api = Api(create_app(Driver(store, fake, DEFAULT_MTU,
+                                registry)).test_client())
+    assert api.create_network(NET, {"ovsgre.network": "blue"})[0] == 200
+    other = make_id("other")
+    status, reply, _ = api.create_network(other, {"ovsgre.network": "red"},
+                                          pool="10.20.0.0/24")
+    assert status == 409 and "VLAN" in reply["Err"]
+    assert set(registry.list()) == {"blue"}

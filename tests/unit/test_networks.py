@@ -451,3 +451,136 @@ def test_release_racing_define_keeps_definition(state_dir):
     assert r2.hosts_of("blue") == ["h2"]
     assert "blue" in r2.list()
     assert r2.define("red", ["10.21.0.0/24"], []) != k
+
+
+# -- swarm: the manager reserves, it does not hold ---------------------------
+
+SWARM_NET = "zkuszg5vijkgq1ybkkfojzpqw"   # swarm network IDs are 25 chars
+
+
+def allocate(api, nid=SWARM_NET, options=None, pool="10.40.0.0/24"):
+    return api.ok("AllocateNetwork", {
+        "NetworkID": nid, "Options": options or {},
+        "IPv4Data": [{"Pool": pool, "Gateway": "10.40.0.1/24"}],
+        "IPv6Data": []})["Options"]
+
+
+@pytest.fixture
+def manager(store, shared):
+    reg = NetworkRegistry(shared, "192.0.2.9")
+    return Api(create_app(Driver(store, FakeDataplane(), DEFAULT_MTU,
+                                 reg)).test_client())
+
+
+def test_reserve_is_no_host_and_free_deletes(r1, r2, shared):
+    k = r1.reserve("blue", V4, [], "swarm-1")
+    assert r1.reserve("blue", V4, [], "swarm-1") == k     # re-allocation
+    assert r1.hosts_of("blue") == []
+    assert r1.list()["blue"]["swarm"] == ["swarm-1"]
+    assert r2.define("blue", V4, []) == k                 # a node joins
+    r2.release("blue")              # the last node leaves: reserved still
+    assert r1.list()["blue"]["key"] == k and r1.hosts_of("blue") == []
+    assert r1.free("swarm-1") == ["blue"]
+    assert shared.list("/ovsgre/") == {}
+    assert r1.free("swarm-1") == []                       # repeated: quiet
+
+
+def test_free_while_a_node_holds_keeps_it_until_release(r1, r2, shared):
+    k = r1.reserve("blue", V4, [], "swarm-1")
+    r2.define("blue", V4, [])
+    r1.free("swarm-1")
+    assert r1.list() == {"blue": {"name": "blue", "ipv4": V4, "ipv6": [],
+                                  "key": k, "hosts": ["192.0.2.2"]}}
+    r2.release("blue")
+    assert shared.list("/ovsgre/") == {}
+
+
+def test_reserve_checks_subnets_and_key(r1, r2):
+    r2.define("blue", V4, [], key=55)
+    with pytest.raises(Conflict, match="10.99.0.0/24"):
+        r1.reserve("blue", ["10.99.0.0/24"], [], "swarm-1")
+    with pytest.raises(Conflict, match="55"):
+        r1.reserve("red", ["10.98.0.0/24"], [], "swarm-2", key=55)
+    assert r1.reserve("blue", V4, [], "swarm-1", key=55) == 55
+    assert "swarm" not in r1.list().get("red", {})
+
+
+def test_swarm_manager_without_containers_leaves_nothing(manager, shared,
+                                                         store):
+    """AllocateNetwork then FreeNetwork on a manager that never ran a
+    container: no host named, and the name and key are free again (the
+    manager used to hold the definition forever)."""
+    opts = allocate(manager, options={"ovsgre.network": "sw"})
+    key = int(opts["ovsgre.key"])
+    reg = NetworkRegistry(shared, "z")
+    assert reg.hosts_of("sw") == [] and reg.list()["sw"]["key"] == key
+    # the manager's own re-allocation (restart, leader change) matches
+    assert allocate(manager, options=opts) == opts
+    assert manager.ok("FreeNetwork", {"NetworkID": SWARM_NET}) == {}
+    assert shared.list("/ovsgre/") == {}
+    # the name can be used again with other subnets
+    other = allocate(manager, nid="b" * 25, pool="10.41.0.0/24",
+                     options={"ovsgre.network": "sw"})
+    assert other["ovsgre.network"] == "sw"
+
+
+def test_swarm_reservation_outlives_the_nodes(manager, shared, tmp_path):
+    """Nodes come and go with their tasks; the key stays reserved for the
+    swarm network until FreeNetwork (explicit key in the nodes' options)."""
+    opts = allocate(manager)
+    node = Driver(LocalStore(str(tmp_path / "node")), FakeDataplane(),
+                  DEFAULT_MTU, NetworkRegistry(shared, "192.0.2.7"))
+    api = Api(create_app(node).test_client())
+    try:
+        api.ok("CreateNetwork", {
+            "NetworkID": SWARM_NET,
+            "Options": {"com.docker.network.generic": opts},
+            "IPv4Data": [{"Pool": "10.40.0.0/24",
+                          "Gateway": "10.40.0.1/24"}], "IPv6Data": []})
+        reg = NetworkRegistry(shared, "z")
+        assert reg.hosts_of(SWARM_NET) == ["192.0.2.7"]
+        api.ok("DeleteNetwork", {"NetworkID": SWARM_NET})
+        assert reg.list()[SWARM_NET]["key"] == int(opts["ovsgre.key"])
+        manager.ok("FreeNetwork", {"NetworkID": SWARM_NET})
+        assert shared.list("/ovsgre/") == {}
+    finally:
+        node.store.close()
+
+
+def test_allocate_with_etcd_down(manager, shared, monkeypatch):
+    def down(*a, **kw):
+        raise Unavailable("etcd unreachable (get)")
+    monkeypatch.setattr(shared, "get", down)
+    # no key yet: the manager must not make one up
+    status, reply, _ = manager.call("AllocateNetwork", {
+        "NetworkID": SWARM_NET, "Options": {},
+        "IPv4Data": [{"Pool": "10.40.0.0/24"}], "IPv6Data": []})
+    err_of(status, reply, 503, "etcd unreachable")
+    # key fixed already (re-allocation): answered, the nodes record it
+    opts = {"ovsgre.network": "sw", "ovsgre.key": "77"}
+    assert allocate(manager, options=opts) == opts
+
+
+# -- `ovsgre network ls`: holders cross-checked with live registrations ------
+
+def test_network_ls_marks_hosts_whose_registration_expired(r1, r2, shared,
+                                                           capsys):
+    import argparse
+    import json
+    from ovsgre.commands import network as cmd
+    from ovsgre.topology import HOSTS
+    r1.define("blue", V4, [])
+    r2.define("blue", V4, [])
+    r1.reserve("sw", ["10.41.0.0/24"], [], "swarm-1")
+    shared.put(HOSTS + "192.0.2.1", {"ip": "192.0.2.1"})   # 192.0.2.2 died
+    assert cmd._list(shared, argparse.Namespace(json=True)) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["blue"]["hosts"] == ["192.0.2.1"]
+    assert rows["blue"]["down_hosts"] == ["192.0.2.2"]
+    assert rows["sw"]["hosts"] == [] and rows["sw"]["swarm"] is True
+    assert cmd._list(shared, argparse.Namespace(json=False)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    blue = next(line for line in lines if line.startswith("blue "))
+    assert blue.endswith("192.0.2.1, 192.0.2.2 (down)"), blue
+    sw = next(line for line in lines if line.startswith("sw "))
+    assert sw.endswith("(swarm)") and "192.0.2" not in sw, sw

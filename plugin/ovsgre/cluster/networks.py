@@ -7,6 +7,12 @@ get different keys or the same key for different networks); a host that
 later asks for the same name with other subnets gets an error instead of a
 silently broken network.  Without etcd (static peers) every host derives the
 key from the name, or takes it from ``-o ovsgre.key=N``.
+
+A definition lives while someone holds it: the hosts that have the Docker
+network (``hosts``, from CreateNetwork until DeleteNetwork) and, in a swarm,
+the swarm networks the manager reserved it for (``swarm``, from
+AllocateNetwork until FreeNetwork; the manager is not a host of it).  The
+last holder to let go deletes it and frees the key (compare-and-delete).
 """
 
 import zlib
@@ -15,6 +21,7 @@ from ..errors import Conflict, Unavailable
 
 NETS = "/ovsgre/networks/"
 KEYS = "/ovsgre/keys/"
+SWARM = "swarm"   # swarm network IDs reserving a definition (manager)
 KEY_MIN, KEY_MAX = 1, (1 << 24) - 1
 CAS_TRIES = 50
 
@@ -30,22 +37,35 @@ class NetworkRegistry:
         self.host_id = host_id
 
     def define(self, name, ipv4, ipv6, key=None):
-        """Record (or match) the network; return its GRE key."""
+        """Record (or match) the network and hold it for this host (which
+        has the Docker network); return its GRE key."""
+        return self._hold(name, ipv4, ipv6, key, "hosts", self.host_id)
+
+    def reserve(self, name, ipv4, ipv6, network_id, key=None):
+        """Swarm manager (AllocateNetwork): record (or match) the network
+        for swarm network `network_id` without making this host a holder
+        (it may never run a container on it); return its GRE key.  The
+        nodes hold it from their CreateNetwork; `free` drops the
+        reservation."""
+        return self._hold(name, ipv4, ipv6, key, SWARM, network_id)
+
+    def _hold(self, name, ipv4, ipv6, key, field, holder):
         wanted = {"name": name, "ipv4": sorted(ipv4), "ipv6": sorted(ipv6)}
         for _ in range(CAS_TRIES):
             current = self.kv.get(NETS + name)
             if current is None:
-                current = self._create(wanted, key)
+                current = self._create(wanted, key, field, holder)
                 if current is None:
                     continue   # lost a race; look again
             _check_same(current, wanted, key)
-            if self.host_id in current["hosts"] or self.kv.replace(
-                    NETS + name, current, dict(current, hosts=sorted(
-                        current["hosts"] + [self.host_id]))):
+            held = current.get(field, [])
+            if holder in held or self.kv.replace(
+                    NETS + name, current,
+                    dict(current, **{field: sorted(held + [holder])})):
                 return current["key"]
         raise Unavailable(f"network {name!r}: too much contention, retry")
 
-    def _create(self, wanted, key):
+    def _create(self, wanted, key, field, holder):
         name = wanted["name"]
         if key is None:
             key = self._allocate_key(name)
@@ -54,7 +74,8 @@ class NetworkRegistry:
             if owner != name:
                 raise Conflict(f"GRE key {key} is already used by network "
                                f"{owner!r}")
-        record = dict(wanted, key=key, hosts=[self.host_id])
+        record = dict(wanted, key=key, hosts=[])
+        record[field] = [holder]
         if self.kv.create(NETS + name, record):
             return record
         # another host defined it at the same moment: theirs wins
@@ -83,16 +104,31 @@ class NetworkRegistry:
             self.kv.delete(f"{KEYS}{key}")
 
     def release(self, name):
-        """This host no longer has the network; the last one removes it
+        """This host no longer has the network; the last holder removes it
         (compare-and-delete, so a host joining meanwhile keeps it)."""
+        self._drop(name, "hosts", self.host_id)
+
+    def free(self, network_id):
+        """Swarm manager (FreeNetwork): swarm network `network_id` is gone;
+        drop its reservation, and the definition with its key once no host
+        holds it either.  Returns the names it was reserving."""
+        names = sorted(name for name, record in self.list().items()
+                       if network_id in record.get(SWARM, []))
+        for name in names:
+            self._drop(name, SWARM, network_id)
+        return names
+
+    def _drop(self, name, field, holder):
         for _ in range(CAS_TRIES):
             current = self.kv.get(NETS + name)
-            if current is None or self.host_id not in current["hosts"]:
+            if current is None or holder not in current.get(field, []):
                 return
-            hosts = [h for h in current["hosts"] if h != self.host_id]
-            if hosts:
-                if self.kv.replace(NETS + name, current,
-                                   dict(current, hosts=hosts)):
+            rest = [h for h in current[field] if h != holder]
+            updated = dict(current, **{field: rest})
+            if not updated.get(SWARM):
+                updated.pop(SWARM, None)   # plain records keep their shape
+            if updated.get("hosts") or updated.get(SWARM):
+                if self.kv.replace(NETS + name, current, updated):
                     return
             elif self.kv.delete_if(NETS + name, current):
                 self._free_key(current["key"], name)

@@ -7,6 +7,12 @@
 
 Needs etcd (--etcd).  Every host's plugin creates (or removes) the matching
 Docker network itself; `ls` shows on which hosts each network exists.
+HOSTS lists the hosts holding a network's definition; one whose plugin is
+not registered now (its lease under /ovsgre/hosts/ expired: the host or
+its plugin died, or it lost etcd for longer than the TTL) is marked
+"(down)" (JSON: "down_hosts", the live ones in "hosts").  Its hold stays
+until its plugin deletes the network.  "(swarm)": reserved by the swarm
+manager for a swarm network (JSON: "swarm": true).
 """
 
 import ipaddress
@@ -14,9 +20,10 @@ import json
 import sys
 
 from ..cluster.etcd import EtcdKV
-from ..cluster.networks import NetworkRegistry
+from ..cluster.networks import SWARM, NetworkRegistry
 from ..declared import PREFIX, check_name
 from ..errors import OvsgreError
+from ..topology import HOSTS
 
 
 def add_arguments(parser):
@@ -88,16 +95,20 @@ def _list(kv, args):
     declared = {k[len(PREFIX):]: v for k, v in kv.list(PREFIX).items()}
     registry = NetworkRegistry(kv, "")
     defined = registry.list()
+    live = _live_hosts(kv)
     rows = []
     for name in sorted(set(declared) | set(defined)):
         net = defined.get(name, {})
+        holders = sorted(net.get("hosts", []))
         rows.append({
             "name": name,
             "declared": name in declared,
             "subnets": declared.get(name, {}).get("subnets") or
             net.get("ipv4", []) + net.get("ipv6", []),
             "key": net.get("key"),
-            "hosts": sorted(net.get("hosts", [])),
+            "hosts": [h for h in holders if h in live],
+            "down_hosts": [h for h in holders if h not in live],
+            "swarm": bool(net.get(SWARM)),
         })
     if args.json:
         json.dump(rows, sys.stdout, indent=2)
@@ -105,10 +116,19 @@ def _list(kv, args):
         return 0
     print(f"{'NAME':<20} {'DECLARED':<9} {'KEY':<9} {'SUBNETS':<34} HOSTS")
     for row in rows:
+        hosts = row["hosts"] + [f"{h} (down)" for h in row["down_hosts"]]
+        if row["swarm"]:
+            hosts.append("(swarm)")
         print(f"{row['name']:<20} {'yes' if row['declared'] else 'no':<9} "
               f"{row['key'] or '-'!s:<9} {', '.join(row['subnets']):<34} "
-              f"{', '.join(row['hosts']) or '-'}")
+              f"{', '.join(hosts) or '-'}")
     return 0
+
+
+def _live_hosts(kv):
+    """Host IDs (tunnel addresses) registered now: a registration lives
+    under a lease, so a host whose plugin died is gone within the TTL."""
+    return {key[len(HOSTS):] for key in kv.list(HOSTS)}
 
 
 def _remove(kv, args):
