@@ -4,7 +4,8 @@
 #   sudo ./scripts/build-plugin.sh [NAME]        # NAME: ovsgre/ovsgre:latest
 #
 # Steps: a Debian 12 base image (debootstrap --variant=minbase with python3,
-# python3-venv, openvswitch-common, iproute2, ethtool; made once and cached),
+# python3-venv, openvswitch-common, iproute2, ethtool, iputils-ping for
+# `ovsgre doctor`'s peer check; made once and cached),
 # wheels of this repository and its dependencies (`pip wheel`, on this host:
 # nothing inside a build needs a package index), `docker build` of
 # Dockerfile on that base, `docker create` + `docker export` into
@@ -19,7 +20,9 @@
 #   PYTHON               Python that runs `pip wheel`; its version should be
 #                        the image's (3.11 on Debian 12)      (python3)
 #   OVSGRE_BASE_IMAGE    use this existing image as the base (must hold
-#                        python3, python3-venv, openvswitch-common)
+#                        python3, python3-venv, openvswitch-common; without
+#                        iputils-ping `ovsgre doctor` run in the plugin
+#                        cannot ping peers)
 #   OVSGRE_BASE_CACHE    where the debootstrap tarball is cached
 #                        (/var/cache/ovsgre)
 #   OVSGRE_MIRROR        Debian mirror for debootstrap (default: the first
@@ -39,7 +42,11 @@ SUITE=bookworm
 export DOCKER_BUILDKIT=0    # the classic builder: FROM a local image only
 BASE_TAG=ovsgre/debian-base:$SUITE
 CACHE=${OVSGRE_BASE_CACHE:-/var/cache/ovsgre}
-PACKAGES=python3,python3-venv,openvswitch-common,iproute2,ethtool,ca-certificates
+# iputils-ping: `ovsgre doctor` run inside the plugin pings every peer.
+PACKAGES=python3,python3-venv,openvswitch-common,iproute2,ethtool,iputils-ping,ca-certificates
+# A base made with another package list (an older version of this script)
+# is not reused: the cached tarball's name and the image's label carry it.
+PKG_SUM=$(printf '%s' "$PACKAGES" | cksum | cut -d' ' -f1)
 
 say() { printf '%s\n' "build-plugin: $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -122,11 +129,12 @@ base_image() {
         return 0
     fi
     BASE=$BASE_TAG
-    if dk image inspect "$BASE" >/dev/null 2>&1; then
+    if [ "$(dk image inspect -f '{{index .Config.Labels "ovsgre.packages"}}' \
+            "$BASE" 2>/dev/null)" = "$PACKAGES" ]; then
         say "base image $BASE: present"
         return 0
     fi
-    tarball=$CACHE/debian-$SUITE-minbase.tar
+    tarball=$CACHE/debian-$SUITE-minbase-$PKG_SUM.tar
     if [ ! -s "$tarball" ]; then
         command -v debootstrap >/dev/null ||
             die "debootstrap is missing (apt-get install debootstrap), or set OVSGRE_BASE_IMAGE"
@@ -149,7 +157,8 @@ base_image() {
         say "debootstrap took $(took "$t0")"
     fi
     t0=$(now)
-    dk import -c 'CMD ["/bin/bash"]' "$tarball" "$BASE" >/dev/null
+    dk import -c 'CMD ["/bin/bash"]' -c "LABEL ovsgre.packages=$PACKAGES" \
+        "$tarball" "$BASE" >/dev/null
     say "docker import ($BASE) took $(took "$t0")"
 }
 

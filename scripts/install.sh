@@ -53,6 +53,18 @@ install_python() {
     fi
     mkdir -p "$BIN_DIR"
     ln -sf "$PREFIX/bin/ovsgre" "$BIN_DIR/ovsgre"
+    render_unit > "$PREFIX/ovsgre.service"
+}
+
+# The systemd unit with ExecStart pointing at this install's `ovsgre`
+# (the template says /usr/local/bin, the OVSGRE_BIN_DIR default).  Kept
+# as $PREFIX/ovsgre.service too, for other supervisors and for checking.
+render_unit() {
+    exe="$BIN_DIR/ovsgre"
+    case "$exe" in *[[:space:]]*) exe="\"$exe\"" ;; esac
+    exe_sed=$(printf '%s' "$exe" | sed 's/[\\|&]/\\&/g')
+    sed "s|^ExecStart=.*|ExecStart=$exe_sed serve|" \
+        "$REPO/scripts/systemd/ovsgre.service"
 }
 
 ovs_kernel_module() {
@@ -114,7 +126,7 @@ start_plugin() {
     set +a
     socket=$("$BIN_DIR/ovsgre" settings | sed -n 's/.*"socket": "\(.*\)",/\1/p')
     if have_systemd; then
-        install -m 0644 "$REPO/scripts/systemd/ovsgre.service" \
+        install -m 0644 "$PREFIX/ovsgre.service" \
             /etc/systemd/system/ovsgre.service
         systemctl daemon-reload
         systemctl enable ovsgre >/dev/null 2>&1

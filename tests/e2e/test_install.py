@@ -42,6 +42,13 @@ from tests.harness.plugin import call
 status, reply = call("/run/docker/plugins/ovsgre.sock", "Plugin.Activate")
 print("activate=%s %s" % (status, reply))
 EOF
+  # the systemd unit it installs (where systemd runs) starts this
+  # install's ovsgre, not the template's /usr/local/bin one
+  unit_exec=$(sed -n 's/^ExecStart=//p' "$WORK/venv/ovsgre.service")
+  echo "unit_exec=$unit_exec"
+  # shellcheck disable=SC2086
+  set -- $unit_exec
+  test -x "${1:-}" && "$1" --help >/dev/null 2>&1 && echo unit_exec_runs=yes
   # a second run restarts the plugin instead of failing
   sh "$REPO/scripts/install.sh" > "$WORK/install2.log" 2>&1 \
       && echo rerun=ok || echo rerun=failed
@@ -98,6 +105,8 @@ def test_install_script_starts_ovs_and_plugin(sealed_ns):
     assert f"datapath={'system' if kernel else 'netdev'}" in report, report
     assert "activate=200" in report and "NetworkDriver" in report, \
         report + log
+    assert f"unit_exec={work}/bin/ovsgre serve\n" in report, report
+    assert "unit_exec_runs=yes" in report, report
     assert "rerun=ok" in report, _read(work, "install2.log")
     assert "socket_after_rerun=yes" in report, report
     assert "uninstall=ok" in report, _read(work, "uninstall.log")
