@@ -44,8 +44,23 @@ HOSTS_PREFIX = "/ovsgre/hosts/"
 STORE_KINDS = ("networks", "endpoints")
 
 
+# Fields the plugin reads from every record (driver.py, reconcile.py), with
+# their types: a record without one of them is reported, not used.
+REQUIRED = {
+    "networks": {"network_id": str, "vlan": int, "mtu": int},
+    "endpoints": {"network_id": str, "endpoint_id": str, "host_if": str,
+                  "peer_if": str, "mac": str, "mtu": int, "state": str},
+}
+ENDPOINT_STATES = ("created", "joined", "deleting")
+
+
 class ProbeError(Exception):
     """One piece of state could not be read (message says why)."""
+
+
+class ProbeUnavailable(ProbeError):
+    """The probe itself could not run (tool missing), as opposed to the
+    thing probed being broken."""
 
 
 # ---------------------------------------------------------------- helpers
@@ -63,7 +78,7 @@ def run_argv(argv, timeout, input_text=None):
                               stdin=None if input_text is not None
                               else subprocess.DEVNULL)
     except FileNotFoundError as exc:
-        raise ProbeError(f"{argv[0]} not found: {exc}") from exc
+        raise ProbeUnavailable(f"{argv[0]} not found: {exc}") from exc
     except subprocess.TimeoutExpired as exc:
         raise ProbeError(f"{argv[0]} {argv[1] if len(argv) > 1 else ''} "
                          f"did not answer within {timeout:g}s") from exc
@@ -74,14 +89,34 @@ def run_argv(argv, timeout, input_text=None):
 
 # ------------------------------------------------------------- local store
 
+def malformed(kind, record):
+    """What is wrong with a record the plugin would read: missing fields,
+    wrong types (empty list when it is well-formed)."""
+    problems = []
+    for field, typ in REQUIRED[kind].items():
+        if field not in record:
+            problems.append(f"no {field}")
+            continue
+        value = record[field]
+        if not isinstance(value, typ) or isinstance(value, bool) or \
+                (typ is str and not value):
+            problems.append(f"{field} is {json.dumps(value)}")
+    if kind == "endpoints" and isinstance(record.get("state"), str) and \
+            record["state"] and record["state"] not in ENDPOINT_STATES:
+        problems.append(f"state is {json.dumps(record['state'])}")
+    return problems
+
+
 def read_store(state_dir):
-    """{"networks": {id: record}, "endpoints": {id: record}, "bad": [path]}
-    read without locking or writing anything.  ProbeError when the
-    directory or one of its kinds cannot be listed."""
+    """{"networks": {id: record}, "endpoints": {id: record}, "bad": [path],
+    "malformed": [{kind, id, path, problems, record}]} read without locking
+    or writing anything.  Malformed records (see `malformed`) are kept out
+    of networks/endpoints.  ProbeError when the directory or one of its
+    kinds cannot be listed."""
     root = os.path.abspath(state_dir)
     if not os.path.isdir(root):
         raise ProbeError(f"state directory {root} does not exist")
-    out = {"bad": []}
+    out = {"bad": [], "malformed": []}
     for kind in STORE_KINDS:
         folder = os.path.join(root, kind)
         records = {}
@@ -105,6 +140,12 @@ def read_store(state_dir):
                 continue
             if not isinstance(record, dict):
                 out["bad"].append(f"{path}: not a JSON object")
+                continue
+            problems = malformed(kind, record)
+            if problems:
+                out["malformed"].append({"kind": kind, "id": name[:-5],
+                                         "path": path, "problems": problems,
+                                         "record": record})
                 continue
             records[name[:-5]] = record
         out[kind] = records
@@ -514,18 +555,44 @@ class HostProbe:
         except Exception as exc:
             raise ProbeError(f"route lookup: {exc}") from exc
 
-    def datapath(self, allow_modprobe):
-        """The datapath the plugin would choose (detect_datapath).  Without
-        allow_modprobe nothing is loaded: 'auto' is judged by whether the
-        openvswitch module is there now."""
+    def kernel_module(self):
+        """State of the openvswitch kernel module, read only (never
+        modprobe): "loaded" (/sys/module/openvswitch), "builtin"
+        (modules.builtin), "available" (in modules.dep: modprobe would load
+        it) or "absent"."""
+        if os.path.isdir("/sys/module/openvswitch"):
+            return "loaded"
+        base = os.path.join("/lib/modules", os.uname().release)
+        for listing, state in (("modules.builtin", "builtin"),
+                               ("modules.dep", "available")):
+            try:
+                with open(os.path.join(base, listing),
+                          encoding="utf-8", errors="replace") as fh:
+                    for line in fh:
+                        path = line.split(":", 1)[0].strip()
+                        if os.path.basename(path).split(".", 1)[0] == \
+                                "openvswitch":
+                            return state
+            except OSError:
+                continue
+        return "absent"
+
+    def datapath(self, existing="", module=None):
+        """(datapath, why) the plugin uses, decided without side effects
+        (never modprobe, unlike dataplane.detect_datapath): the --datapath
+        setting; with auto the datapath_type of the existing integration
+        bridge (the plugin set it when it started); without a bridge,
+        "system" when the openvswitch module is loaded, built in or
+        loadable (the plugin would modprobe it), else "netdev"."""
         wanted = self.settings.datapath
         if wanted != "auto":
-            return wanted
-        if allow_modprobe:
-            from .dataplane import detect_datapath
-            return detect_datapath(wanted)
-        return "system" if os.path.isdir("/sys/module/openvswitch") \
-            else "netdev"
+            return wanted, "setting"
+        if existing in ("system", "netdev"):
+            return existing, "bridge"
+        module = module or self.kernel_module()
+        if module == "absent":
+            return "netdev", "no openvswitch module"
+        return "system", f"openvswitch module {module}"
 
     def ping(self, peers, source=""):
         """{peer: (answered?, detail)}; all peers at once, each bounded."""
@@ -535,7 +602,9 @@ class HostProbe:
                 argv += ["-I", source]
             try:
                 rc, out, err = run_argv(argv + [peer], self.timeout + 1)
-            except ProbeError as exc:
+            except ProbeUnavailable as exc:   # no ping here: not checked
+                return peer, (None, str(exc))
+            except ProbeError as exc:         # timed out
                 return peer, (False, str(exc))
             detail = (err.strip() or out.strip().splitlines()[-1]
                       if (err.strip() or out.strip()) else "")
@@ -644,7 +713,8 @@ def collect(settings, probe, deep=False, docker=True):
     """The observation: one dict of everything status shows and doctor
     checks.  deep=True also reads what only doctor needs (offload of
     container ends and of the tunnel source's port, pings of the peers,
-    the tunnel bridge's flows, the expected datapath with modprobe)."""
+    the tunnel bridge's flows).  Never loads a kernel module (the expected
+    datapath is judged as in HostProbe.datapath)."""
     errors = {}
     obs = {
         "bridge": settings.bridge,
@@ -663,7 +733,12 @@ def collect(settings, probe, deep=False, docker=True):
     obs["ovsdb"], _ = _try(errors, "ovsdb", probe.ovsdb)
     obs["vswitchd"], _ = _try(errors, "vswitchd", probe.vswitchd)
     obs["links"], _ = _try(errors, "links", probe.links)
-    obs["datapath"], _ = _try(errors, "datapath", probe.datapath, deep)
+    obs["ovs_module"], _ = _try(errors, "ovs_module", probe.kernel_module)
+    existing = (((obs["ovsdb"] or {}).get("bridges") or {})
+                .get(settings.bridge) or {}).get("datapath_type", "")
+    chosen, _ = _try(errors, "datapath", probe.datapath, existing,
+                     obs["ovs_module"])
+    obs["datapath"], obs["datapath_source"] = chosen or (None, "")
     obs["docker"] = None
     if docker:
         obs["docker"], _ = _try(errors, "docker", probe.docker)

@@ -1,9 +1,10 @@
 """`ovsgre status` and `ovsgre doctor` on real test beds.
 
-Each test breaks one thing on purpose, checks that doctor names it and
-exits 1, repairs it and checks that doctor exits 0 again.  The CLI runs in
-the host's network namespace with the plugin's own OVSGRE_* settings, like
-an operator would run it on that host.
+Each test breaks one thing on purpose, checks that doctor names it (with
+a fix) and exits 1, repairs it (where it can, the way the fix says) and
+checks that doctor exits 0 again: one bed per module, break -> check ->
+repair in sequence.  The CLI runs in the host's network namespace with the
+plugin's own OVSGRE_* settings, like an operator would run it on that host.
 """
 
 import json
@@ -13,8 +14,10 @@ import time
 
 import pytest
 
+from ovsgre import names
+from ovsgre.observe import HostProbe
 from tests.harness import TestHost
-from tests.harness.cluster import Cluster
+from tests.harness.cluster import PHY_BRIDGE, Cluster
 from tests.harness.plugin import ovsgre_argv
 from tests.harness.sites import BLUE, start_mesh, start_site, stop_sites
 
@@ -57,13 +60,19 @@ def named(report, check, subject):
                for f in findings(report, check))
 
 
-def assert_names(site, check, subject, *args, **kw):
+def assert_names(site, check, subject, *args, fix=None, **kw):
+    """doctor exits 1 and check `check` names `subject` (and, if given,
+    a finding's fix contains `fix`)."""
     rc, report, out = doctor(site, *args, **kw)
     assert rc == 1, out
     assert not report["ok"], out
     assert named(report, check, subject), out
     for f in findings(report, check):
         assert f["fix"], f   # every finding says how to fix it
+    if fix is not None:
+        assert any(fix in f["fix"] for f in findings(report, check)
+                   if subject in f["subject"] or subject in f["problem"]), \
+            out
     return report
 
 
@@ -123,8 +132,10 @@ def test_one_host_healthy_status_table_and_json(one):
     assert rc == 0, text
     eid, host_if, _ = endpoint_of(one, "dc")
     for word in ("NETWORKS", "ENDPOINTS", "dn", "dc", SUBNET, host_if,
-                 "joined", "netdev"):
+                 "joined", "netdev", "OVS PORT", "OFPORT", "TAG"):
         assert word in text, text
+    row = next(l for l in text.splitlines() if l.startswith("dc "))
+    assert row.count(host_if) == 2, text   # host veth and OVS port
     rc, out = cli(one, "status", "--json")
     assert rc == 0, out
     status = json.loads(out)
@@ -233,12 +244,116 @@ def test_store_missing(one):
     missing = os.path.join(one.host.run_dir, "no-such-state")
     env = {"OVSGRE_STATE_DIR": missing}
     report = assert_names(one, "store", missing, env=env)
-    skipped = {c["name"] for c in report["checks"] if c["status"] == "skip"}
-    assert {"endpoints", "stale"} <= skipped, report
+    unchecked = {c["name"] for c in report["checks"]
+                 if c["status"] == "error"}
+    assert {"endpoints", "stale"} <= unchecked, report   # not a pass
     rc, out = cli(one, "status", env=env)
     assert rc == 1 and missing in out, out
     assert not os.path.exists(missing)   # read-only: nothing created
     wait_healthy(one)
+
+
+def test_ovsdb_server_stopped(one):
+    ovs = one.host.ovs
+    ovs.stop_ovsdb()
+    try:
+        report = assert_names(one, "ovs", "ovsdb-server",
+                              fix="start Open vSwitch")
+        statuses = {c["name"]: c["status"] for c in report["checks"]}
+        assert statuses["bridge"] == "error", report   # not a pass
+        assert report["not_checked"] >= 2, report
+        rc, out = cli(one, "status", "--json")   # still works, says so
+        assert rc == 0 and json.loads(out)["host"]["ovsdb"] != "ok", out
+    finally:
+        ovs.start_ovsdb()
+        ovs.wait_ready()
+    wait_healthy(one, 30)
+
+
+def test_bridge_with_the_kernel_datapath_without_its_module(one):
+    # Only where the openvswitch module is neither loaded nor loadable:
+    # else vswitchd would make (or the kernel auto-load) a real datapath.
+    if HostProbe(None).kernel_module() != "absent":
+        pytest.skip("the openvswitch kernel module is loaded or loadable")
+    ovs = one.host.ovs
+    ovs.vsctl("set", "bridge", "br-ovsgre", "datapath_type=system")
+    try:
+        report = assert_names(one, "bridge", "br-ovsgre",
+                              fix="ovs-vsctl set bridge br-ovsgre "
+                              "datapath_type=netdev")
+        assert any("module is not loaded" in f["problem"]
+                   for f in findings(report, "bridge")), report
+    finally:
+        ovs.vsctl("set", "bridge", "br-ovsgre", "datapath_type=netdev")
+    wait_healthy(one, 30)
+
+
+def test_host_veth_down(one):
+    _, host_if, _ = endpoint_of(one, "dc")
+    one.host.run(["ip", "link", "set", host_if, "down"])
+    try:
+        assert_names(one, "endpoints", host_if,
+                     fix=f"ip link set {host_if} up")
+    finally:
+        one.host.run(["ip", "link", "set", host_if, "up"])
+    wait_healthy(one)
+
+
+def test_host_veth_missing(one):
+    _, host_if, _ = endpoint_of(one, "dc")
+    one.host.run(["ip", "link", "del", host_if])   # takes the pair along
+    fix = "docker network disconnect -f dn dc && docker network connect dn dc"
+    report = assert_names(one, "endpoints", host_if, fix=fix)
+    assert any("missing" in f["problem"]
+               for f in findings(report, "endpoints")), report
+    # the fix as doctor says it
+    one.docker("network", "disconnect", "-f", "dn", "dc")
+    one.docker("network", "connect", "dn", "dc")
+    assert endpoint_of(one, "dc")[1] != host_if
+    wait_healthy(one)
+
+
+def test_records_of_an_interrupted_deletion_a_gone_network_and_a_torn_one(
+        one):
+    """What a plugin killed at the wrong time leaves in its store: doctor
+    names each with the plugin stopped; restarting it (the fix) clears
+    them, once the malformed one is moved away as doctor says."""
+    net_id = one.out("network", "inspect", "-f", "{{.Id}}", "dn")
+    folder = os.path.join(one.plugin.state_dir, "endpoints")
+    records = {}
+    for eid, network, state in (("d" * 64, net_id, "deleting"),
+                                ("a" * 64, "f" * 64, "created"),
+                                ("b" * 64, net_id, "created")):
+        host_if, peer_if = names.veth_names(eid)
+        records[eid] = {"network_id": network, "endpoint_id": eid,
+                        "host_if": host_if, "peer_if": peer_if,
+                        "mac": "02:00:00:00:00:0d", "mtu": 1500,
+                        "address": "", "address6": "", "state": state,
+                        "sandbox": "", "created_at": time.time()}
+    del records["b" * 64]["host_if"]   # torn: the plugin cannot use it
+    torn = os.path.join(folder, "b" * 64 + ".json")
+    one.plugin.stop()   # it caches its store: change it while stopped
+    try:
+        for eid, record in records.items():
+            with open(os.path.join(folder, eid + ".json"), "w") as fh:
+                json.dump(record, fh)
+        report = assert_names(one, "stale", "d" * 12, fix="restart the plugin")
+        assert any("interrupted" in f["problem"]
+                   for f in findings(report, "stale")), report
+        assert named(report, "stale", "a" * 12), report
+        assert any("f" * 12 in f["problem"] and "no record" in f["problem"]
+                   for f in findings(report, "stale")), report
+        assert named(report, "store", torn), report
+        assert any(f"mv {torn} " in f["fix"]
+                   for f in findings(report, "store")), report
+        os.rename(torn, os.path.join(one.host.run_dir, "torn.json"))
+    finally:
+        if os.path.exists(torn):
+            os.unlink(torn)
+        one.plugin.start()   # start-up finishes the deletion, drops the rest
+    wait_healthy(one)
+    for eid in records:
+        assert not os.path.exists(os.path.join(folder, eid + ".json"))
 
 
 # ---------------------------------------------------------- two hosts
@@ -361,6 +476,24 @@ def test_underlay_address_off_ovs_with_offload(pair):
         subprocess.run(ipn + ["addr", "replace", f"{ip}/{plen}", "dev",
                               "br-phy"], check=True)
     wait_healthy(s1, 30)
+
+
+def test_peer_unreachable_over_the_underlay(pair):
+    """Packets to the peer's underlay address vanish on this host's br-phy
+    (a drop flow: netns-local, etcd and the peer itself unaffected)."""
+    cluster, (s1, s2) = pair
+    peer = s2.host.underlay_ip
+    target = f"unix:{s1.host.ovs.rundir}/{PHY_BRIDGE}.mgmt"
+    match = f"priority=100,ip,nw_dst={peer}"
+    s1.host.ovs.ofctl("add-flow", target, match + ",actions=drop")
+    try:
+        report = assert_names(s1, "tunnels", peer,
+                              fix=f"check the underlay path to {peer}")
+        assert any("does not answer ping" in f["problem"]
+                   for f in findings(report, "tunnels")), report
+    finally:
+        s1.host.ovs.ofctl("del-flows", "--strict", target, match)
+    wait_healthy(s1)
 
 
 def test_etcd_stopped(pair):

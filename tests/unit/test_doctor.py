@@ -67,12 +67,13 @@ def test_json_report():
     rc, out = run(world, json_out=True)
     assert rc == 1
     report = json.loads(out)
-    assert set(report) == {"ok", "problems", "checks"}
+    assert set(report) == {"ok", "problems", "not_checked", "checks"}
     assert report["ok"] is False and report["problems"] == 1
+    assert report["not_checked"] == 0
     assert [c["name"] for c in report["checks"]] == ORDER
     for check in report["checks"]:
         assert set(check) == {"name", "status", "summary", "findings",
-                              "notes"}
+                              "notes", "not_checked"}
     (item,) = report["checks"][2]["findings"]
     assert set(item) == {"subject", "problem", "fix"}
     assert item["fix"].endswith(f"ovs-vsctl set port {HOST_IF} tag={VLAN}")
@@ -104,8 +105,18 @@ def test_ovsdb_unreachable():
     assert item["subject"] == "ovsdb-server" and "refused" in item["problem"]
     assert "openvswitch-switch" in item["fix"] and "--ovsdb" in item["fix"]
     for name in ("bridge", "tunnels", "flows"):
-        assert got[name]["status"] == "skip", got[name]
-    assert run(world)[0] == 1
+        assert got[name]["status"] == "error", got[name]
+        assert got[name]["not_checked"] == ["OVSDB unreachable"]
+    assert got["stale"]["not_checked"] == ["OVS ports: OVSDB unreachable"]
+    assert got["stale"]["summary"] == "no orphan links"
+    # what needs OVSDB is not passed silently in the other checks either
+    assert got["endpoints"]["not_checked"] == [
+        "OVS ports (tag, ofport): OVSDB unreachable"]
+    assert got["underlay"]["not_checked"] == [
+        "whether br-phy is an OVS bridge port: OVSDB unreachable"]
+    assert not any(r["status"] == "ok" for n, r in got.items()
+                   if n not in ("store",)), got
+    assert run(world)[0] == 1   # a problem found beats "not checked"
 
 
 def test_vswitchd_not_answering():
@@ -116,8 +127,8 @@ def test_vswitchd_not_answering():
     (item,) = got["ovs"]["findings"]
     assert item["subject"] == "ovs-vswitchd"
     assert "ovs-ctl" in item["fix"] and "--ovs-rundir" in item["fix"]
-    assert got["flows"]["status"] == "skip"
-    assert got["flows"]["summary"] == "ovs-vswitchd down"
+    assert got["flows"]["status"] == "error"
+    assert got["flows"]["summary"] == "not checked: ovs-vswitchd down"
 
 
 # ------------------------------------------------------------------ bridge
@@ -137,12 +148,73 @@ def test_integration_bridge_missing():
 
 def test_bridge_with_another_datapath():
     world = World(multi_host=False)
+    world.module = "loaded"   # else the next test's finding
     world.bridges["br-ovsgre"]["datapath_type"] = "system"
     item = only_finding(world, "bridge")
     assert "datapath_type is system, the plugin uses netdev" in \
         item["problem"]
     assert "ovs-vsctl set bridge br-ovsgre datapath_type=netdev" in \
         item["fix"]
+
+
+def test_kernel_datapath_without_the_module():
+    for module, load in (("absent", False), ("available", True)):
+        world = World(multi_host=False)
+        world.module = module
+        world.bridges["br-ovsgre"]["datapath_type"] = "system"
+        item = only_finding(world, "bridge")
+        assert item["subject"] == "br-ovsgre"
+        assert "openvswitch kernel module is not loaded" in item["problem"]
+        assert item["fix"].startswith(
+            "run: ovs-vsctl set bridge br-ovsgre datapath_type=netdev")
+        assert ("modprobe openvswitch" in item["fix"]) is load
+    world = World(multi_host=False, datapath="system")
+    world.module = "builtin"
+    assert not results(world)["bridge"]["findings"]
+
+
+def test_datapath_auto_takes_the_bridge_and_never_modprobes(monkeypatch):
+    """doctor collects deep; with --datapath=auto the expected datapath is
+    the bridge's own (else the module's state), read without modprobe."""
+    import subprocess
+    from ovsgre import dataplane, observe
+    ran = []
+    monkeypatch.setattr(dataplane, "detect_datapath",
+                        lambda *a: ran.append(("detect", a)) or "system")
+    real_run = subprocess.run
+
+    def spy(argv, *a, **kw):
+        ran.append(list(argv))
+        return real_run(argv, *a, **kw)
+    monkeypatch.setattr(subprocess, "run", spy)
+
+    class AutoProbe(FakeProbe):
+        kernel_module = observe.HostProbe.kernel_module
+        datapath = observe.HostProbe.datapath
+
+    world = World(multi_host=False)
+    s = settings(False, "auto")
+    out = io.StringIO()
+    rc = doctor.run(s, argparse.Namespace(json=True, timeout=1.0),
+                    probe=AutoProbe(world, s), out=out)
+    assert rc == 0, out.getvalue()
+    assert not any("modprobe" in str(c) or c[0] == "detect" for c in ran)
+    assert "datapath netdev" in doctor.format_report(
+        observe.collect(s, AutoProbe(world, s), deep=True),
+        doctor.build_report([]))
+
+
+def test_module_loaded_under_a_userspace_bridge_is_a_note():
+    world = World(multi_host=False)
+    world.module = "loaded"
+    s = settings(False, "auto")
+    probe = FakeProbe(world, s)
+    probe.datapath = lambda existing="", module=None: (existing, "bridge")
+    from ovsgre import observe
+    got = doctor.check_bridge(observe.collect(s, probe, deep=True))
+    assert got["status"] == "ok"
+    (note,) = got["notes"]
+    assert "--datapath=netdev" in note
 
 
 def test_tunnel_bridge_missing_fail_mode_and_patch():
@@ -159,7 +231,7 @@ def test_tunnel_bridge_missing_fail_mode_and_patch():
     got = results(world)
     assert any(f["subject"] == "br-ovsgre-tun"
                for f in got["bridge"]["findings"])
-    assert got["flows"]["status"] == "skip"
+    assert got["flows"]["status"] == "error"
 
 
 # --------------------------------------------------------------- endpoints
@@ -170,7 +242,26 @@ def test_host_veth_missing_of_a_joined_endpoint():
     got = results(world)
     (item,) = got["endpoints"]["findings"]
     assert item["subject"] == HOST_IF and "missing" in item["problem"]
-    assert "docker rm -f web" in item["fix"]
+    # Docker still has web on the network: reconnect it
+    assert "docker network disconnect -f blue web && docker network " \
+        "connect blue web" in item["fix"]
+    # Docker no longer has it: its sandbox is gone
+    world.docker_data["endpoints"] = {}
+    world.docker_data["containers"] = {}
+    (item,) = results(world)["endpoints"]["findings"]
+    assert "namespace is gone" in item["fix"]
+    assert "docker network disconnect -f blue" in item["fix"]
+
+
+def test_port_vswitchd_did_not_take():
+    world = World()
+    world.ports[HOST_IF]["ofport"] = -1
+    world.ports[HOST_IF]["error"] = "could not open network device"
+    item = only_finding(world, "endpoints")
+    assert item["subject"] == HOST_IF
+    assert "did not take the OVS port" in item["problem"]
+    assert "could not open network device" in item["problem"]
+    assert f"ovs-vsctl list interface {HOST_IF}" in item["fix"]
 
 
 def test_host_veth_missing_of_a_created_endpoint():
@@ -250,13 +341,22 @@ def test_tx_offload_on_inside_the_container():
                            "ethtool -K eth0 tx off")
 
 
-def test_container_netns_not_readable_is_a_note_not_a_problem():
+def test_container_netns_not_readable_is_not_checked_not_a_pass():
     world = World()
     del world.netns_of[CTR]
     got = results(world)
-    assert got["endpoints"]["status"] == "ok"
-    (note,) = got["endpoints"]["notes"]
-    assert "offload not checked" in note and "not running" in note
+    assert got["endpoints"]["status"] == "error"
+    assert not got["endpoints"]["findings"]
+    (what,) = got["endpoints"]["not_checked"]
+    assert what.startswith(f"TX offload of endpoint {EP[:12]} (web)")
+    assert "not running" in what
+    rc, text = run(world)
+    assert rc == doctor.EXIT_NOT_CHECKED == 2
+    assert "ERR   endpoints  1 endpoint(s)" in text
+    assert "      not checked: TX offload of endpoint" in text
+    assert "all checks passed" not in text
+    assert text.splitlines()[-1].startswith(
+        "no problem found, but not everything could be checked: endpoints")
 
 
 def test_kernel_datapath_does_not_check_offload():
@@ -462,8 +562,8 @@ def test_store_unreadable():
     assert item["subject"] == "/nonexistent/state"
     assert "does not exist" in item["problem"]
     assert "--state-dir" in item["fix"]
-    assert got["endpoints"]["status"] == got["stale"]["status"] == "skip"
-    assert got["flows"]["status"] == "skip"
+    assert got["endpoints"]["status"] == got["stale"]["status"] == "error"
+    assert got["flows"]["status"] == "error"
     rc, text = run(world)
     assert rc == 1 and "FAIL  store" in text
 
@@ -474,6 +574,132 @@ def test_unreadable_record():
     item = only_finding(world, "store")
     assert item["subject"] == "/s/endpoints/x.json"
     assert item["problem"] == "unreadable record: Expecting value"
+
+
+def test_record_missing_a_field_is_a_finding_not_a_crash():
+    world = World()
+    del world.store_data["endpoints"][EP]["host_if"]
+    rc, text = run(world)   # no KeyError
+    assert rc == 1
+    got = results(world)
+    (item,) = got["store"]["findings"]
+    path = f"/nonexistent/state/endpoints/{EP}.json"
+    assert item["subject"] == path
+    assert item["problem"] == ("malformed endpoint record (no host_if): "
+                               "the plugin cannot use it")
+    assert item["fix"].startswith(f"move it out of the state directory "
+                                  f"(run: mv {path} /root/), then restart")
+    assert "reconnect web" in item["fix"]
+    # its port is not called an orphan (the record still names it)...
+    assert not got["stale"]["findings"]
+    assert [n for n, r in got.items() if r["findings"]] == ["store"]
+    assert f"{path}: malformed endpoint record (no host_if)" in text
+
+
+def test_malformed_records_of_every_kind():
+    world = World()
+    world.links[PEER_IF] = World._link(8, MTU)
+    world.store_data["endpoints"][EP].update(mtu=None, state="joined")
+    world.store_data["endpoints"]["a" * 64] = {"host_if": 7}
+    world.store_data["networks"][NET]["vlan"] = "1"
+    got = results(world)
+    problems = {f["subject"].rsplit("/", 1)[-1]: f
+                for f in got["store"]["findings"]}
+    assert set(problems) == {f"{EP}.json", "a" * 64 + ".json",
+                             f"{NET}.json"}
+    assert "(mtu is null)" in problems[f"{EP}.json"]["problem"]
+    assert "reconnect web" in problems[f"{EP}.json"]["fix"]
+    assert "host_if is 7" in problems["a" * 64 + ".json"]["problem"]
+    assert "no network_id" in problems["a" * 64 + ".json"]["problem"]
+    assert 'vlan is "1"' in problems[f"{NET}.json"]["problem"]
+    assert "docker network create" in problems[f"{NET}.json"]["fix"]
+    assert not got["endpoints"]["findings"]
+    for name in ("endpoints", "stale", "flows"):   # no crash, no noise
+        assert got[name]["status"] in ("ok", "error"), got[name]
+
+
+def test_links_unreadable_is_not_a_pass():
+    world = World()
+    world.fail["links"] = "netlink link dump: permission denied"
+    got = results(world)
+    assert got["endpoints"]["status"] == "error"
+    assert got["endpoints"]["not_checked"] == [
+        "veths and MTUs: cannot read links: netlink link dump: permission "
+        "denied", f"TX offload of endpoint {EP[:12]} (web): moved into its "
+        "container"]
+    assert got["stale"]["status"] == "error"   # OVS ports checked, links not
+    assert got["stale"]["not_checked"] == [
+        "links: netlink link dump: permission denied"]
+    rc, text = run(world)
+    assert rc == doctor.EXIT_NOT_CHECKED
+    assert "all checks passed" not in text
+    assert "ERR   endpoints  1 endpoint(s): OVS ports as recorded" in text
+    assert ("ERR   underlay   not checked: cannot read links: netlink link "
+            "dump: permission denied") in text
+    assert "      not checked: links: netlink link dump" in text
+    assert text.splitlines()[-1] == (
+        "no problem found, but not everything could be checked: endpoints,"
+        " underlay, stale (exit status 2)")
+    rc, out = run(world, json_out=True)
+    report = json.loads(out)
+    assert rc == 2 and report["ok"] is False
+    assert report["problems"] == 0 and report["not_checked"] == 3
+    # with a problem as well, the problem decides the exit status
+    world.ports[HOST_IF]["tag"] = 9
+    rc, text = run(world)
+    assert rc == doctor.EXIT_PROBLEMS
+    assert text.splitlines()[-1] == ("1 problem found; not checked "
+                                     "completely: endpoints, underlay, "
+                                     "stale")
+
+
+def test_ping_that_cannot_run_is_not_checked():
+    world = World()
+    world.pings[PEER] = (None, "ping not found: [Errno 2]")
+    got = results(world)
+    assert got["tunnels"]["status"] == "error"
+    assert got["tunnels"]["not_checked"] == [
+        f"ping {PEER}: ping not found: [Errno 2]"]
+    assert run(world)[0] == 2
+
+
+def test_ping_missing_binary_vs_no_answer(monkeypatch):
+    from ovsgre import observe
+
+    def fake(argv, *a, **kw):
+        raise FileNotFoundError(2, "No such file", argv[0])
+    monkeypatch.setattr(observe.subprocess, "run", fake)
+    probe = observe.HostProbe(settings(), 1)
+    ((answered, detail),) = probe.ping([PEER], LOCAL).values()
+    assert answered is None and "ping not found" in detail
+
+    def slow(argv, *a, **kw):
+        raise observe.subprocess.TimeoutExpired(argv, 2)
+    monkeypatch.setattr(observe.subprocess, "run", slow)
+    ((answered, detail),) = probe.ping([PEER], LOCAL).values()
+    assert answered is False and "did not answer" in detail
+
+
+def test_underlay_offload_unreadable_is_not_checked():
+    world = World()
+    del world.tx["br-phy"]
+    got = results(world)
+    assert got["underlay"]["status"] == "error"
+    assert got["underlay"]["not_checked"] == ["TX offload of br-phy: no "
+                                              "br-phy"]
+    assert "TX offload off" not in got["underlay"]["summary"]
+
+
+def test_every_check_passes_or_says_why_not():
+    """No check ends "ok" on something it could not read."""
+    for fail in ("store", "ovsdb", "links", "vswitchd", "dump_flows",
+                 "addresses", "etcd_hosts", "tx_checksum",
+                 "tx_checksum_in", "container_netns"):
+        world = World()
+        world.fail[fail] = "broken"
+        report = doctor.build_report(results(world).values())
+        assert not report["ok"], fail
+        assert doctor.exit_status(report) in (1, 2), fail
 
 
 def test_etcd_unreachable_keeps_checking_tunnels_from_the_ports():

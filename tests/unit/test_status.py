@@ -8,7 +8,9 @@ then break.  test_doctor.py uses the same fakes.
 import argparse
 import io
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 
@@ -119,6 +121,7 @@ class World:
                             "containers": {EP: CTR}}
         self.vswitchd_data = {"ctl": "/run/ovs/ovs-vswitchd.ctl",
                               "version": "ovs-vswitchd (Open vSwitch) 3.1.0"}
+        self.module = "absent"   # the openvswitch kernel module
         self.fail = {}       # method name: message -> ProbeError
         if multi_host:
             self.add_bridge("br-ovsgre-tun", fail_mode="secure")
@@ -218,8 +221,20 @@ class FakeProbe:
             raise ProbeError(self.world.fail[name])
 
     def store(self):
+        """The world's records, sorted like observe.read_store does."""
         self._call("store")
-        return json.loads(json.dumps(self.world.store_data))
+        data = json.loads(json.dumps(self.world.store_data))
+        data.setdefault("malformed", [])
+        for kind in observe.STORE_KINDS:
+            for rid, record in list(data[kind].items()):
+                problems = observe.malformed(kind, record)
+                if problems:
+                    del data[kind][rid]
+                    data["malformed"].append({
+                        "kind": kind, "id": rid, "problems": problems,
+                        "path": f"/nonexistent/state/{kind}/{rid}.json",
+                        "record": record})
+        return data
 
     def ovsdb(self):
         self._call("ovsdb")
@@ -264,9 +279,14 @@ class FakeProbe:
         self._call("local_ip")
         return (self.settings.local_ip, "setting")
 
-    def datapath(self, allow_modprobe):
+    def kernel_module(self):
+        self._call("kernel_module")
+        return self.world.module
+
+    def datapath(self, existing="", module=None):
         self._call("datapath")
-        return self.world.datapath
+        self.world.datapath_asked = (existing, module)
+        return self.world.datapath, "setting"
 
     def ping(self, peers, source=""):
         self._call("ping")
@@ -305,7 +325,7 @@ def run_status(world, s=None, json_out=False, no_docker=False):
 def test_report_keys_are_stable():
     report = status_of(World())
     assert set(report) == {"host", "networks", "endpoints", "peers",
-                           "errors"}
+                           "malformed", "errors"}
     assert set(report["host"]) == {
         "bridge", "tunnel_bridge", "datapath", "mode", "tunnel_ip",
         "tunnel_ip_source", "registered", "state_dir", "ovsdb", "vswitchd",
@@ -471,14 +491,35 @@ def test_status_table_of_a_healthy_host():
     assert "NETWORKS (1)" in text and "ENDPOINTS (1)" in text
     assert "PEERS (1)" in text and "ERRORS" not in text
     header = next(l for l in lines if l.startswith("CONTAINER"))
+    assert header.split() == ["CONTAINER", "NETWORK", "IP", "MAC", "HOST",
+                              "VETH", "OVS", "PORT", "OFPORT", "TAG",
+                              "STATE"]
     row = next(l for l in lines if l.startswith("web"))
-    for column, value in (("NETWORK", "blue"), ("HOST VETH", HOST_IF),
-                          ("OFPORT", "3"), ("STATE", "joined")):
+    for column, value in (("NETWORK", "blue"), ("IP", "198.19.0.2/16"),
+                          ("MAC", "02:42:c6:13:00:02"),
+                          ("HOST VETH", HOST_IF), ("OVS PORT", HOST_IF),
+                          ("OFPORT", "3"), ("TAG", str(VLAN)),
+                          ("STATE", "joined")):
         assert row[header.index(column):].startswith(value), (header, row)
+    assert len(row) < 110, row   # readable in a wide terminal
     peer = next(l for l in lines if l.startswith(PEER))
     assert GRE in peer and peer.endswith("up")
     net = next(l for l in lines if l.startswith("blue"))
     assert NET[:12] in net and "198.19.0.0/16" in net
+
+
+def test_status_table_without_port_nor_container_name():
+    world = World(multi_host=False)
+    world.del_port(HOST_IF)
+    world.docker_data["endpoints"] = {}
+    rc, text = run_status(world)
+    lines = text.splitlines()
+    header = next(l for l in lines if l.startswith("CONTAINER"))
+    row = next(l for l in lines if l.startswith(f"({EP[:12]})"))
+    for column, value in (("HOST VETH", HOST_IF), ("OVS PORT", "-"),
+                          ("OFPORT", "-"), ("TAG", "-"),
+                          ("STATE", "joined (no port)")):
+        assert row[header.index(column):].startswith(value), (header, row)
 
 
 def test_status_json_is_the_report():
@@ -503,17 +544,50 @@ def test_read_store_takes_no_lock_and_changes_nothing(tmp_path):
     root = tmp_path / "state"
     (root / "networks").mkdir(parents=True)
     (root / "endpoints").mkdir()
-    (root / "networks" / "a.json").write_text(json.dumps({"vlan": 1}))
+    net = {"network_id": "a", "vlan": 1, "mtu": 1500}
+    (root / "networks" / "a.json").write_text(json.dumps(net))
     (root / "networks" / ".tmp-b.json").write_text("{partial")
     (root / "endpoints" / "bad.json").write_text("{torn")
     (root / "endpoints" / "list.json").write_text("[1]")
     before = sorted(p.name for p in root.rglob("*"))
     data = observe.read_store(str(root))
-    assert data["networks"] == {"a": {"vlan": 1}}
+    assert data["networks"] == {"a": net}
     assert data["endpoints"] == {}
-    assert len(data["bad"]) == 2
+    assert len(data["bad"]) == 2 and data["malformed"] == []
     assert sorted(p.name for p in root.rglob("*")) == before  # nothing
     # removed or created (the plugin's .tmp- file stays)
+
+
+def test_read_store_sets_malformed_records_apart(tmp_path):
+    root = tmp_path / "state"
+    (root / "endpoints").mkdir(parents=True)
+    good = dict(World().store_data["endpoints"][EP])
+    (root / "endpoints" / f"{EP}.json").write_text(json.dumps(good))
+    broken = dict(good, endpoint_id="f" * 64, mtu="1500", state="gone")
+    del broken["host_if"]
+    (root / "endpoints" / ("f" * 64 + ".json")).write_text(
+        json.dumps(broken))
+    data = observe.read_store(str(root))
+    assert list(data["endpoints"]) == [EP] and data["networks"] == {}
+    (bad,) = data["malformed"]
+    assert bad["kind"] == "endpoints" and bad["id"] == "f" * 64
+    assert bad["path"] == str(root / "endpoints" / ("f" * 64 + ".json"))
+    assert bad["problems"] == ["no host_if", 'mtu is "1500"',
+                               'state is "gone"']
+    assert bad["record"] == broken
+
+
+def test_malformed_record_in_status():
+    world = World()
+    del world.store_data["endpoints"][EP]["host_if"]
+    report = status_of(world)
+    assert report["endpoints"] == []
+    (bad,) = report["malformed"]
+    assert bad["problems"] == ["no host_if"] and bad["id"] == EP
+    rc, text = run_status(world)
+    assert rc == 0
+    assert f"malformed record /nonexistent/state/endpoints/{EP}.json: " \
+        "no host_if (see ovsgre doctor)" in text
 
 
 def test_read_store_of_a_missing_directory_creates_nothing(tmp_path):
@@ -692,13 +766,67 @@ def test_run_argv_is_bounded():
 def test_status_datapath_does_not_modprobe(monkeypatch):
     called = []
     monkeypatch.setattr("ovsgre.dataplane.detect_datapath",
-                        lambda wanted: called.append(wanted) or "system")
+                        lambda *a: called.append(a) or "system")
+    monkeypatch.setattr(subprocess, "run", lambda argv, *a, **kw:
+                        called.append(argv))
     probe = observe.HostProbe(settings(datapath="auto"), 1)
-    assert probe.datapath(False) in ("system", "netdev")
+    assert probe.datapath("")[0] in ("system", "netdev")
+    assert probe.datapath("", "absent") == ("netdev",
+                                            "no openvswitch module")
     assert called == []
-    assert probe.datapath(True) == "system" and called == ["auto"]
     assert observe.HostProbe(settings(datapath="system"), 1) \
-        .datapath(True) == "system"
+        .datapath("netdev") == ("system", "setting")
+
+
+def test_datapath_auto_follows_the_bridge_then_the_module():
+    probe = observe.HostProbe(settings(datapath="auto"), 1)
+    assert probe.datapath("netdev", "loaded") == ("netdev", "bridge")
+    assert probe.datapath("system", "absent") == ("system", "bridge")
+    assert probe.datapath("", "loaded") == ("system",
+                                            "openvswitch module loaded")
+    assert probe.datapath("", "available") == (
+        "system", "openvswitch module available")   # the plugin would load it
+    assert probe.datapath("", "absent")[0] == "netdev"
+
+
+def test_collect_asks_the_datapath_with_the_bridge_type():
+    world = World(multi_host=False)
+    world.bridges["br-ovsgre"]["datapath_type"] = "system"
+    world.module = "loaded"
+    obs = observe_world(world)
+    assert world.datapath_asked == ("system", "loaded")
+    assert obs["ovs_module"] == "loaded"
+    assert obs["datapath_source"] == "setting"
+
+
+def test_kernel_module_is_read_not_loaded(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **kw: calls.append(a))
+    real_isdir, real_open = os.path.isdir, open
+    mods = tmp_path / "lib"
+    release = os.uname().release
+    (mods / release).mkdir(parents=True)
+
+    def fake_open(path, *a, **kw):
+        if str(path).startswith("/lib/modules/"):
+            path = str(mods) + str(path)[len("/lib/modules"):]
+        return real_open(path, *a, **kw)
+    monkeypatch.setattr("builtins.open", fake_open)
+    monkeypatch.setattr(os.path, "isdir", lambda p: False if
+                        p == "/sys/module/openvswitch" else real_isdir(p))
+    probe = observe.HostProbe(settings(datapath="auto"), 1)
+    assert probe.kernel_module() == "absent"
+    (mods / release / "modules.dep").write_text(
+        "kernel/net/openvswitch/vport-gre.ko.xz: kernel/net/openvswitch/"
+        "openvswitch.ko.xz\nkernel/net/openvswitch/openvswitch.ko.xz: "
+        "kernel/net/nsh/nsh.ko.xz\n")
+    assert probe.kernel_module() == "available"
+    (mods / release / "modules.builtin").write_text(
+        "kernel/net/openvswitch/openvswitch.ko\n")
+    assert probe.kernel_module() == "builtin"
+    monkeypatch.setattr(os.path, "isdir", lambda p: True)
+    assert probe.kernel_module() == "loaded"
+    assert calls == []
 
 
 # ------------------------------------------------------------------- flows

@@ -1,13 +1,19 @@
 """`ovsgre doctor`: check this host and name a fix for every problem.
 
-Checks, in order (each either ok, failed with findings, or skipped with a
-reason):
+Checks, in order; each ends "ok", "fail" (findings, each with a fix),
+"skip" (does not apply here: single host, kernel datapath) or "error"
+(could not be done, e.g. links or OVSDB unreadable; the reason is listed
+under not_checked, also for the parts of a check that could not be done):
 
   ovs        ovsdb-server answers on --ovsdb; ovs-vswitchd answers on its
              control socket (<rundir>/ovs-vswitchd.<pid>.ctl or .ctl)
-  bridge     the integration bridge exists with the expected datapath;
-             with several hosts also the tunnel bridge and its patch port
+  bridge     the integration bridge exists with the expected datapath
+             (--datapath; with auto the bridge's own, as the plugin
+             chose it; never loads a kernel module), and a system
+             datapath only where the openvswitch module is loaded; with
+             several hosts also the tunnel bridge and its patch port
   endpoints  each endpoint's host veth is there, up, with the recorded MTU
+             and an OVS port ovs-vswitchd took (ofport)
              (at most underlay MTU - 42 for cluster networks), the port's
              VLAN tag is the network's, and under the userspace datapath
              TX checksum offload is off on the container end
@@ -19,15 +25,18 @@ reason):
              (learned flows ignored)
   stale      OVS ports and ovsgre-named links without a record, records
              without a port, unfinished deletions
-  store      the state directory is readable; etcd answers when configured
+  store      the state directory is readable, every record has the fields
+             the plugin reads; etcd answers when configured
 
-Read-only, like `status`; every external call is bounded.  Exit status 0
-when every check passed, 1 otherwise.
+Read-only, like `status`; every external call is bounded.  Exit status:
+0 when every check passed (or does not apply), 1 when a problem was found,
+2 when none was found but a check could not be done (completely).
 """
 
 import json
 import sys
 
+from .. import names
 from ..observe import (GRE_OVERHEAD, PATCH_INT, PATCH_TUN, HostProbe,
                        add_common_arguments, collect, compare_flows,
                        expected_flows, expected_peers, ours,
@@ -39,6 +48,7 @@ OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
 RESTART_PLUGIN = ("restart the plugin (run: systemctl restart ovsgre, or "
                   "stop and start `ovsgre serve`)")
 MAX_LISTED_FLOWS = 6
+EXIT_OK, EXIT_PROBLEMS, EXIT_NOT_CHECKED = 0, 1, 2
 
 
 def add_arguments(parser):
@@ -54,16 +64,28 @@ def run(settings, args, probe=None, out=None):
     finally:
         if own:
             probe.close()
-    results = diagnose(obs)
-    report = {"ok": not any(r["findings"] for r in results),
-              "problems": sum(len(r["findings"]) for r in results),
-              "checks": results}
+    report = build_report(diagnose(obs))
     if args.json:
         json.dump(report, out, indent=2, sort_keys=True)
         out.write("\n")
     else:
         out.write(format_report(obs, report))
-    return 0 if report["ok"] else 1
+    return exit_status(report)
+
+
+def build_report(results):
+    """{ok, problems (findings), not_checked (checks not done completely),
+    checks}: ok only when nothing was found and everything was checked."""
+    problems = sum(len(r["findings"]) for r in results)
+    not_checked = sum(1 for r in results if r["not_checked"])
+    return {"ok": not problems and not not_checked, "problems": problems,
+            "not_checked": not_checked, "checks": results}
+
+
+def exit_status(report):
+    if report["problems"]:
+        return EXIT_PROBLEMS
+    return EXIT_NOT_CHECKED if report["not_checked"] else EXIT_OK
 
 
 # --------------------------------------------------------------- findings
@@ -75,14 +97,30 @@ def finding(subject, problem, fix, details=None):
     return item
 
 
-def _result(name, findings, summary, skipped=None, notes=()):
+def _result(name, findings, summary, skipped=None, notes=(),
+            not_checked=()):
+    """skipped: the check does not apply here (reason).  not_checked: what
+    could not be checked and why; with no summary the whole check could
+    not be done ("error")."""
+    not_checked = list(not_checked)
     if skipped is not None:
-        status = "skip"
-        summary = skipped
+        status, summary = "skip", skipped
+    elif findings:
+        status = "fail"
+    elif not_checked:
+        status = "error"
+        if not summary:
+            summary = "not checked: " + "; ".join(not_checked)
     else:
-        status = "fail" if findings else "ok"
+        status = "ok"
     return {"name": name, "status": status, "summary": summary,
-            "findings": list(findings), "notes": list(notes)}
+            "findings": list(findings), "notes": list(notes),
+            "not_checked": not_checked}
+
+
+def _cannot(name, reason):
+    """A check that could not be done at all."""
+    return _result(name, [], "", not_checked=[reason])
 
 
 def diagnose(obs):
@@ -120,9 +158,10 @@ def check_ovs(obs):
 def check_bridge(obs):
     ovsdb = obs["ovsdb"]
     if ovsdb is None:
-        return _result("bridge", [], "", skipped="OVSDB unreachable")
+        return _cannot("bridge", "OVSDB unreachable")
     want = obs["datapath"]
-    found, parts = [], []
+    module = obs.get("ovs_module")
+    found, parts, notes = [], [], []
     bridges = ovsdb["bridges"]
     names = [obs["bridge"]]
     if obs["multi_host"]:
@@ -138,7 +177,20 @@ def check_bridge(obs):
             found.append(finding(name, f"the {what} bridge is missing", fix))
             continue
         actual = bridge["datapath_type"]
-        if want and actual != want:
+        if actual == "system" and module in ("absent", "available"):
+            fix = (f"run: ovs-vsctl set bridge {name} datapath_type=netdev "
+                   "(the userspace datapath)")
+            if module == "available":
+                fix += "; or load the module: modprobe openvswitch"
+            if obs.get("datapath_source") != "setting":
+                fix += ("; then restart the plugin (or set --datapath for "
+                        "it)")
+            found.append(finding(
+                name, "datapath_type is system (the kernel datapath) but "
+                "the openvswitch kernel module is not loaded: ovs-vswitchd "
+                "cannot create the datapath, the bridge forwards nothing",
+                fix))
+        elif want and actual != want:
             found.append(finding(
                 name, f"datapath_type is {actual}, the plugin uses {want}",
                 f"run: ovs-vsctl set bridge {name} datapath_type={want} "
@@ -158,23 +210,34 @@ def check_bridge(obs):
                         patch, f"patch port missing on {on}",
                         f"{RESTART_PLUGIN}: it re-creates the patch ports"))
         parts.append(f"{name} ({actual}{extra})")
-    return _result("bridge", found, ", ".join(parts))
+    if module == "loaded" and obs.get("datapath_source") == "bridge" and \
+            want == "netdev":
+        notes.append("the openvswitch module is loaded now: started again "
+                      "with --datapath=auto the plugin switches to the "
+                      "kernel datapath; set --datapath=netdev to keep this "
+                      "one")
+    return _result("bridge", found, ", ".join(parts), notes=notes)
 
 
 def check_endpoints(obs):
     store, links = obs["store"], obs["links"]
     if store is None:
-        return _result("endpoints", [], "", skipped="store unreadable")
-    if links is None:
-        return _result("endpoints", [], "",
-                       skipped="cannot read links: "
-                       + obs["errors"].get("links", ""))
+        return _cannot("endpoints", "store unreadable")
+    if links is None and obs["ovsdb"] is None:
+        return _cannot("endpoints", "cannot read links: "
+                       + obs["errors"].get("links", "?") + "; OVSDB "
+                       "unreachable")
     networks = store["networks"]
     containers = (obs.get("docker") or {}).get("endpoints", {})
     underlay = obs.get("underlay") or {}
     limit = underlay["mtu"] - GRE_OVERHEAD if underlay.get("mtu") else None
     offload = obs.get("offload") or {}
-    found, notes = [], []
+    found, notes, unchecked = [], [], []
+    if links is None:
+        unchecked.append("veths and MTUs: cannot read links: "
+                         + obs["errors"].get("links", "?"))
+    if obs["ovsdb"] is None:
+        unchecked.append("OVS ports (tag, ofport): OVSDB unreachable")
     checked = 0
     for eid, ep in sorted(store["endpoints"].items()):
         net = networks.get(ep.get("network_id"))
@@ -183,10 +246,12 @@ def check_endpoints(obs):
         checked += 1
         who = _who(eid, containers)
         host_if, peer_if, mtu = ep["host_if"], ep["peer_if"], ep["mtu"]
-        host = links.get(host_if)
-        if host is None:
+        host = (links or {}).get(host_if)
+        if links is None:
+            pass
+        elif host is None:
             found.append(finding(host_if, f"host veth of {who} is missing",
-                                 _missing_veth_fix(ep, containers)))
+                                 _missing_veth_fix(ep, obs)))
         else:
             if not host["up"]:
                 found.append(finding(host_if, f"host veth of {who} is down",
@@ -196,7 +261,7 @@ def check_endpoints(obs):
                     host_if, f"MTU {host['mtu']} on the host veth of {who}, "
                     f"recorded {mtu}",
                     f"run: ip link set {host_if} mtu {mtu}"))
-        peer = links.get(peer_if)
+        peer = (links or {}).get(peer_if)
         if peer is not None and peer["mtu"] != mtu:
             found.append(finding(
                 peer_if, f"MTU {peer['mtu']} on the container end of {who}, "
@@ -210,6 +275,16 @@ def check_endpoints(obs):
                 f"{limit} (or raise the underlay MTU to "
                 f"{mtu + GRE_OVERHEAD})"))
         port = port_of(obs, host_if)
+        if port and (host is not None or links is None) and \
+                obs.get("vswitchd") and \
+                port["bridge"] == obs["bridge"] and \
+                (port["ofport"] == -1 or port["error"]):
+            found.append(finding(
+                host_if, f"ovs-vswitchd did not take the OVS port of {who} "
+                f"(ofport {port['ofport']}"
+                + (f", {port['error']}" if port["error"] else "") + ")",
+                f"see: ovs-vsctl list interface {host_if} and the "
+                f"ovs-vswitchd log; then {RESTART_PLUGIN}"))
         if port and net.get("vlan") and port["tag"] != net["vlan"]:
             found.append(finding(
                 host_if, f"OVS port tag {port['tag']}, the network's VLAN "
@@ -232,11 +307,14 @@ def check_endpoints(obs):
                 "with the userspace datapath its TCP carries bad checksums "
                 "(ping still works)", fix))
         elif off["tx"] is None:
-            notes.append(f"{who}: offload not checked: {off['error']}")
+            unchecked.append(f"TX offload of {who}: {off['error']}")
     summary = f"{checked} endpoint(s): veths present and up, MTU as recorded"
-    if obs.get("datapath") == "netdev":
+    if links is None:
+        summary = f"{checked} endpoint(s): OVS ports as recorded"
+    if obs.get("datapath") == "netdev" and links is not None:
         summary += ", TX offload off where visible"
-    return _result("endpoints", found, summary, notes=notes)
+    return _result("endpoints", found, summary, notes=notes,
+                   not_checked=unchecked)
 
 
 def _who(eid, containers):
@@ -244,11 +322,20 @@ def _who(eid, containers):
     return f"endpoint {eid[:12]}" + (f" ({name})" if name else "")
 
 
-def _missing_veth_fix(ep, containers):
-    name = containers.get(ep["endpoint_id"]) or "CONTAINER"
+def _missing_veth_fix(ep, obs):
+    docker = obs.get("docker") or {}
+    name = docker.get("endpoints", {}).get(ep["endpoint_id"])
+    network = docker.get("networks", {}).get(ep["network_id"]) or \
+        ep["network_id"][:12]
     if ep.get("state") == "joined":
-        return (f"its container's network namespace is gone: run: docker rm "
-                f"-f {name} (or docker network disconnect -f NETWORK {name})")
+        if name:   # Docker still has the container on the network
+            return (f"reconnect its container: run: docker network "
+                    f"disconnect -f {network} {name} && docker network "
+                    f"connect {network} {name} (or docker restart {name})")
+        return (f"its container's network namespace is gone: run: docker "
+                f"network disconnect -f {network} CONTAINER (or docker rm "
+                "-f CONTAINER); the plugin's janitor also removes the "
+                "record after a while")
     return f"{RESTART_PLUGIN}: start-up re-creates the veth pair and port"
 
 
@@ -268,6 +355,10 @@ def check_underlay(obs):
             "address")], "")
     under = obs.get("underlay") or {}
     name = under.get("ifname")
+    for what in ("links", "addresses"):
+        if not name and obs["errors"].get(what):
+            return _cannot("underlay", f"cannot read {what}: "
+                           + obs["errors"][what])
     if not name:
         return _result("underlay", [finding(
             ip, f"no interface of this host has the tunnel source {ip}",
@@ -292,20 +383,25 @@ def check_underlay(obs):
             name, f"TX checksum offload is on on {name}, which holds the "
             f"tunnel source {ip}: this host's own TCP over it (etcd) fails "
             "while ping works", f"run: ethtool -K {name} tx off"))
-    notes = []
-    if under.get("tx") is None and under.get("tx_error"):
-        notes.append(f"offload of {name} not checked: {under['tx_error']}")
+    unchecked = []
+    if obs.get("ovsdb") is None:
+        unchecked.append(f"whether {name} is an OVS bridge port: OVSDB "
+                         "unreachable")
+    if under.get("tx") is None:
+        unchecked.append(f"TX offload of {name}: "
+                         f"{under.get('tx_error') or 'unreadable'}")
     return _result("underlay", found,
-                   f"{ip} on {name} (MTU {under.get('mtu')}), TX offload off",
-                   notes=notes)
+                   f"{ip} on {name} (MTU {under.get('mtu')})"
+                   + ("" if unchecked else ", TX offload off"),
+                   not_checked=unchecked)
 
 
 def check_tunnels(obs):
     if not obs["multi_host"]:
         return _result("tunnels", [], "", skipped="single host")
     if obs["ovsdb"] is None:
-        return _result("tunnels", [], "", skipped="OVSDB unreachable")
-    notes = []
+        return _cannot("tunnels", "OVSDB unreachable")
+    notes, unchecked = [], []
     if obs["peers"] is None:
         notes.append("peers taken from the tunnel ports present (etcd "
                      "unreachable)")
@@ -343,8 +439,10 @@ def check_tunnels(obs):
     ping = obs.get("ping") or {}
     source = obs.get("local_ip") or "this host"
     for peer in sorted(wanted):
-        answered, detail = ping.get(peer, (None, ""))
-        if answered is False:
+        answered, detail = ping.get(peer, (None, "not pinged"))
+        if answered is None:
+            unchecked.append(f"ping {peer}: {detail}")
+        elif answered is False:
             found.append(finding(
                 peer, f"peer does not answer ping over the underlay from "
                 f"{source}" + (f" ({detail})" if detail else ""),
@@ -361,27 +459,35 @@ def check_tunnels(obs):
     answered = sum(1 for p in wanted if (ping.get(p) or (None,))[0])
     return _result("tunnels", found,
                    f"{len(wanted)} peer(s), {len(ports)} tunnel port(s), "
-                   f"{answered} answer ping", notes=notes)
+                   f"{answered} answer ping", notes=notes,
+                   not_checked=unchecked)
 
 
 def check_flows(obs):
     if not obs["multi_host"]:
         return _result("flows", [], "", skipped="single host")
     tb = obs["tunnel_bridge"]
-    if obs["ovsdb"] is None or tb not in obs["ovsdb"]["bridges"]:
-        return _result("flows", [], "", skipped=f"no {tb} to read")
+    if obs["ovsdb"] is None:
+        return _cannot("flows", "OVSDB unreachable")
+    if tb not in obs["ovsdb"]["bridges"]:
+        return _cannot("flows", f"no {tb} to read")
     if obs.get("flows") is None:
         if obs["vswitchd"] is None:
-            return _result("flows", [], "", skipped="ovs-vswitchd down")
+            return _cannot("flows", "ovs-vswitchd down")
         return _result("flows", [finding(
             tb, "cannot read the flow table: "
             + obs["errors"].get("flows", "?"),
             f"check ovs-vswitchd and {obs['rundir']}/{tb}.mgmt "
             "(--ovs-rundir)")], "")
+    bad = [m["id"][:12] for m in (obs.get("store") or {}).get("malformed", ())
+           if m["kind"] == "networks"]
+    if bad:
+        return _cannot("flows", "malformed network record(s) "
+                       + ", ".join(bad) + " (see store)")
     expected = expected_flows(obs)
     if expected is None:
-        return _result("flows", [], "", skipped=f"{PATCH_INT} has no ofport "
-                       "or the store is unreadable")
+        return _cannot("flows", f"{PATCH_INT} has no ofport or the store "
+                       "is unreadable")
     missing, unexpected = compare_flows(expected, obs["flows"])
     found = []
     if missing or unexpected:
@@ -399,14 +505,25 @@ def check_flows(obs):
 def check_stale(obs):
     store = obs["store"]
     if store is None:
-        return _result("stale", [], "", skipped="store unreadable")
+        return _cannot("stale", "store unreadable")
     if obs["ovsdb"] is None and obs["links"] is None:
-        return _result("stale", [], "", skipped="OVSDB and links unreadable")
+        return _cannot("stale", "OVSDB and links unreadable")
     endpoints = store["endpoints"]
     containers = (obs.get("docker") or {}).get("endpoints", {})
-    known = {ep.get("host_if") for ep in endpoints.values()} | \
-        {ep.get("peer_if") for ep in endpoints.values()}
-    found = []
+    known = {ep[k] for ep in endpoints.values()
+             for k in ("host_if", "peer_if")}
+    # the names of malformed records are not orphans: the store check
+    # names those records
+    for bad in store.get("malformed", ()):
+        if bad["kind"] == "endpoints":
+            known |= _names_of(bad)
+    bad_networks = {m["id"] for m in store.get("malformed", ())
+                    if m["kind"] == "networks"}
+    found, unchecked = [], []
+    if obs["ovsdb"] is None:
+        unchecked.append("OVS ports: OVSDB unreachable")
+    if obs["links"] is None:
+        unchecked.append("links: " + obs["errors"].get("links", "unreadable"))
     if obs["ovsdb"] is not None:
         for name, port in sorted(owned_endpoint_ports(obs).items()):
             if name not in known:
@@ -428,6 +545,8 @@ def check_stale(obs):
                 eid[:12], f"deletion of {who} was interrupted",
                 f"{RESTART_PLUGIN}: start-up finishes it"))
             continue
+        if ep["network_id"] in bad_networks:
+            continue   # the store check names its malformed network
         if ep.get("network_id") not in store["networks"]:
             found.append(finding(
                 eid[:12], f"{who} belongs to network "
@@ -440,12 +559,17 @@ def check_stale(obs):
         if port is None or port["bridge"] != obs["bridge"]:
             has_link = obs["links"] is None or ep["host_if"] in obs["links"]
             fix = (f"{RESTART_PLUGIN}: start-up re-adds the port" if has_link
-                   else _missing_veth_fix(ep, containers))
+                   else _missing_veth_fix(ep, obs))
             found.append(finding(
                 ep["host_if"], f"{who} has a record but no OVS port on "
                 f"{obs['bridge']}", fix))
-    return _result("stale", found,
-                   "no orphan ports or links, every record has its port")
+    if obs["ovsdb"] is None:
+        summary = "no orphan links"
+    elif obs["links"] is None:
+        summary = "no orphan OVS ports, every record has its port"
+    else:
+        summary = "no orphan ports or links, every record has its port"
+    return _result("stale", found, summary, not_checked=unchecked)
 
 
 def check_store(obs):
@@ -465,6 +589,11 @@ def check_store(obs):
                 + bad.split(":", 1)[-1].strip(),
                 "move it out of the state directory, then "
                 + RESTART_PLUGIN))
+        for bad in store.get("malformed", ()):
+            found.append(finding(
+                bad["path"], f"malformed {bad['kind'][:-1]} record ("
+                + ", ".join(bad["problems"]) + "): the plugin cannot use it",
+                _malformed_fix(bad, obs)))
         parts.append(f"{obs['state_dir']}: {len(store['networks'])} "
                      f"network(s), {len(store['endpoints'])} endpoint(s)")
     if obs["mode"] == "etcd":
@@ -480,6 +609,33 @@ def check_store(obs):
     return _result("store", found, "; ".join(parts))
 
 
+def _names_of(bad):
+    """Interface names a malformed endpoint record may own: its own fields
+    and every name the plugin derives from its ID."""
+    record = bad["record"]
+    out = {record.get(k) for k in ("host_if", "peer_if")
+           if isinstance(record.get(k), str)}
+    for attempt in range(names.MAX_ATTEMPTS):
+        out.update(names.veth_names(bad["id"], attempt))
+    return out
+
+
+def _malformed_fix(bad, obs):
+    fix = (f"move it out of the state directory (run: mv {bad['path']} "
+           f"/root/), then {RESTART_PLUGIN}")
+    if bad["kind"] == "endpoints":
+        # start-up then removes its port and links as orphans
+        name = (obs.get("docker") or {}).get("endpoints", {}).get(bad["id"])
+        if name:
+            fix += (f"; then reconnect {name}: docker network disconnect -f "
+                    f"NETWORK {name} && docker network connect NETWORK "
+                    f"{name}")
+    else:
+        fix += ("; then recreate the network: docker network rm NAME && "
+                "docker network create -d ovsgre ...")
+    return fix
+
+
 CHECKS = (check_ovs, check_bridge, check_endpoints, check_underlay,
           check_tunnels, check_flows, check_stale, check_store)
 
@@ -493,7 +649,8 @@ def format_report(obs, report):
         head += f", tunnel IP {obs.get('local_ip') or '?'}"
     lines = [head]
     for result in report["checks"]:
-        mark = {"ok": "ok  ", "fail": "FAIL", "skip": "skip"}[result["status"]]
+        mark = {"ok": "ok  ", "fail": "FAIL", "skip": "skip",
+                "error": "ERR "}[result["status"]]
         summary = result["summary"]
         if result["status"] == "fail":
             count = len(result["findings"])
@@ -504,11 +661,20 @@ def format_report(obs, report):
             for detail in item.get("details", ()):
                 lines.append(f"          {detail}")
             lines.append(f"        fix: {item['fix']}")
+        if not summary.startswith("not checked: "):   # else it says so
+            for what in result["not_checked"]:
+                lines.append(f"      not checked: {what}")
         for note in result["notes"]:
             lines.append(f"      note: {note}")
+    n, m = report["problems"], report["not_checked"]
+    incomplete = [r["name"] for r in report["checks"] if r["not_checked"]]
     if report["ok"]:
         lines.append("all checks passed")
+    elif n:
+        lines.append(f"{n} problem{'s' if n != 1 else ''} found"
+                     + (f"; not checked completely: {', '.join(incomplete)}"
+                        if m else ""))
     else:
-        n = report["problems"]
-        lines.append(f"{n} problem{'s' if n != 1 else ''} found")
+        lines.append("no problem found, but not everything could be "
+                     f"checked: {', '.join(incomplete)} (exit status 2)")
     return "\n".join(lines) + "\n"

@@ -56,6 +56,8 @@ def build_report(obs):
           state (store record: created|joined|deleting), problems[]
     peers[]: ip, hostname, source (etcd|static|port), port, present,
           ofport, state (up|no port|no ofport|not registered)
+    malformed[]: kind, id, path, problems[] (records the plugin cannot
+          use: missing fields; `ovsgre doctor` names the fix)
     errors: {what: message}
     """
     store = obs.get("store") or {"networks": {}, "endpoints": {}}
@@ -172,8 +174,10 @@ def build_report(obs):
             "state": state,
         })
 
+    malformed = [{k: m[k] for k in ("kind", "id", "path", "problems")}
+                 for m in store.get("malformed", ())]
     return {"host": host, "networks": networks, "endpoints": endpoints,
-            "peers": peers, "errors": dict(errors)}
+            "peers": peers, "malformed": malformed, "errors": dict(errors)}
 
 
 def _ip_key(ip):
@@ -228,15 +232,18 @@ def format_report(report):
               n["vlan"], n["mtu"], ",".join(n["subnets"]), n["endpoints"]]
              for n in report["networks"]]))
 
+    # The endpoint ID is in the host veth's name (ovgh + 11 hex digits) and
+    # shown instead of a container name Docker did not give; --json has it
+    # whole.  OVS PORT is "-" when the endpoint has no port on the bridge.
     parts.append(f"\nENDPOINTS ({len(report['endpoints'])})\n")
     if report["endpoints"]:
         parts.append(table(
-            ["CONTAINER", "ENDPOINT", "NETWORK", "IP", "MAC", "HOST VETH",
-             "OFPORT", "STATE"],
-            [[e["container"], e["id"][:12],
+            ["CONTAINER", "NETWORK", "IP", "MAC", "HOST VETH", "OVS PORT",
+             "OFPORT", "TAG", "STATE"],
+            [[e["container"] or "(" + e["id"][:12] + ")",
               e["network"] or e["network_id"][:12],
               ",".join(a for a in (e["ip"], e["ipv6"]) if a), e["mac"],
-              e["host_if"], e["ofport"],
+              e["host_if"], e["port"], e["ofport"], e["tag"],
               e["state"] + (f" ({', '.join(e['problems'])})"
                             if e["problems"] else "")]
              for e in report["endpoints"]]))
@@ -249,10 +256,14 @@ def format_report(report):
                  "STATE"],
                 [[p["ip"], p["hostname"], p["source"], p["port"],
                   p["ofport"], p["state"]] for p in report["peers"]]))
-    if report["errors"]:
+    if report["errors"] or report["malformed"]:
         parts.append("\nERRORS\n")
         for what, message in sorted(report["errors"].items()):
             parts.append(f"  {what}: {message}\n")
+        for bad in report["malformed"]:
+            parts.append(f"  malformed record {bad['path']}: "
+                         f"{', '.join(bad['problems'])} (see ovsgre "
+                         "doctor)\n")
     return "".join(parts)
 
 
