@@ -126,6 +126,29 @@ def test_plugin_is_enabled_in_the_host_netns(mp):
     mp.host.ovs.vsctl("br-exists", "br-ovsgre")  # made by the plugin
 
 
+def test_image_has_what_doctor_runs(mp):
+    """doctor inside the plugin pings peers and reads OVS (README)."""
+    rootfs = os.path.join(mp.build["bundle"], "rootfs")
+    dirs = ("usr/bin", "usr/local/bin", "usr/sbin", "opt/ovsgre/bin")
+    for tool in ("ping", "ovs-ofctl", "ovsgre"):
+        found = [_in_rootfs(rootfs, os.path.join(d, tool)) for d in dirs]
+        assert any(p and os.access(p, os.X_OK) for p in found), \
+            (tool, sorted(os.listdir(os.path.join(rootfs, "usr/bin")))[:50])
+
+
+def _in_rootfs(rootfs, path, hops=8):
+    """The file `path` names inside the rootfs, following its symlinks
+    there (an absolute link points into the rootfs, not the host)."""
+    for _ in range(hops):
+        full = os.path.join(rootfs, path)
+        if not os.path.islink(full):
+            return full if os.path.exists(full) else None
+        target = os.readlink(full)
+        path = target.lstrip("/") if target.startswith("/") else \
+            os.path.normpath(os.path.join(os.path.dirname(path), target))
+    return None
+
+
 def test_ping_by_name_and_tcp_transfer(mp, network):
     network("blue", "--subnet", "198.18.10.0/24")
     mp.docker("run", "-d", "--init", "--name", "web", "--network", "blue",

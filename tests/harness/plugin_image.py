@@ -105,7 +105,8 @@ def _steps(stderr: str) -> dict:
 def ensure_plugin_created(docker_host, name: str = PLUGIN) -> dict:
     """Create the managed plugin `name` (disabled) in docker_host: the first
     time per run with the full build, then from the kept bundle.  Returns
-    {'total': s, 'steps': {...}, 'full_build': bool, 'output': stdout}."""
+    {'total': s, 'steps': {...}, 'full_build': bool, 'output': stdout,
+    'bundle': dir with config.json and rootfs/}."""
     global _bundle
     with _lock:
         if _bundle is None:
@@ -114,13 +115,13 @@ def ensure_plugin_created(docker_host, name: str = PLUGIN) -> dict:
                                        OVSGRE_PLUGIN_DIR=bundle)
             _bundle = bundle
             result = {"total": took, "steps": steps, "full_build": True,
-                      "output": out}
+                      "output": out, "bundle": bundle}
             timings["build"] = result
             return result
         took, steps, out = _script(docker_host, name,
                                    OVSGRE_BUNDLE=_bundle)
         result = {"total": took, "steps": steps, "full_build": False,
-                  "output": out}
+                  "output": out, "bundle": _bundle}
         timings.setdefault("create", []).append(result)
         return result
 
