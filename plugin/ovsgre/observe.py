@@ -28,6 +28,7 @@ import threading
 import time
 
 from . import OWNER, names
+from .store import ENDPOINT_STATES, REQUIRED, malformed  # noqa: F401
 
 DEFAULT_TIMEOUT = 3.0
 # The same values as in dataplane/ (not imported here: that pulls in
@@ -44,14 +45,6 @@ HOSTS_PREFIX = "/ovsgre/hosts/"
 STORE_KINDS = ("networks", "endpoints")
 
 
-# Fields the plugin reads from every record (driver.py, reconcile.py), with
-# their types: a record without one of them is reported, not used.
-REQUIRED = {
-    "networks": {"network_id": str, "vlan": int, "mtu": int},
-    "endpoints": {"network_id": str, "endpoint_id": str, "host_if": str,
-                  "peer_if": str, "mac": str, "mtu": int, "state": str},
-}
-ENDPOINT_STATES = ("created", "joined", "deleting")
 
 
 class ProbeError(Exception):
@@ -88,24 +81,6 @@ def run_argv(argv, timeout, input_text=None):
 
 
 # ------------------------------------------------------------- local store
-
-def malformed(kind, record):
-    """What is wrong with a record the plugin would read: missing fields,
-    wrong types (empty list when it is well-formed)."""
-    problems = []
-    for field, typ in REQUIRED[kind].items():
-        if field not in record:
-            problems.append(f"no {field}")
-            continue
-        value = record[field]
-        if not isinstance(value, typ) or isinstance(value, bool) or \
-                (typ is str and not value):
-            problems.append(f"{field} is {json.dumps(value)}")
-    if kind == "endpoints" and isinstance(record.get("state"), str) and \
-            record["state"] and record["state"] not in ENDPOINT_STATES:
-        problems.append(f"state is {json.dumps(record['state'])}")
-    return problems
-
 
 def read_store(state_dir):
     """{"networks": {id: record}, "endpoints": {id: record}, "bad": [path],

@@ -44,7 +44,7 @@ def build_app(settings):
     """Open the stores and OVSDB, reconcile, start the peer reconciler,
     return the WSGI app.  Never waits for etcd: it may be down, and the
     registration and watch threads catch up when it returns."""
-    store = LocalStore(settings.state_dir)
+    store = LocalStore(settings.state_dir, validate=True)
     dataplane = _connect(settings)
     reconcile(store, dataplane)
     local_ip = settings.local_ip or (

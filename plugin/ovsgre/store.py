@@ -22,12 +22,44 @@ LOG = logging.getLogger(__name__)
 
 KINDS = ("networks", "endpoints")
 LOCK_WAIT = 10  # seconds
+QUARANTINE = "quarantine"
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+
+# Fields the plugin reads from every record (driver.py, reconcile.py), with
+# their types: a record without one of them is reported, not used.
+REQUIRED = {
+    "networks": {"network_id": str, "vlan": int, "mtu": int},
+    "endpoints": {"network_id": str, "endpoint_id": str, "host_if": str,
+                  "peer_if": str, "mac": str, "mtu": int, "state": str},
+}
+ENDPOINT_STATES = ("created", "joined", "deleting")
+
+
+def malformed(kind, record):
+    """What is wrong with a record the plugin would read: missing fields,
+    wrong types (empty list when it is well-formed)."""
+    problems = []
+    for field, typ in REQUIRED[kind].items():
+        if field not in record:
+            problems.append(f"no {field}")
+            continue
+        value = record[field]
+        if not isinstance(value, typ) or isinstance(value, bool) or \
+                (typ is str and not value):
+            problems.append(f"{field} is {json.dumps(value)}")
+    if kind == "endpoints" and isinstance(record.get("state"), str) and \
+            record["state"] and record["state"] not in ENDPOINT_STATES:
+        problems.append(f"state is {json.dumps(record['state'])}")
+    return problems
 
 
 class LocalStore:
-    def __init__(self, state_dir, lock=True, lock_wait=None):
+    def __init__(self, state_dir, lock=True, lock_wait=None,
+                 validate=False):
+        """validate: set malformed records aside (the plugin's own store;
+        see _set_aside)."""
         self.root = os.path.abspath(state_dir)
+        self._validate = validate
         self._mutex = threading.Lock()
         self._cache = {}
         self._lock_fd = None
@@ -86,8 +118,27 @@ class LocalStore:
             if not isinstance(record, dict):
                 LOG.error("ignoring record %s: not a JSON object", path)
                 continue
+            problems = malformed(kind, record) if self._validate else []
+            if problems:
+                self._set_aside(path, problems)
+                continue
             records[name[:-5]] = record
         return records
+
+    def _set_aside(self, path, problems):
+        """A record the plugin cannot use (edited by hand, or written by
+        something else) must not stop it from starting: the plugin's own
+        store moves it to quarantine/, where an operator finds it; readers
+        (status, doctor) only leave it out."""
+        if self._lock_fd is None:
+            return
+        folder = os.path.join(self.root, QUARANTINE)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        kind = os.path.basename(os.path.dirname(path))
+        target = os.path.join(folder, f"{kind}-{os.path.basename(path)}")
+        os.replace(path, target)
+        LOG.error("record %s is malformed (%s): moved to %s", path,
+                  "; ".join(problems), target)
 
     def get(self, kind, key):
         with self._mutex:

@@ -42,7 +42,7 @@ def test_explicit_datapath_is_obeyed_without_probing(host, wanted):
 def test_loaded_module_means_system(host):
     host.loaded = True
     assert detect_datapath("auto") == "system"
-    assert detect_datapath("auto", "netdev") == "system"
+    assert detect_datapath("auto", "system") == "system"
     assert host.modprobes == 0
 
 
@@ -57,14 +57,26 @@ def test_no_module_means_netdev(host):
     assert host.modprobes == 1
 
 
-@pytest.mark.parametrize("existing", ["system", "netdev"])
-def test_existing_bridge_keeps_its_datapath_when_module_not_loaded(
-        host, existing):
-    """A restart never switches a running bridge's datapath (that would
-    move every port); a managed plugin can neither see nor load modules."""
+@pytest.mark.parametrize("loaded", [False, True])
+def test_existing_userspace_bridge_stays_userspace(host, loaded):
+    """A restart never moves a running bridge's ports to the kernel
+    datapath because the module appeared."""
+    host.loaded = loaded
     host.loadable = True
-    assert detect_datapath("auto", existing) == existing
+    assert detect_datapath("auto", "netdev") == "netdev"
     assert host.modprobes == 0
+
+
+def test_existing_kernel_bridge_kept_while_the_module_loads(host):
+    host.loadable = True
+    assert detect_datapath("auto", "system") == "system"
+    assert host.modprobes == 1
+
+
+def test_existing_kernel_bridge_without_module_becomes_userspace(host):
+    """A system bridge without the module forwards nothing."""
+    assert detect_datapath("auto", "system") == "netdev"
+    assert host.modprobes == 1
 
 
 def test_unknown_existing_type_is_no_hint(host):

@@ -480,3 +480,62 @@ def test_janitor_removes_joined_endpoints_whose_sandbox_died(store, fake):
         assert store.get("endpoints", ep["endpoint_id"]) is not None
     # without stale_after (start-up's janitor call) nothing of that kind
     assert collect_garbage(store, fake)["dead_sandbox"] == 0
+
+
+# -- malformed records --------------------------------------------------------
+
+@pytest.mark.parametrize("broken", [
+    lambda ep: ep.pop("host_if"),
+    lambda ep: ep.update(mtu="1450"),
+    lambda ep: ep.update(state="frozen"),
+    lambda ep: ep.update(network_id=""),
+])
+def test_malformed_record_is_set_aside_and_start_up_goes_on(
+        state_dir, fake, broken):
+    """A record edited by hand must not stop the plugin from starting: it
+    is moved to quarantine/ (named in the log), the rest is reconciled and
+    the pair it named is removed as an orphan."""
+    import json
+    import os
+
+    from ovsgre.store import LocalStore
+
+    store = LocalStore(state_dir)
+    _net(store)
+    good, bad = _ep(store, "good"), _ep(store, "bad")
+    _plugged(fake, good)
+    _plugged(fake, bad)
+    record = dict(bad)
+    broken(record)
+    path = os.path.join(state_dir, "endpoints", bad["endpoint_id"] + ".json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(record, fh)
+    store.close()
+
+    store = LocalStore(state_dir, validate=True)
+    try:
+        assert list(store.list("endpoints")) == [good["endpoint_id"]]
+        reconcile(store, fake)
+        assert set(fake.ports) == {good["host_if"]}
+        assert bad["peer_if"] not in fake.links
+        moved = os.path.join(state_dir, "quarantine",
+                             "endpoints-" + bad["endpoint_id"] + ".json")
+        assert not os.path.exists(path)
+        with open(moved, encoding="utf-8") as fh:
+            assert json.load(fh) == record
+    finally:
+        store.close()
+
+
+def test_readers_leave_malformed_records_in_place(state_dir):
+    import os
+
+    from ovsgre.store import LocalStore
+
+    os.makedirs(os.path.join(state_dir, "networks"))
+    path = os.path.join(state_dir, "networks", "n1.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write('{"vlan": 1}')
+    reader = LocalStore(state_dir, lock=False, validate=True)
+    assert reader.list("networks") == {}
+    assert os.path.exists(path)

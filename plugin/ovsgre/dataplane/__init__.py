@@ -36,14 +36,17 @@ VLAN_PROBE = 4095     # no network uses it: the probe port reaches nobody
 def detect_datapath(wanted, existing=""):
     """'system' if the openvswitch kernel module is usable, else 'netdev'.
 
-    An existing bridge's type counts as a hint: a managed plugin can
-    neither see nor load kernel modules."""
+    An existing userspace bridge stays userspace: a restart never moves a
+    running bridge's ports to the kernel because the module appeared (and
+    a managed plugin can neither see nor load modules).  An existing
+    kernel bridge without the module forwards nothing, so it is not kept
+    on its own account."""
     if wanted != "auto":
         return wanted
+    if existing == "netdev":
+        return "netdev"
     if os.path.isdir("/sys/module/openvswitch"):
         return "system"
-    if existing in ("system", "netdev"):
-        return existing
     try:  # loaded on demand on real hosts; absent on this kind of test bed
         subprocess.run(["modprobe", "-q", "openvswitch"], check=False,
                        timeout=10, capture_output=True)
