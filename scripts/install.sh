@@ -140,7 +140,17 @@ start_plugin() {
             while running "$pidfile"; do sleep 0.2; done
         fi
         say "starting the plugin (log: $LOG_DIR/ovsgre.log)"
-        nohup "$BIN_DIR/ovsgre" serve >>"$LOG_DIR/ovsgre.log" 2>&1 &
+        # No systemd to restart it: a small supervisor does (like
+        # Restart=always); stopping the supervisor stops the plugin.
+        # shellcheck disable=SC2016
+        nohup sh -c '
+            trap "kill \$child 2>/dev/null; wait \$child; exit 0" TERM INT
+            while :; do
+                "$0" serve & child=$!
+                wait $child
+                echo "ovsgre: plugin exited ($?); restarting in 1 s" >&2
+                sleep 1
+            done' "$BIN_DIR/ovsgre" >>"$LOG_DIR/ovsgre.log" 2>&1 &
         echo $! > "$pidfile"
     fi
     # The socket appears before the plugin has reconciled and created its

@@ -49,6 +49,22 @@ EOF
   # shellcheck disable=SC2086
   set -- $unit_exec
   test -x "${1:-}" && "$1" --help >/dev/null 2>&1 && echo unit_exec_runs=yes
+  # without systemd a supervisor restarts a plugin that died
+  sup=$(cat /run/ovsgre.pid)
+  first=$(pgrep -P "$sup" | head -n1)
+  [ -n "$first" ] && kill -9 "$first"
+  i=0
+  while [ $i -lt 150 ]; do
+      second=$(pgrep -P "$sup" | head -n1)
+      if [ -n "$second" ] && [ "$second" != "$first" ] && \
+          "$WORK/venv/bin/python" - 2>/dev/null <<'EOF'
+import sys
+from tests.harness.plugin import call
+sys.exit(call("/run/docker/plugins/ovsgre.sock", "Plugin.Activate")[0] != 200)
+EOF
+      then echo restarted_after_kill=yes; break; fi
+      i=$((i + 1)); sleep 0.2
+  done
   # a second run restarts the plugin instead of failing
   sh "$REPO/scripts/install.sh" > "$WORK/install2.log" 2>&1 \
       && echo rerun=ok || echo rerun=failed
@@ -107,6 +123,8 @@ def test_install_script_starts_ovs_and_plugin(sealed_ns):
         report + log
     assert f"unit_exec={work}/bin/ovsgre serve\n" in report, report
     assert "unit_exec_runs=yes" in report, report
+    assert "restarted_after_kill=yes" in report, \
+        report + _read(work, "install.log")
     assert "rerun=ok" in report, _read(work, "install2.log")
     assert "socket_after_rerun=yes" in report, report
     assert "uninstall=ok" in report, _read(work, "uninstall.log")
