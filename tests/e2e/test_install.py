@@ -49,14 +49,23 @@ EOF
   # shellcheck disable=SC2086
   set -- $unit_exec
   test -x "${1:-}" && "$1" --help >/dev/null 2>&1 && echo unit_exec_runs=yes
-  # without systemd a supervisor restarts a plugin that died
-  sup=$(cat /run/ovsgre.pid)
-  first=$(pgrep -P "$sup" | head -n1)
-  [ -n "$first" ] && kill -9 "$first"
+  # without systemd something must restart a plugin that died: kill -9
+  # its python processes (gunicorn master and worker: the pid file's
+  # process and its descendants, except a supervising shell)
+  top=$(cat /run/ovsgre.pid)
+  tree="$top $(pgrep -P "$top" | tr '\n' ' ')"
+  for p in $tree; do tree="$tree $(pgrep -P "$p" | tr '\n' ' ')"; done
+  killed=""
+  for p in $tree; do
+      case " $killed " in *" $p "*) continue ;; esac
+      [ "$(cat /proc/"$p"/comm 2>/dev/null)" = sh ] && continue
+      kill -9 "$p" 2>/dev/null && killed="$killed $p"
+  done
+  echo "killed=$killed"
   i=0
   while [ $i -lt 150 ]; do
-      second=$(pgrep -P "$sup" | head -n1)
-      if [ -n "$second" ] && [ "$second" != "$first" ] && \
+      second=$(pgrep -P "$top" | head -n1)
+      if [ -n "$second" ] && ! echo " $killed " | grep -q " $second " && \
           "$WORK/venv/bin/python" - 2>/dev/null <<'EOF'
 import sys
 from tests.harness.plugin import call
