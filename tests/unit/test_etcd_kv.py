@@ -434,3 +434,53 @@ def test_registration_can_be_joined():
     r.stop(revoke=False)
     r.join(5)
     assert not r.is_alive()
+
+
+class LiveKV:
+    """etcd as Registration sees it: leases, keepalive, keys."""
+
+    def __init__(self):
+        self.keys, self.leases, self.grants = {}, set(), 0
+
+    def grant(self, ttl):
+        self.grants += 1
+        lease = type("Lease", (), {"id": self.grants})()
+        self.leases.add(lease.id)
+        return lease
+
+    def put(self, key, value, lease=None):
+        self.keys[key] = (value, lease.id)
+
+    def keepalive(self, lease):
+        return lease.id in self.leases
+
+    def get(self, key):
+        return self.keys.get(key, (None,))[0]
+
+
+def _wait(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("lose", ["lease", "key"])
+def test_registration_comes_back_after_losing_its_lease_or_key(lose):
+    kv = LiveKV()
+    r = Registration(kv, "/ovsgre/hosts/x", {"ip": "x"}, ttl=1)
+    r.start()
+    try:
+        _wait(lambda: "/ovsgre/hosts/x" in kv.keys)
+        if lose == "lease":          # expired while etcd was unreachable
+            kv.leases.clear()
+            del kv.keys["/ovsgre/hosts/x"]
+        else:                        # deleted under a live lease
+            del kv.keys["/ovsgre/hosts/x"]
+        _wait(lambda: "/ovsgre/hosts/x" in kv.keys)
+        value, lease = kv.keys["/ovsgre/hosts/x"]
+        assert value == {"ip": "x"} and lease in kv.leases
+        assert kv.grants == 2
+    finally:
+        r.stop(revoke=False)
+        r.join(5)

@@ -287,7 +287,11 @@ class Registration(threading.Thread):
                                   else interval):
             try:
                 if not self.registered.is_set() or \
-                        not self.kv.keepalive(self._lease):
+                        not self.kv.keepalive(self._lease) or \
+                        self.kv.get(self.key) is None:
+                    # lease gone (etcd was down past the TTL), or the key
+                    # deleted under a live lease (by hand, a restore):
+                    # either way this host would drop out of every mesh
                     self.registered.clear()
                     self.register()
             except Exception as exc:
