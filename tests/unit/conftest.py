@@ -122,6 +122,13 @@ def api(app):
     return Api(app.test_client())
 
 
+def pool_base(pool_id):
+    """An IPAM PoolID without its holder token (SPACE/SUBNET[/RANGE])."""
+    text, sep, token = pool_id.partition("#")
+    assert sep and len(token) == 12, pool_id
+    return text
+
+
 def store_files(state_dir):
     """Every file under the store's record folders (the lock file aside)."""
     out = []

@@ -14,6 +14,7 @@ from ovsgre.cluster.kv import LocalKV
 from ovsgre.errors import Conflict, InvalidRequest, NotFound, OvsgreError
 from ovsgre.ipam import ADDRS, Ipam
 
+from .conftest import pool_base as base
 from .fakes import InterleavingKV
 
 pytestmark = pytest.mark.usefixtures("no_fsync")
@@ -48,13 +49,6 @@ def addr(ipam, pool_id, address="", options=None):
 
 def ip_of(address):
     return str(ipaddress.ip_interface(address).ip)
-
-
-def base(pool_id):
-    """A PoolID without its holder token."""
-    text, sep, token = pool_id.partition("#")
-    assert sep and len(token) == 12, pool_id
-    return text
 
 
 def network(ipam, pool=POOL, sub="", options=None, v6=False, gateway=True):

@@ -17,7 +17,7 @@ from ovsgre.errors import Unavailable
 from ovsgre.ipam import Ipam
 from ovsgre.protocol import create_app
 
-from .conftest import HERE, Api, make_id
+from .conftest import HERE, Api, make_id, pool_base as base
 
 pytestmark = pytest.mark.usefixtures("no_fsync")
 
@@ -76,13 +76,6 @@ def assert_ipam_err(result, status, *fragments):
     for fragment in fragments:
         assert fragment in reply["Error"], (fragment, reply["Error"])
     return reply["Error"]
-
-
-def base(pool_id):
-    """A PoolID without its holder token."""
-    text, sep, token = pool_id.partition("#")
-    assert sep and len(token) == 12, pool_id
-    return text
 
 
 def pool(api, cidr, sub="", options=None, v6=False):
