@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.test_one_host import fetch_md5, received, start_file_server
 from tests.harness import import_busybox
-from tests.harness.cluster import Capture, Cluster
+from tests.harness.cluster import LEASE_TTL, Capture, Cluster
 from tests.harness.sites import (BLUE, IMAGE, docker_networks, ovsgre_cli,
                                  start_mesh, start_plugin, stop_sites,
                                  tunnels, wait_for)
@@ -361,7 +361,24 @@ def test_etcd_outage_keeps_traffic_and_recovers(mesh):
     wait_for(lambda: s1.docker("run", "--rm", "--network", "blue", IMAGE,
                                "true", check=False).returncode == 0,
              30, "docker run to work again")
-    assert len(tunnels(s1)) == 2
+    # registrations resumed: past two lease TTLs every host's key is there
+    # (a host that had not re-registered would have lost it with its lease)
+    time.sleep(2 * int(LEASE_TTL) + 1)
+    keys = cluster.etcd.etcdctl("get", "--prefix", "--keys-only",
+                                "/ovsgre/hosts/").stdout.split()
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(
+        cluster.host_ip(s.host) for s in mesh[1]), keys
+    assert all(len(tunnels(s)) == 2 for s in mesh[1])
+    # watches resumed: a host that joins now gets tunnels on every host
+    host = cluster.add_host()
+    new_ip = cluster.host_ip(host)
+    late = start_plugin(cluster, host)
+    try:
+        wait_for(lambda: all(new_ip in tunnels(s) for s in mesh[1]), 5,
+                 "tunnels to a host that joined after the outage")
+    finally:
+        late.plugin.stop()
+        cluster.stop_host(host)
     for site, name in ((s1, "e1"), (s2, "e2")):
         site.docker("rm", "-f", name)
 

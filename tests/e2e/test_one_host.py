@@ -203,3 +203,49 @@ def test_gwbridge_option_gives_outbound_interface_and_publishing(
     site.run_bg("peer", "out", "sleep", "600")
     reply = site.out("exec", "peer", "ping", "-c", "2", "pub")
     assert received(reply) == (2, 2)
+
+
+def test_everyday_operations(site, network):
+    """What users do next: connect a running container to a second network
+    and disconnect it, restart it, pin an address, set a network's MTU,
+    create an internal network; traffic works after each, nothing leaks."""
+    network("blue", "--subnet", "198.18.10.0/24")
+    network("green", "--subnet", "198.18.40.0/24",
+            "-o", "com.docker.network.driver.mtu=1400")
+    network("inner", "--internal", "--subnet", "198.18.50.0/24")
+    site.run_bg("app", "blue", "sleep", "600",
+                extra=("--ip", "198.18.10.77"))
+    assert site.ip("app", "blue") == "198.18.10.77"
+    site.run_bg("gx", "green", "sleep", "600")
+    assert site.out("exec", "gx", "cat", "/sys/class/net/eth0/mtu") == "1400"
+
+    # connect a running container to a second network, then disconnect
+    site.docker("network", "connect", "green", "app")
+    ping = site.out("exec", "app", "ping", "-c", "2", "-W", "3", "gx")
+    assert received(ping) == (2, 2), ping
+    assert len(site.leftovers()["ports"]) == 3      # app twice, gx once
+    site.docker("network", "disconnect", "green", "app")
+    wait_for(lambda: len(site.leftovers()["ports"]) == 2, 10,
+             "the disconnected endpoint's port to go")
+    gone = site.docker("exec", "app", "ping", "-c", "1", "-W", "2", "gx",
+                       check=False)
+    assert gone.returncode != 0
+    links = site.out("exec", "app", "ip", "-o", "link")
+    assert "eth1" not in links, links
+
+    # a restart leaves and joins again: same address, traffic works
+    site.docker("restart", "-t", "1", "app")
+    assert site.ip("app", "blue") == "198.18.10.77"
+    ping = site.run_rm("blue", "ping", "-c", "2", "-W", "3", "198.18.10.77")
+    assert received(ping.stdout) == (2, 2)
+
+    # an internal network still connects its containers
+    site.run_bg("in1", "inner", "sleep", "600")
+    ping = site.run_rm("inner", "ping", "-c", "2", "-W", "3", "in1")
+    assert received(ping.stdout) == (2, 2)
+
+    for name in ("app", "gx", "in1"):
+        site.docker("rm", "-f", name)
+    site.docker("network", "rm", "blue", "green", "inner")
+    assert site.wait_no_leftovers() == {"links": [], "ports": [],
+                                        "records": []}
