@@ -18,6 +18,7 @@ COMMANDS = (
     ("status", "show networks, endpoints, peers and tunnels (read-only)"),
     ("doctor", "check OVS, links, tunnels, flows and the store; name fixes"),
     ("network", "networks declared once for the whole cluster (etcd)"),
+    ("host", "release what a host that is gone for good holds (etcd)"),
 )
 
 
@@ -34,10 +35,20 @@ def main(argv=None):
         command = sub.add_parser(name, help=text, description=text)
         module.add_arguments(command)
         config.add_arguments(command)
+        for action in _actions_of(command):
+            config.add_arguments(action, nested=True)
         modules[name] = module
     args = parser.parse_args(argv)
     settings = config.resolve(args)
     return modules[args.command].run(settings, args)
+
+
+def _actions_of(command):
+    """Parsers of a subcommand's actions (`network ls`), so settings may
+    follow the action too: `ovsgre network ls --etcd URL`."""
+    for action in command._actions:      # argparse has no public walk
+        if isinstance(action, argparse._SubParsersAction):
+            yield from action.choices.values()
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ it (``--state-dir`` <-> ``OVSGRE_STATE_DIR``); a flag wins over the variable,
 the variable over the default.  Every ``ovsgre`` subcommand shares them.
 """
 
+import argparse
 import dataclasses
 import ipaddress
 import os
@@ -195,12 +196,15 @@ class Settings:
         return hosts + list(self.peers)
 
 
-def add_arguments(parser):
-    """Add one flag per setting; defaults come from the environment."""
+def add_arguments(parser, nested=False):
+    """Add one flag per setting; defaults come from the environment.
+    nested: the parser of an action under a subcommand (`network ls`),
+    whose unset flags must not overwrite what was given before it."""
     group = parser.add_argument_group("settings (flag or OVSGRE_* variable)")
     for opt in OPTIONS:
         group.add_argument(
-            opt.flag, dest=opt.name, default=None, metavar=opt.env,
+            opt.flag, dest=opt.name, metavar=opt.env,
+            default=argparse.SUPPRESS if nested else None,
             help=f"{opt.help} [env {opt.env}, default {opt.default!r}]")
 
 

@@ -125,6 +125,52 @@ class Ipam:
                 return
         raise Unavailable(f"pool {net}: too much contention, try again")
 
+    def forget_host(self):
+        """A host that is gone for good (``ovsgre host forget``): drop its
+        holds on pools (a pool it held alone goes, with its addresses) and
+        free the addresses its containers had.  Returns (pools, addresses)
+        released."""
+        pools = addresses = 0
+        for key in self.kv.list(POOLS):
+            space, _, quoted = key[len(POOLS):].partition("/")
+            net = ipaddress.ip_network(urllib.parse.unquote(quoted))
+            for _ in range(CAS_TRIES):
+                record = self.kv.get(key)
+                if record is None:
+                    break
+                holders, hosts = _holders(record)
+                mine = [t for t, h in holders.items() if h == self.host_id]
+                if not mine and self.host_id not in hosts:
+                    addresses += self._forget_addresses(space, net, record)
+                    break
+                rest = dict(record, hosts=[h for h in hosts
+                                           if h != self.host_id],
+                            holders={t: h for t, h in holders.items()
+                                     if h != self.host_id})
+                if any(_holders(rest)):
+                    if self.kv.replace(key, record, rest):
+                        pools += 1
+                        addresses += self._forget_addresses(space, net,
+                                                            rest)
+                        break
+                elif self.kv.delete_if(key, record):
+                    pools += 1
+                    for addr in self.kv.list(self._prefix(space, net,
+                                                          record)):
+                        self.kv.delete(addr)
+                    break
+        return pools, addresses
+
+    def _forget_addresses(self, space, net, pool):
+        count = 0
+        prefix = self._prefix(space, net, pool)
+        for key, record in self.kv.list(prefix).items():
+            if record.get("host") == self.host_id and \
+                    not record.get("gateway") and \
+                    self.kv.delete_if(key, record):
+                count += 1
+        return count
+
     def _pool(self, space, net):
         record = self.kv.get(f"{POOLS}{space}/{_q(str(net))}")
         if record is None:

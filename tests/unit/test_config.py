@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 
@@ -225,3 +226,27 @@ def test_cli_help_mentions_every_flag_and_variable(capsys):
     out = capsys.readouterr().out
     for name in NAMES:
         assert _flag(name) in out and _env(name) in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["network", "ls", "--etcd", "http://198.18.0.1:2379", "--mtu", "1400"],
+    ["network", "--etcd", "http://198.18.0.1:2379", "ls", "--mtu", "1400"],
+    ["network", "--etcd", "http://198.18.0.1:2379", "--mtu", "1400", "ls"],
+    ["host", "forget", "198.18.0.9", "--etcd", "http://198.18.0.1:2379",
+     "--mtu", "1400"],
+])
+def test_settings_before_or_after_a_subcommand_action(clean_env, monkeypatch,
+                                                      argv):
+    """Every subcommand takes every setting, also after its action
+    (`ovsgre network ls --etcd URL`), and a flag given before the action
+    is not reset by it."""
+    seen = {}
+    for name in ("network", "host"):
+        module = importlib.import_module(f"ovsgre.commands.{name}")
+        monkeypatch.setattr(module, "run",
+                            lambda settings, args: seen.update(
+                                settings=settings, args=args) or 0)
+    assert cli.main(argv) == 0
+    assert seen["settings"].etcd == ("http://198.18.0.1:2379",)
+    assert seen["settings"].mtu == 1400
+    assert seen["settings"].bridge == "br-ovsgre"     # untouched default
