@@ -287,6 +287,43 @@ def test_fourth_host_joins_and_leaves(mesh):
     sites[0].docker("rm", "-f", "anchor")
 
 
+def test_dead_host_is_forgotten(mesh):
+    """A host dies with a container on blue: its holds stay (it may come
+    back); `ovsgre host forget` releases them and its address is free."""
+    cluster, sites = mesh
+    host = cluster.add_host()
+    dead_ip = cluster.host_ip(host)
+    import_busybox(host.docker)
+    site = start_plugin(cluster, host)
+    try:
+        site.docker("network", "create", "-d", "ovsgre", *BLUE, "blue")
+        site.run_bg("doomed", "blue", "sleep", "600")
+        address = site.ip("doomed", "blue")
+        site.plugin.kill9()       # dies: nothing is released
+    finally:
+        site.plugin.kill9()
+        cluster.stop_host(host)
+    wait_for(lambda: all(dead_ip not in tunnels(s) for s in sites),
+             3 + 5, "the dead host's tunnels to go")
+    blue = _ls(sites[0])["blue"]
+    assert dead_ip in blue["down_hosts"], blue
+    taken = sites[0].docker("run", "--rm", "--network", "blue", "--ip",
+                            address, IMAGE, "true", check=False)
+    assert taken.returncode != 0, "the dead host's address was free"
+    out = ovsgre_cli(sites[0], "host", "forget", dead_ip).stdout
+    assert f"forgot {dead_ip}: released 1 network hold(s), 1 pool " \
+        "hold(s), 1 address(es)" in out, out
+    blue = _ls(sites[0])["blue"]
+    assert dead_ip not in blue["hosts"] + blue["down_hosts"], blue
+    sites[0].docker("run", "--rm", "--network", "blue", "--ip", address,
+                    IMAGE, "true")
+
+
+def _ls(site):
+    return {row["name"]: row for row in json.loads(ovsgre_cli(
+        site, "network", "ls", "--json").stdout)}
+
+
 def test_host_that_leaves_cleanly_is_removed_at_once(mesh):
     cluster, sites = mesh
     host = cluster.add_host()
