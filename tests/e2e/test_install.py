@@ -108,6 +108,7 @@ def build_wheels(work):
     return wheels
 
 
+@pytest.mark.reliability("fault", "plugin killed (SIGKILL) on a host without systemd: install.sh's supervisor restarts it")
 def test_install_script_starts_ovs_and_plugin(sealed_ns):
     ns, work = sealed_ns
     env = dict(os.environ, REPO=REPO, WORK=work,

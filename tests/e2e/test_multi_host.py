@@ -287,6 +287,7 @@ def test_fourth_host_joins_and_leaves(mesh):
     sites[0].docker("rm", "-f", "anchor")
 
 
+@pytest.mark.reliability("fault", "a host dies for good with a container: its holds stay until `ovsgre host forget` releases them, then its address is free")
 def test_dead_host_is_forgotten(mesh):
     """A host dies with a container on blue: its holds stay (it may come
     back); `ovsgre host forget` releases them and its address is free."""
@@ -362,7 +363,7 @@ def _registered_at(site, timeout=10):
         int(millis) / 1000.0
 
 
-@pytest.mark.reliability("fault", "etcd down for 30 s")
+@pytest.mark.reliability("fault", "etcd down for 30 s: traffic keeps flowing, calls fail fast, registrations and watches resume")
 def test_etcd_outage_keeps_traffic_and_recovers(mesh):
     cluster, (s1, s2, _) = mesh
     s1.run_bg("e1", "blue", "sleep", "600")
