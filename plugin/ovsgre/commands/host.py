@@ -13,11 +13,11 @@ again.  It refuses while the host is registered (its plugin runs), unless
 import ipaddress
 import sys
 
-from ..cluster.etcd import EtcdKV
 from ..cluster.networks import NetworkRegistry
 from ..errors import OvsgreError
 from ..ipam import Ipam
 from ..topology import HOSTS
+from . import cluster_kv
 
 
 def add_arguments(parser):
@@ -30,12 +30,9 @@ def add_arguments(parser):
 
 
 def run(settings, args):
-    if not settings.etcd:
-        print("ovsgre host: needs etcd (--etcd or OVSGRE_ETCD)",
-              file=sys.stderr)
+    kv = cluster_kv(settings, "host")
+    if kv is None:
         return 2
-    kv = EtcdKV(settings.etcd, settings.etcd_timeout, settings.etcd_ca,
-                settings.etcd_cert, settings.etcd_key)
     try:
         counts = forget(kv, args.ip, args.force)
     except (OvsgreError, ValueError) as exc:

@@ -19,11 +19,11 @@ import ipaddress
 import json
 import sys
 
-from ..cluster.etcd import EtcdKV
 from ..cluster.networks import SWARM, NetworkRegistry
 from ..declared import PREFIX, check_name
 from ..errors import OvsgreError
 from ..topology import HOSTS
+from . import cluster_kv
 
 
 def add_arguments(parser):
@@ -44,12 +44,9 @@ def add_arguments(parser):
 
 
 def run(settings, args):
-    if not settings.etcd:
-        print("ovsgre network: needs etcd (--etcd or OVSGRE_ETCD)",
-              file=sys.stderr)
+    kv = cluster_kv(settings, "network")
+    if kv is None:
         return 2
-    kv = EtcdKV(settings.etcd, settings.etcd_timeout, settings.etcd_ca,
-                settings.etcd_cert, settings.etcd_key)
     try:
         return {"create": _create, "ls": _list, "rm": _remove}[
             args.action](kv, args)
