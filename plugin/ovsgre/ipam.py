@@ -109,21 +109,9 @@ class Ipam:
 
     def release_pool(self, pool_id):
         space, net, _, token = _parse_pool_id(pool_id)
-        key = f"{POOLS}{space}/{_q(str(net))}"
-        for _ in range(CAS_TRIES):
-            record = self.kv.get(key)
-            rest = _without_holder(record, token, self.host_id)
-            if rest is None:
-                return          # not (or no longer) a holder: a repeat
-            if any(_holders(rest)):
-                if self.kv.replace(key, record, rest):
-                    return
-            elif self.kv.delete_if(key, record):
-                # last user gone: this incarnation's addresses go with it
-                for addr in self.kv.list(self._prefix(space, net, record)):
-                    self.kv.delete(addr)
-                return
-        raise Unavailable(f"pool {net}: too much contention, try again")
+        # not (or no longer) a holder: a repeat, nothing to do
+        self._let_go(space, net,
+                     lambda r: _without_holder(r, token, self.host_id))
 
     def forget_host(self):
         """A host that is gone for good (``ovsgre host forget``): drop its
@@ -134,32 +122,32 @@ class Ipam:
         for key in self.kv.list(POOLS):
             space, _, quoted = key[len(POOLS):].partition("/")
             net = ipaddress.ip_network(urllib.parse.unquote(quoted))
-            for _ in range(CAS_TRIES):
-                record = self.kv.get(key)
-                if record is None:
-                    break
-                holders, hosts = _holders(record)
-                mine = [t for t, h in holders.items() if h == self.host_id]
-                if not mine and self.host_id not in hosts:
-                    addresses += self._forget_addresses(space, net, record)
-                    break
-                rest = dict(record, hosts=[h for h in hosts
-                                           if h != self.host_id],
-                            holders={t: h for t, h in holders.items()
-                                     if h != self.host_id})
-                if any(_holders(rest)):
-                    if self.kv.replace(key, record, rest):
-                        pools += 1
-                        addresses += self._forget_addresses(space, net,
-                                                            rest)
-                        break
-                elif self.kv.delete_if(key, record):
-                    pools += 1
-                    for addr in self.kv.list(self._prefix(space, net,
-                                                          record)):
-                        self.kv.delete(addr)
-                    break
+            left, changed = self._let_go(
+                space, net, lambda r: _without_host(r, self.host_id))
+            pools += changed
+            if left is not None:
+                addresses += self._forget_addresses(space, net, left)
         return pools, addresses
+
+    def _let_go(self, space, net, without):
+        """Drop holders of a pool: without(record) is the record without
+        them, or None when none of them holds it.  The last holder to go
+        deletes the pool, and this incarnation's addresses go with it.
+        Returns (the record as left or None when gone, whether it changed)."""
+        key = f"{POOLS}{space}/{_q(str(net))}"
+        for _ in range(CAS_TRIES):
+            record = self.kv.get(key)
+            rest = without(record) if record is not None else None
+            if rest is None:
+                return record, False
+            if any(_holders(rest)):
+                if self.kv.replace(key, record, rest):
+                    return rest, True
+            elif self.kv.delete_if(key, record):
+                for addr in self.kv.list(self._prefix(space, net, record)):
+                    self.kv.delete(addr)
+                return None, True
+        raise Unavailable(f"pool {net}: too much contention, try again")
 
     def _forget_addresses(self, space, net, pool):
         count = 0
@@ -247,10 +235,17 @@ def _with_holder(record, token, host_id):
     return dict(record, holders=holders, hosts=hosts)
 
 
+def _without_host(record, host_id):
+    """The record without any hold of host_id, or None when it has none."""
+    holders, hosts = _holders(record)
+    if host_id not in hosts and host_id not in holders.values():
+        return None
+    return dict(record, hosts=[h for h in hosts if h != host_id],
+                holders={t: h for t, h in holders.items() if h != host_id})
+
+
 def _without_holder(record, token, host_id):
     """The record without this holder, or None when it is not one."""
-    if record is None:
-        return None
     holders, hosts = _holders(record)
     if token is not None and token in holders:
         del holders[token]
