@@ -11,6 +11,8 @@ import ipaddress
 import os
 import urllib.parse
 
+PORT_TYPES = ("system", "afxdp-nonpmd", "afxdp")
+
 
 def _positive_int(text):
     value = int(text)
@@ -33,6 +35,17 @@ def _choice(*allowed):
         return text
     parse.__name__ = "one of " + "|".join(allowed)
     return parse
+
+
+def _port_type(text):
+    """auto chose afxdp-nonpmd before it cost too much memory per port;
+    settings files that still say so get the default."""
+    if text == "auto":
+        return "system"
+    return _choice(*PORT_TYPES)(text)
+
+
+_port_type.__name__ = "one of " + "|".join(PORT_TYPES)
 
 
 def _seconds(text):
@@ -105,6 +118,10 @@ OPTIONS = (
     Option("ovs_rundir", "", str,
            "OVS run directory (bridge .mgmt sockets for OpenFlow); empty = "
            "the directory of the --ovsdb unix socket"),
+    Option("ready_timeout", 10.0, _seconds,
+           "seconds Join may wait for ovs-vswitchd to put a container's "
+           "port in service (and, after a vswitchd restart, to hold the "
+           "tunnel flows again) before the container start fails"),
     Option("scope", "local", _choice("local", "global"),
            "scope reported to Docker: local, or global for swarm-scope "
            "networks (managed plugin in a swarm)"),
@@ -136,13 +153,14 @@ OPTIONS = (
            "re-sent without its body); checked in the background through "
            "the Docker API at --docker-host, and for joined endpoints whose "
            "veth is gone without it"),
-    Option("port_type", "auto",
-           _choice("auto", "system", "afxdp-nonpmd", "afxdp"),
-           "OVS port type of container ports under the userspace datapath: "
-           "auto picks afxdp-nonpmd when ovs-vswitchd takes such a port "
-           "(about 1.5x the throughput of system/AF_PACKET ports), else "
-           "system; afxdp busy-polls a core; the kernel datapath always "
-           "uses system"),
+    Option("port_type", "system", _port_type,
+           "OVS port type of container ports under the userspace datapath "
+           "(a network may choose its own with -o ovsgre.port-type): "
+           "system (AF_PACKET: ~10 ms to add, no memory per port), "
+           "afxdp-nonpmd (~1.5x the throughput, but ~70 MB of ovs-vswitchd "
+           "memory and ~150 ms per port) or afxdp (also busy-polls a "
+           "core); auto is the old name of system; the kernel datapath "
+           "always uses system"),
 )
 
 
@@ -159,6 +177,7 @@ class Settings:
     threads: int
     ovsdb_timeout: int
     ovs_rundir: str = ""
+    ready_timeout: float = 10.0
     scope: str = "local"
     docker_host: str = "unix:///var/run/docker.sock"
     driver_name: str = "ovsgre"
@@ -171,7 +190,7 @@ class Settings:
     peers: tuple = ()
     local_ip: str = ""
     stale_after: int = 60
-    port_type: str = "auto"
+    port_type: str = "system"
 
     @property
     def multi_host(self):

@@ -18,6 +18,7 @@ import time
 from . import names
 from .faults import crash_point
 from .cluster.networks import derive_key
+from .config import PORT_TYPES
 from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
 
 LOG = logging.getLogger(__name__)
@@ -27,10 +28,11 @@ OPT_MTU = "com.docker.network.driver.mtu"
 OPT_GWBRIDGE = "ovsgre.gwbridge"
 OPT_NAME = "ovsgre.network"
 OPT_KEY = "ovsgre.key"
+OPT_PORT_TYPE = "ovsgre.port-type"
 OPT_INTERNAL = "com.docker.network.internal"
 OPT_IPV6 = "com.docker.network.enable_ipv6"
 OWN_PREFIX = "ovsgre."
-KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE, OPT_NAME, OPT_KEY)
+KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE, OPT_NAME, OPT_KEY, OPT_PORT_TYPE)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VLAN_MIN, VLAN_MAX = 1, 4094
 MTU_MIN, MTU_MAX = 1280, 65000
@@ -38,14 +40,16 @@ MTU_MIN, MTU_MAX = 1280, 65000
 _MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
 
 CREATED, JOINED, DELETING = "created", "joined", "deleting"
+READY_TIMEOUT = 10.0   # seconds Join waits for the port to forward
 
 
 class Driver:
     def __init__(self, store, dataplane, default_mtu, registry=None,
-                 topology=None):
+                 topology=None, ready_timeout=READY_TIMEOUT):
         self.store = store
         self.dataplane = dataplane
         self.default_mtu = default_mtu
+        self.ready_timeout = ready_timeout
         self.registry = registry     # cluster network definitions
         self.topology = topology     # tunnels and flows, multi-host only
         self._lock = threading.RLock()
@@ -124,6 +128,7 @@ class Driver:
             "ipv4": [_pool(d, 4) for d in ipv4_data],
             "ipv6": [_pool(d, 6) for d in ipv6_data],
             "name": _cluster_name(options),
+            "port_type": _port_type_option(options),
         }
         key = _key_option(options)
         with self._lock:
@@ -133,6 +138,8 @@ class Driver:
                     return
                 raise Conflict(f"network {network_id} exists with a "
                                "different configuration")
+            self.dataplane.check_port_type(record["port_type"],
+                                           record["mtu"])
             # Local resources before the cluster record (a refusal must not
             # leave this host in the network's hosts); then the cluster's
             # view, which names a subnet disagreement, before the name
@@ -274,6 +281,7 @@ class Driver:
             "peer_if": peer_if,
             "mac": mac,
             "mtu": net["mtu"],
+            "port_type": net.get("port_type", ""),
             "address": interface.get("Address", ""),
             "address6": interface.get("AddressIPv6", ""),
             "state": CREATED,
@@ -366,6 +374,10 @@ class Driver:
 
     # -- join / leave -----------------------------------------------------
     def join(self, network_id, endpoint_id, sandbox_key):
+        """Answer only once the container's port forwards: Docker starts
+        the container's process right after, and its first packets (a
+        connect, a DNS lookup) must not be lost while ovs-vswitchd is
+        still adding the port."""
         with self._lock:
             ep = self._endpoint(network_id, endpoint_id)
             net = self._network(network_id)
@@ -373,6 +385,12 @@ class Driver:
                 # The pair vanished (its old sandbox died, or the host
                 # rebooted): give the endpoint a fresh one.
                 self.dataplane.plug(ep, net["vlan"])
+        # Outside the lock: other containers' calls go on meanwhile.
+        self.dataplane.wait_forwarding(ep, self.ready_timeout)
+        if self.topology is not None and net.get("key"):
+            self.topology.wait_installed(self.ready_timeout)
+        with self._lock:
+            ep = self._endpoint(network_id, endpoint_id)
             ep.update(state=JOINED, sandbox=sandbox_key)
             # Not fsync'ed: "joined" and "created" differ only in what the
             # reconciler does with a missing veth, and either is safe.
@@ -486,10 +504,21 @@ def _key_option(options):
     return key
 
 
+def _port_type_option(options):
+    """"" (the host's --port-type) or the network's own choice."""
+    raw = _generic(options).get(OPT_PORT_TYPE)
+    if raw in (None, ""):
+        return ""
+    if raw not in PORT_TYPES:
+        raise InvalidRequest(f"option {OPT_PORT_TYPE}={raw!r}: must be one "
+                             f"of {', '.join(PORT_TYPES)}")
+    return raw
+
+
 def _same_network(a, b):
     keys = ("mtu", "gwbridge", "ipv4", "ipv6")
     return all(a.get(k) == b.get(k) for k in keys) and \
-        a.get("name", "") == b.get("name", "")
+        all(a.get(k, "") == b.get(k, "") for k in ("name", "port_type"))
 
 
 def _filled(interface, ep):

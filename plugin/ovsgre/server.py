@@ -64,7 +64,7 @@ def build_app(settings):
              dataplane.port_type, mtu,
              f"tunnels from {local_ip}" if topology else "single host")
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
-                    topology)
+                    topology, settings.ready_timeout)
     driver.scope = settings.scope
     Janitor(driver, DockerEndpoints(settings.docker_host),
             settings.stale_after).start()

@@ -15,6 +15,7 @@ import time
 
 from . import __version__
 from .cluster.etcd import Registration, Watcher
+from .errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
 
@@ -85,8 +86,9 @@ class Topology(threading.Thread):
         self._done = 0
         self._stopped = False
         self._announce = []        # (due, port, mac), see ANNOUNCE_AT
-        self._vswitchd = None      # vswitchd instance at the last check
+        self._vswitchd = None      # vswitchd instance holding our table
         self._checked = 0.0        # monotonic time of the last full check
+        self._recheck = False      # a Join saw another vswitchd instance
         self.last_error = None
 
     def begin(self):
@@ -113,6 +115,31 @@ class Topology(threading.Thread):
             self._cond.wait_for(lambda: self._done >= ticket or
                                 self._stopped, timeout=wait)
             return self._done >= ticket
+
+    def wait_installed(self, timeout):
+        """Block until the running ovs-vswitchd holds the tunnel table: it
+        forgets every flow when it restarts, and a container started
+        before they are back could not reach other hosts.  Costs one read
+        of vswitchd's pid file when nothing changed.  Raises
+        DataplaneError after timeout seconds."""
+        instance = self.tunnels.vswitchd_instance()
+        with self._cond:
+            if self._installed_in(instance):
+                return
+            self._recheck = True
+            self._cond.notify_all()
+            if self._cond.wait_for(lambda: self._stopped or
+                                   self._installed_in(instance), timeout):
+                return
+        raise DataplaneError(
+            f"the tunnel flows are not back in ovs-vswitchd (pid {instance})"
+            f" after {timeout:g} s: {self.last_error or 'sync pending'}")
+
+    def _installed_in(self, instance):
+        """Call with the lock held.  Unknown peers (etcd not reached yet)
+        or an unreadable pid file: nothing to wait for."""
+        return self.peers is None or instance is None or \
+            instance == self._vswitchd
 
     def announce(self, port, mac):
         """Tell the other hosts, asynchronously, where this MAC is now."""
@@ -149,7 +176,8 @@ class Topology(threading.Thread):
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._stopped or self._sync_wanted() or any(
+                    lambda: self._stopped or self._sync_wanted() or
+                    self._recheck or any(
                         a[0] <= time.monotonic() for a in self._announce),
                     timeout=self._wait_timeout())
                 if self._stopped:
@@ -157,13 +185,15 @@ class Topology(threading.Thread):
                 ticket, peers = self._wanted, set(self.peers or ())
                 sync = self._sync_wanted()
                 due = self._due_announcements()
+                recheck, self._recheck = self._recheck, False
             self._send(due)
             if not sync:
-                if time.monotonic() - idle_since >= VERIFY_EVERY:
+                if recheck or time.monotonic() - idle_since >= VERIFY_EVERY:
                     self._verify()
                     idle_since = time.monotonic()
                 continue
             idle_since = time.monotonic()
+            instance = self.tunnels.vswitchd_instance()
             try:
                 self._sync(peers)
             except Exception as exc:
@@ -174,6 +204,7 @@ class Topology(threading.Thread):
             self.last_error = None
             with self._cond:
                 self._done = max(self._done, ticket)
+                self._vswitchd, self._checked = instance, time.monotonic()
                 self._cond.notify_all()
 
     def _verify(self):
@@ -185,15 +216,20 @@ class Topology(threading.Thread):
                 time.monotonic() - self._checked < FULL_CHECK_EVERY:
             return
         try:
-            if not self.tunnels.flows_intact():
-                LOG.warning("tunnel flows missing (ovs-vswitchd restarted?);"
-                            " reinstalling")
-                self.tunnels.forget_flows()
-                self.request()
+            intact = self.tunnels.flows_intact()
         except Exception as exc:
             LOG.warning("cannot verify tunnel flows: %s", exc)
             return   # checked again next time, whatever the pid says
-        self._vswitchd, self._checked = instance, time.monotonic()
+        if not intact:
+            # The sync records the instance once the table is back.
+            LOG.warning("tunnel flows missing (ovs-vswitchd restarted?);"
+                        " reinstalling")
+            self.tunnels.forget_flows()
+            self.request()
+            return
+        with self._cond:
+            self._vswitchd, self._checked = instance, time.monotonic()
+            self._cond.notify_all()
 
     def _sync(self, peers):
         start = time.monotonic()

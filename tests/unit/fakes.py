@@ -150,10 +150,22 @@ class FakeDataplane(Failing):
         self._add_port(ep["host_if"], tag,
                        _owner_ids(ep["network_id"], ep["endpoint_id"]))
 
+    def check_port_type(self, port_type, mtu):
+        self._enter("check_port_type", port_type, mtu)
+
     def ensure_port(self, ep, tag):
         self._enter("ensure_port", ep["endpoint_id"], tag)
         self._add_port(ep["host_if"], tag,
                        _owner_ids(ep["network_id"], ep["endpoint_id"]))
+
+    def wait_forwarding(self, ep, timeout):
+        """The fake vswitchd takes every port at once; fail() it to model
+        a refused or late port."""
+        self._enter("wait_forwarding", ep["endpoint_id"], timeout)
+        port = self.ports.get(ep["host_if"])
+        if port is None:
+            raise DataplaneError(f"port {ep['host_if']} is not in OVSDB")
+        return {"type": "", "ofport": port["ofport"], "error": ""}
 
     def unplug(self, ep):
         self._enter("unplug", ep["endpoint_id"])
@@ -297,12 +309,23 @@ class FakeTopology:
 
     def __init__(self, result=True):
         self.requests = []
+        self.waits = []              # wait_installed(timeout) calls
+        self.wait_error = None
+        self.announced = []
         self.result = result
         self.last_error = None
 
     def request(self, wait=0):
         self.requests.append(wait)
         return self.result
+
+    def wait_installed(self, timeout):
+        self.waits.append(timeout)
+        if self.wait_error is not None:
+            raise self.wait_error
+
+    def announce(self, port, mac):
+        self.announced.append((port, mac))
 
 
 class InterleavingKV(LocalKV):

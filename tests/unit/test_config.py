@@ -24,6 +24,7 @@ EXAMPLES = {
     "threads": ("4", 4),
     "ovsdb_timeout": ("3", 3),
     "ovs_rundir": ("/tmp/t/run", "/tmp/t/run"),
+    "ready_timeout": ("2.5", 2.5),
     "scope": ("global", "global"),
     "docker_host": ("unix:///tmp/t/d.sock", "unix:///tmp/t/d.sock"),
     "driver_name": ("ovsgre/ovsgre:latest", "ovsgre/ovsgre:latest"),
@@ -50,6 +51,7 @@ OTHER = {
     "threads": ("32", 32),
     "ovsdb_timeout": ("30", 30),
     "ovs_rundir": ("/tmp/u/run", "/tmp/u/run"),
+    "ready_timeout": ("30", 30.0),
     "scope": ("local", "local"),
     "docker_host": ("unix:///tmp/u/d.sock", "unix:///tmp/u/d.sock"),
     "driver_name": ("x", "x"),
@@ -76,7 +78,9 @@ INVALID = [
     ("etcd_timeout", "0"), ("etcd_timeout", "x"), ("lease_ttl", "0"),
     ("peers", "198.18.0"), ("peers", "a;b"), ("local_ip", "::1"),
     ("local_ip", "$(id)"), ("port_type", "xdp"), ("port_type", ""),
-    ("port_type", "afxdp-nonpmd;id"), ("stale_after", "0"),
+    ("port_type", "afxdp-nonpmd;id"), ("port_type", "AUTO"),
+    ("ready_timeout", "0"), ("ready_timeout", "soon"),
+    ("ready_timeout", "1000"), ("stale_after", "0"),
     ("stale_after", "soon"),
 ]
 NAMES = [o.name for o in config.OPTIONS]

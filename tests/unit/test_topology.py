@@ -7,6 +7,7 @@ import types
 import pytest
 
 from ovsgre import topology as topology_mod
+from ovsgre.errors import DataplaneError
 from ovsgre.topology import EtcdPeers, StaticPeers, Topology
 
 from .fakes import FakePeers, FakeTunnels
@@ -304,23 +305,77 @@ def fast_verify(monkeypatch):
     monkeypatch.setattr(topology_mod, "VERIFY_EVERY", 0.02)
 
 
-def test_flows_read_once_while_vswitchd_stays(fast_verify, topo, tunnels,
-                                              peers):
+def test_flows_not_read_while_vswitchd_stays(fast_verify, topo, tunnels,
+                                             peers):
+    """The sync that installed the table knows which vswitchd holds it:
+    idle checks compare pids and never dump the table."""
     peers.report({"192.0.2.2"})
     assert topo.request(wait=WAIT)
-    assert eventually(lambda: tunnels.flow_checks >= 1)
     time.sleep(0.3)                       # ~15 idle checks
-    assert tunnels.flow_checks == 1
+    assert tunnels.flow_checks == 0
 
 
 def test_vswitchd_restart_reinstalls_flows(fast_verify, topo, tunnels,
                                            peers):
     peers.report({"192.0.2.2"})
     assert topo.request(wait=WAIT)
-    assert eventually(lambda: tunnels.flow_checks >= 1)
     syncs = len(tunnels.syncs)
     tunnels.intact, tunnels.instance = False, "200"
     assert eventually(lambda: len(tunnels.syncs) > syncs)
+    assert eventually(lambda: tunnels.flow_checks == 1)
+
+
+# -- Join waits for the table of the running vswitchd ---------------------------
+
+def test_wait_installed_returns_at_once_when_nothing_changed(topo, tunnels,
+                                                             peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    checks, syncs = tunnels.flow_checks, len(tunnels.syncs)
+    start = time.monotonic()
+    topo.wait_installed(WAIT)
+    assert time.monotonic() - start < 0.05
+    assert (tunnels.flow_checks, len(tunnels.syncs)) == (checks, syncs)
+
+
+def test_wait_installed_before_any_peer_is_known(topo):
+    topo.wait_installed(0.01)             # etcd not reached yet: no wait
+
+
+def test_wait_installed_after_a_restart_waits_for_the_new_table(topo, tunnels,
+                                                                peers):
+    """Without the idle check (every 2 s), the Join that first sees the new
+    vswitchd has the table checked and reinstalled before it returns."""
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    syncs = len(tunnels.syncs)
+    tunnels.intact, tunnels.instance = False, "200"
+    start = time.monotonic()
+    topo.wait_installed(WAIT)
+    assert time.monotonic() - start < 1.0     # not the 2 s idle period
+    assert len(tunnels.syncs) == syncs + 1
+    assert tunnels.flow_checks == 1
+
+
+def test_wait_installed_after_a_restart_that_kept_the_flows(topo, tunnels,
+                                                            peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    syncs = len(tunnels.syncs)
+    tunnels.instance = "200"              # flows still there: no resync
+    topo.wait_installed(WAIT)
+    assert len(tunnels.syncs) == syncs and tunnels.flow_checks == 1
+
+
+def test_wait_installed_times_out_with_the_sync_error(topo, tunnels, peers):
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    tunnels.intact, tunnels.instance = False, "200"
+    tunnels.failures = 10 ** 6            # every sync fails from now on
+    with pytest.raises(DataplaneError) as err:
+        topo.wait_installed(0.3)
+    assert "pid 200" in str(err.value)
+    assert "vswitchd is restarting" in str(err.value)
 
 
 def test_without_a_pid_file_flows_are_read_every_time(fast_verify, topo,

@@ -11,7 +11,8 @@ import time
 
 from pyroute2 import IPRoute
 
-from ..errors import Unavailable
+from ..config import PORT_TYPES  # noqa: F401 (for the driver)
+from ..errors import DataplaneError, InvalidRequest, Unavailable
 
 from .links import Links, set_tx_checksum
 from .ovsdb import Ovsdb, owner_ids
@@ -24,8 +25,9 @@ AFXDP_TYPES = ("afxdp-nonpmd", "afxdp")
 # Native XDP on a veth needs the frame in one page (4 KiB minus headroom).
 AFXDP_MAX_MTU = 3498
 # Each afxdp port costs ovs-vswitchd ~70 MB (its UMEM: 16,384 frames of
-# 4 KiB) and ~100 ms to load XDP.  auto stops choosing it for new ports when
-# the host runs low on memory; an explicit --port-type is always obeyed.
+# 4 KiB) and ~150 ms to load XDP, so it is never the default; below this
+# much available memory new ports are system ports whatever was asked (an
+# ovs-vswitchd killed for memory takes every container's network down).
 AFXDP_MIN_AVAILABLE = 2 * 2 ** 30
 # Never an endpoint's name: endpoint IDs are hex.
 PROBE_HOST, PROBE_PEER = "ovghzzprobe0000", "ovgczzprobe0000"
@@ -109,7 +111,7 @@ class Dataplane:
     """Plugs endpoints into the integration bridge of this host."""
 
     def __init__(self, ovsdb_remote, bridge, datapath, ovsdb_timeout,
-                 port_type="auto"):
+                 port_type="system"):
         self.bridge = bridge
         self.ovsdb = Ovsdb(ovsdb_remote, ovsdb_timeout)
         existing = (self.ovsdb.bridge(bridge) or {}).get("datapath_type")
@@ -117,6 +119,7 @@ class Dataplane:
         self.links = Links()
         self.wanted_port_type = port_type
         self.port_type = "system"     # decided by ensure_bridge
+        self._usable = {}             # port type -> "" or why it fails
 
     def close(self):
         self.ovsdb.close()
@@ -124,63 +127,75 @@ class Dataplane:
 
     def ensure_bridge(self):
         self.ovsdb.ensure_bridge(self.bridge, self.datapath)
-        self.port_type = self._choose_port_type()
+        self.port_type = self._host_port_type()
 
-    def _choose_port_type(self):
+    def _host_port_type(self):
+        """The type of container ports whose network asks for none."""
         wanted = self.wanted_port_type
         if self.datapath != "netdev":
             if wanted in AFXDP_TYPES:
                 raise Unavailable(f"port type {wanted} needs the userspace "
                                   "datapath (--datapath netdev)")
             return "system"
-        if wanted != "auto":
-            return wanted
-        if "afxdp-nonpmd" not in self.ovsdb.iface_types():
-            return "system"
-        error = self._probe("afxdp-nonpmd")
-        if error:
-            LOG.info("afxdp-nonpmd ports unusable here (%s); using system "
-                     "ports", error)
-            return "system"
-        return "afxdp-nonpmd"
+        return wanted
+
+    def check_port_type(self, port_type, mtu):
+        """Refuse a network's port type (ovsgre.port-type) this host cannot
+        give its ports.  System ports always work; with the kernel
+        datapath the kernel forwards and there is nothing to choose, so the
+        option is ignored there (a network spans hosts of either kind)."""
+        if port_type not in AFXDP_TYPES or self.datapath != "netdev":
+            return
+        if mtu > AFXDP_MAX_MTU:
+            raise InvalidRequest(
+                f"port type {port_type} needs an MTU of at most "
+                f"{AFXDP_MAX_MTU} (native XDP on a veth takes a frame in "
+                f"one page); this network's MTU is {mtu}")
+        if port_type not in self._usable:
+            self._usable[port_type] = self._probe(port_type)
+        if self._usable[port_type]:
+            raise Unavailable(f"port type {port_type} does not work on this "
+                              f"host: {self._usable[port_type]}")
 
     def _probe(self, port_type):
         """Does ovs-vswitchd take a veth as a port of this type?  Returns
         "" if so, else its error."""
+        if port_type not in self.ovsdb.iface_types():
+            return "ovs-vswitchd was built without it"
         self.links.delete(PROBE_HOST)
         self.links.create_veth(PROBE_HOST, PROBE_PEER, 1500,
                                "02:00:00:00:00:01")
         try:
             self.ovsdb.add_port(self.bridge, PROBE_HOST, VLAN_PROBE,
                                 owner_ids("probe", "probe"), port_type)
-            deadline = time.monotonic() + PROBE_WAIT
-            while time.monotonic() < deadline:
-                info = self.ovsdb.interface(PROBE_HOST) or {}
-                if info.get("error") or (info.get("ofport") or 0) < 0:
-                    return info.get("error") or "no ofport"
-                if (info.get("ofport") or 0) > 0:
-                    return ""
-                time.sleep(0.02)
-            return "ovs-vswitchd did not take the port in time"
+            info = self.ovsdb.wait_interface(PROBE_HOST, PROBE_WAIT) or {}
+            if info.get("error") or (info.get("ofport") or 0) < 0:
+                return info.get("error") or "no ofport"
+            if not info.get("ofport"):
+                return "ovs-vswitchd did not take the port in time"
+            return ""
         finally:
             self.ovsdb.del_port(PROBE_HOST, self.bridge, wait=True)
             self.links.delete(PROBE_HOST)
 
-    def _ovs_type(self, mtu):
-        if self.port_type not in AFXDP_TYPES or mtu > AFXDP_MAX_MTU:
+    def _ovs_type(self, ep):
+        """OVS type of an endpoint's port: its network's choice, else the
+        host's; "" is a plain (system) port."""
+        wanted = ep.get("port_type") or self.port_type
+        if self.datapath != "netdev" or wanted not in AFXDP_TYPES or \
+                ep["mtu"] > AFXDP_MAX_MTU:
             return ""
-        if self.wanted_port_type == "auto" and \
-                mem_available() < AFXDP_MIN_AVAILABLE:
-            LOG.warning("less than %d MiB of memory available: new "
-                        "container ports are system ports (an %s port "
-                        "takes ~70 MB in ovs-vswitchd)",
-                        AFXDP_MIN_AVAILABLE >> 20, self.port_type)
+        if mem_available() < AFXDP_MIN_AVAILABLE:
+            LOG.warning("less than %d MiB of memory available: port %s is "
+                        "a system port, not %s (which takes ~70 MB in "
+                        "ovs-vswitchd)", AFXDP_MIN_AVAILABLE >> 20,
+                        ep["host_if"], wanted)
             return ""
-        return self.port_type
+        return wanted
 
     def plug(self, ep, tag):
         """Make the endpoint's veth pair exist and its host end a port.
-        Does not wait for ovs-vswitchd (see port_ready)."""
+        Does not wait for ovs-vswitchd (see wait_forwarding)."""
         host, peer = ep["host_if"], ep["peer_if"]
         self.links.create_veth(host, peer, ep["mtu"], ep["mac"])
         if self.datapath == "netdev":
@@ -193,7 +208,30 @@ class Dataplane:
         """Re-add the OVS port of a joined endpoint whose veth still exists."""
         self.ovsdb.add_port(self.bridge, ep["host_if"], tag,
                             owner_ids(ep["network_id"], ep["endpoint_id"]),
-                            self._ovs_type(ep["mtu"]))
+                            self._ovs_type(ep))
+
+    def wait_forwarding(self, ep, timeout):
+        """Return once ovs-vswitchd forwards on the endpoint's port (it has
+        an OpenFlow port number: the datapath polls it and the bridge knows
+        its VLAN); raise DataplaneError naming the port and what OVS
+        reported when it refused the port or did not take it in time."""
+        name = ep["host_if"]
+        info = self.ovsdb.wait_interface(name, timeout)
+        if info is None:
+            raise DataplaneError(f"port {name} is not in OVSDB (removed "
+                                 "while the container was starting?)")
+        if info["error"] or (info["ofport"] or 0) < 0:
+            raise DataplaneError(
+                f"ovs-vswitchd refused port {name} (type "
+                f"{info['type'] or 'system'}): "
+                f"{info['error'] or 'ofport -1'}")
+        if not info["ofport"]:
+            raise DataplaneError(
+                f"ovs-vswitchd did not put port {name} in service within "
+                f"{timeout:g} s (no OpenFlow port number assigned; is "
+                "ovs-vswitchd running and keeping up? see `ovsgre "
+                "doctor`)")
+        return info
 
     def unplug(self, ep):
         """Remove the port now and the veth pair in the background (the

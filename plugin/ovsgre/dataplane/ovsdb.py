@@ -6,6 +6,8 @@ plugin can always tell its own ports from anybody else's.
 """
 
 import logging
+import threading
+import time
 
 from ovsdbapp import exceptions as ovsdb_exc
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
@@ -53,7 +55,8 @@ class Ovsdb:
                 from exc
         for table, columns in COLUMNS.items():
             helper.register_columns(table, list(columns))
-        idl = connection.OvsdbIdl(remote, helper)
+        self._changes = _Changes()
+        idl = _Idl(remote, helper, self._changes)
         self._conn = connection.Connection(idl, timeout)
         self.api = impl_idl.OvsdbIdl(self._conn)
 
@@ -130,6 +133,22 @@ class Ovsdb:
         -1 if it could not."""
         return self._run(_Lookup(self.api, "Interface", name,
                                  _interface_info), wait=False)[0]
+
+    def wait_interface(self, name, timeout):
+        """Wait until ovs-vswitchd has taken interface `name` (ofport > 0)
+        or refused it (ofport -1 or an error); returns its last state
+        (None if there is no such interface) once settled or after
+        timeout seconds.  Woken by the IDL's updates, not by polling."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self._changes.seen()
+            info = self.interface(name)
+            if info is not None and (info["ofport"] or info["error"]):
+                return info
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return info
+            self._changes.wait(seen, remaining)
 
     def owned_ports(self):
         """{port name: {tag, external_ids, ofport}} of every endpoint port
@@ -224,6 +243,40 @@ class _DelPort(command.BaseCommand):
         for bridge in bridges:
             if bridge is not None:
                 bridge.delvalue("ports", port)
+
+
+class _Changes:
+    """A counter of Interface changes that threads can wait on."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._count = 0
+
+    def bump(self):
+        with self._cond:
+            self._count += 1
+            self._cond.notify_all()
+
+    def seen(self):
+        with self._cond:
+            return self._count
+
+    def wait(self, seen, timeout):
+        with self._cond:
+            self._cond.wait_for(lambda: self._count != seen, timeout)
+
+
+class _Idl(connection.OvsdbIdl):
+    """ovs-vswitchd writes an interface's ofport (or error) once it has put
+    the port in service: every Interface change wakes the waiters."""
+
+    def __init__(self, remote, helper, changes):
+        super().__init__(remote, helper)
+        self._interface_changes = changes
+
+    def notify(self, event, row, updates=None):
+        if row._table.name == "Interface":
+            self._interface_changes.bump()
 
 
 class _NoWait(transaction.Transaction):

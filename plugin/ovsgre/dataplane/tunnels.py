@@ -175,7 +175,7 @@ class Tunnels:
         """Are our flows still installed?  ovs-vswitchd forgets every flow
         when it restarts; learned flows (cookie 0) are not counted."""
         if self._installed is None:
-            return True
+            return False
         out = self._ofctl(["-O", "OpenFlow13", "--no-stats", "dump-flows",
                            self._target(self.tun_bridge),
                            f"cookie={COOKIE}/-1"])
