@@ -1,12 +1,19 @@
 """Load: bursts of 32 parallel `docker run`, round after round, on one host
 and spread over three.
 
-Every start must succeed; while a burst runs, no two containers may share an
-address or a MAC (cluster-wide) and no two endpoints an interface name (per
-host), and what Docker, the plugin's records, OVS and the kernel say must
-agree.  After each round's `docker rm -f` and at the end nothing may be left:
-no veth, no OVS port, no endpoint record, and (three hosts) no address
-allocated in etcd beyond the network's gateway.
+First packets: 32 parallel `docker run --rm … ping -c 1 -W 1 PEER`, where
+PEER is a container already running (on another host, over three hosts):
+every one of them must get its single ping answered within a second, as a
+program that connects at start-up would need: on a fresh host, right after
+the plugin restarted, and right after ovs-vswitchd restarted.
+
+Bookkeeping: every start must succeed; while a burst runs, no two
+containers may share an address or a MAC (cluster-wide) and no two
+endpoints an interface name (per host), and what Docker, the plugin's
+records, OVS and the kernel say must agree.  After each round's `docker rm
+-f` and at the end nothing may be left: no veth, no OVS port, no endpoint
+record, and (three hosts) no address allocated in etcd beyond the network's
+gateway.
 
 Timings are printed (run with -s to see them).
 """
@@ -33,6 +40,10 @@ ROUNDS = 10
 # two cores), so the whole file stays within ~6 minutes here.
 MESH_ROUNDS = 10
 SUBNET = "198.18.88.0/22"      # used by no other test
+FIRST_SUBNET = "198.18.92.0/22"
+# Rounds of first pings right after each restart: the moments a port or a
+# flow could be missing.
+AFTER_RESTART_ROUNDS = 3
 PATCH_PORT = "ovgp-tun"        # br-ovsgre's patch to the tunnel bridge
 IPAM_PREFIX = "/ovsgre/ipam/"
 
@@ -172,7 +183,75 @@ def report(title, timings):
               f"max {max(vals):.1f} s")
 
 
+def first_pings(jobs, network):
+    """`docker run --rm … ping -c 1 -W 1 PEER` for every (site, peer) at
+    once; returns (seconds, [(host, peer, what went wrong)])."""
+    def run(job):
+        site, peer = job
+        return site.docker("run", "--rm", "--network", network, IMAGE,
+                           "ping", "-c", "1", "-W", "1", peer, check=False,
+                           timeout=300)
+
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(len(jobs)) as pool:
+        done = list(pool.map(run, jobs))
+    failed = []
+    for (site, peer), cp in zip(jobs, done):
+        answered = re.search(r"1 packets transmitted, 1 packets received",
+                             cp.stdout)
+        if cp.returncode != 0 or not answered:
+            failed.append((site.host.hostname, peer, cp.returncode,
+                           (cp.stdout + cp.stderr).strip()[-300:]))
+    return time.monotonic() - start, failed
+
+
+def ping_phases(jobs, network, restart_plugins, restart_vswitchds):
+    """ROUNDS of first pings, then AFTER_RESTART_ROUNDS after restarting
+    the plugins, then as many after restarting ovs-vswitchd; asserts that
+    every first ping was answered.  Returns the printed timings."""
+    lines = []
+    for phase, rounds, restart in (
+            ("fresh", ROUNDS, None),
+            ("plugin restarted", AFTER_RESTART_ROUNDS, restart_plugins),
+            ("ovs-vswitchd restarted", AFTER_RESTART_ROUNDS,
+             restart_vswitchds)):
+        if restart is not None:
+            restart()
+        for r in range(rounds):
+            took, failed = first_pings(jobs, network)
+            assert failed == [], (phase, r + 1, len(failed), failed[:4])
+            lines.append(f"  {phase:22s} round {r + 1:2d}: {len(jobs)} of "
+                         f"{len(jobs)} first pings answered in {took:.1f} s")
+    return lines
+
+
+def restart_plugin(site):
+    site.plugin.stop()
+    site.plugin.start()
+
+
 # -- one host ----------------------------------------------------------------
+
+@pytest.mark.reliability("load", "first packet: 32 parallel docker run --rm … ping -c 1 -W 1 x 10 rounds on one host, then after a plugin and an ovs-vswitchd restart: every first ping answered")
+def test_first_ping_of_every_container_on_one_host(site):
+    network = "first"
+    site.docker("network", "create", "-d", "ovsgre", "--subnet",
+                FIRST_SUBNET, network)
+    try:
+        site.run_bg("fp-peer", network, "sleep", "600")
+        peer = site.ip("fp-peer", network)
+        lines = ping_phases(
+            [(site, peer)] * PARALLEL, network,
+            lambda: restart_plugin(site),
+            lambda: site.host.ovs.restart_vswitchd())
+        print(f"\none host, first pings (port type {port_type(site)})")
+        print("\n".join(lines))
+    finally:
+        site.host.docker.remove_all_containers()
+        site.docker("network", "rm", network, check=False)
+    assert site.wait_no_leftovers() == {"links": [], "ports": [],
+                                        "records": []}
+
 
 @pytest.mark.reliability("load", "32 parallel docker run x 10 rounds on one host: no failure, duplicate or leak")
 def test_parallel_runs_on_one_host(site):
@@ -235,6 +314,46 @@ def allocated(cluster):
     """Address keys in etcd that are not a network's gateway."""
     return sorted(k for k, v in etcd_ipam(cluster).items()
                   if "/addrs/" in k and not v.get("gateway"))
+
+
+FIRST_NET = ("--ipam-driver", "ovsgre", "--subnet", FIRST_SUBNET,
+             "-o", "ovsgre.network=first")
+
+
+@pytest.mark.reliability("load", "first packet across hosts: 32 parallel docker run --rm … ping -c 1 -W 1 over 3 hosts, each to a container on another host, x 10 rounds, then after plugin and ovs-vswitchd restarts on every host: every first ping answered")
+def test_first_ping_of_every_container_across_hosts(mesh3):
+    cluster, sites = mesh3
+    network = "first"
+    for site in sites:
+        site.docker("network", "create", "-d", "ovsgre", *FIRST_NET,
+                    network)
+    try:
+        peers = []
+        for i, site in enumerate(sites):
+            site.run_bg(f"fp-peer{i}", network, "sleep", "600")
+            peers.append(site.ip(f"fp-peer{i}", network))
+        n = len(sites)
+        # container i runs on host i % n and pings the peer on the next host
+        jobs = [(sites[i % n], peers[(i + 1) % n]) for i in range(PARALLEL)]
+
+        def restart_vswitchds():
+            for site in sites:
+                site.host.ovs.restart_vswitchd()
+
+        lines = ping_phases(
+            jobs, network, lambda: [restart_plugin(s) for s in sites],
+            restart_vswitchds)
+        print(f"\n3 hosts, first pings to other hosts (port type "
+              f"{port_type(sites[0])})")
+        print("\n".join(lines))
+    finally:
+        for i, site in enumerate(sites):
+            site.docker("rm", "-f", f"fp-peer{i}", check=False)
+        for site in sites:
+            site.docker("network", "rm", network, check=False)
+    for site in sites:
+        left = wait_clean(site)
+        assert not any(left.values()), (site.host.hostname, left)
 
 
 @pytest.mark.reliability("load", "32 parallel docker run x 10 rounds over 3 hosts: no failure, duplicate or leak")
