@@ -78,6 +78,7 @@ userspace_vswitchd_unit() {
     mkdir -p "$dropin"
     cat > "$dropin/ovsgre-userspace.conf" <<UNIT
 [Service]
+Nice=-10
 ExecStart=
 ExecStart=/usr/sbin/ovs-vswitchd unix:$OVS_RUN/db.sock --pidfile=$OVS_RUN/ovs-vswitchd.pid --log-file=/var/log/openvswitch/ovs-vswitchd.log -vconsole:off --detach --no-chdir
 UNIT
@@ -106,7 +107,9 @@ start_ovs() {
         say "no openvswitch kernel module: starting ovs-vswitchd for the" \
             "userspace datapath"
         mkdir -p /var/log/openvswitch
-        ovs-vswitchd "unix:$OVS_RUN/db.sock" --pidfile="$OVS_RUN/ovs-vswitchd.pid" \
+        # nice -10 as ovs-ctl gives it: with the userspace datapath every
+        # packet waits for ovs-vswitchd to be scheduled
+        nice -n -10 ovs-vswitchd "unix:$OVS_RUN/db.sock" --pidfile="$OVS_RUN/ovs-vswitchd.pid" \
             --log-file=/var/log/openvswitch/ovs-vswitchd.log -vconsole:off \
             --detach --no-chdir
     fi

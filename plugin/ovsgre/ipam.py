@@ -10,6 +10,13 @@ Address spaces: pools with the same subnet in one space are one pool
 gives a network a space of its own, so two networks may use overlapping
 subnets; in the shared "default" space overlapping subnets are refused.
 
+Addresses are handed out in turn, from the one after the address handed
+out last, wrapping around at the end of the pool (as Docker's own IPAM does
+for overlay networks): Docker derives a container's MAC from its address,
+so an address given again at once to a container on another host would
+move a MAC between hosts while switches and ARP caches still send it to
+the old place, and the new container's first packets would be lost.
+
 Every RequestPool is a holder of its own: the PoolID carries a token
 (``SPACE/SUBNET[/RANGE]#TOKEN``) and ReleasePool gives back only that
 token.  Two Docker networks on one host that share a pool (or a network
@@ -28,6 +35,7 @@ from .errors import Conflict, InvalidRequest, NotFound, Unavailable
 
 POOLS = "/ovsgre/ipam/pools/"
 ADDRS = "/ovsgre/ipam/addrs/"
+LAST = "/ovsgre/ipam/last/"   # per pool: the address handed out last
 SPACE_OPT = "ovsgre.network"
 DEFAULT_SPACE = "default"
 GATEWAY_TYPE = "com.docker.network.gateway"
@@ -146,6 +154,7 @@ class Ipam:
             elif self.kv.delete_if(key, record):
                 for addr in self.kv.list(self._prefix(space, net, record)):
                     self.kv.delete(addr)
+                self.kv.delete(self._last_key(space, net, record))
                 return None, True
         raise Unavailable(f"pool {net}: too much contention, try again")
 
@@ -170,10 +179,15 @@ class Ipam:
     def _prefix(space, net, record):
         return f"{ADDRS}{space}/{_q(str(net))}/{record['id']}/"
 
+    @staticmethod
+    def _last_key(space, net, record):
+        return f"{LAST}{space}/{_q(str(net))}/{record['id']}"
+
     # -- addresses ----------------------------------------------------------
     def request_address(self, pool_id, address, options):
         space, net, sub, _ = _parse_pool_id(pool_id)
-        prefix = self._prefix(space, net, self._pool(space, net))
+        pool = self._pool(space, net)
+        prefix = self._prefix(space, net, pool)
         if (options or {}).get("RequestAddressType") == GATEWAY_TYPE:
             ip = self._gateway(prefix, net, address)
         elif address:
@@ -181,7 +195,8 @@ class Ipam:
             if not self.kv.create(prefix + str(ip), self._owner()):
                 raise Conflict(f"address {ip} is already in use")
         else:
-            ip = self._allocate(prefix, net, sub or net)
+            ip = self._allocate(prefix, self._last_key(space, net, pool),
+                                net, sub or net)
         return {"Address": f"{ip}/{net.prefixlen}", "Data": {}}
 
     def _owner(self, gateway=False):
@@ -199,12 +214,16 @@ class Ipam:
             return ip
         raise Conflict(f"gateway address {ip} is in use by a container")
 
-    def _allocate(self, prefix, net, rng):
+    def _allocate(self, prefix, last_key, net, rng):
         taken = {k[len(prefix):] for k in self.kv.list(prefix)}
-        for ip in itertools.islice(_candidates(net, rng), MAX_SCAN):
+        last = _last_given(self.kv.get(last_key), rng)
+        for ip in itertools.islice(_candidates(net, rng, last), MAX_SCAN):
             if str(ip) in taken:
                 continue
             if self.kv.create(prefix + str(ip), self._owner()):
+                # No compare-and-swap: hosts racing here write addresses
+                # given out a moment ago, and any of them will do.
+                self.kv.put(last_key, {"address": str(ip)})
                 return ip
             taken.add(str(ip))   # another host won it a moment ago
         raise Conflict(f"no free address in {rng}")
@@ -256,13 +275,31 @@ def _without_holder(record, token, host_id):
     return dict(record, holders=holders, hosts=hosts)
 
 
-def _candidates(net, rng):
-    hosts = net.hosts() if rng == net else rng
-    first, last = net.network_address, net.broadcast_address
-    for ip in hosts:
-        if net.version == 4 and ip in (first, last):
-            continue
-        yield ip
+def _last_given(record, rng):
+    """The address handed out last, from the cluster store (written by any
+    host: checked), or None."""
+    try:
+        ip = ipaddress.ip_address(record["address"])
+    except (TypeError, KeyError, ValueError):
+        return None
+    return ip if ip in rng else None
+
+
+def _candidates(net, rng, after=None):
+    """Addresses of rng that may be handed out, starting after `after` and
+    wrapping around; by integer, so a large pool costs nothing to skip."""
+    low, high = int(rng.network_address), int(rng.broadcast_address)
+    start = int(after) + 1 if after is not None else low
+    if not low <= start <= high:
+        start = low
+    excluded = {int(net.network_address), int(net.broadcast_address)} \
+        if net.version == 4 else set()
+    if rng == net and net.version == 6 and net.prefixlen < 127:
+        excluded = {int(net.network_address)}   # subnet-router anycast
+    for value in itertools.chain(range(start, high + 1), range(low, start)):
+        if value not in excluded:
+            yield ipaddress.ip_address(value) if net.version == 4 else \
+                ipaddress.IPv6Address(value)
 
 
 def _network(text, field):

@@ -230,6 +230,10 @@ class Topology(threading.Thread):
         with self._cond:
             self._vswitchd, self._checked = instance, time.monotonic()
             self._cond.notify_all()
+        try:
+            self.tunnels.prime()    # keeps vswitchd's underlay MACs fresh
+        except Exception as exc:
+            LOG.info("priming the tunnels failed: %s", exc)
 
     def _sync(self, peers):
         start = time.monotonic()

@@ -258,6 +258,7 @@ class FakeTunnels:
         self.flow_checks = 0
         self.intact = True
         self.instance = "100"       # the fake vswitchd's pid
+        self.primes = 0
         self.lock = threading.Lock()
 
     def announce(self, port, mac):
@@ -277,6 +278,10 @@ class FakeTunnels:
 
     def forget_flows(self):
         self.intact = True          # the next sync reinstalls them
+
+    def prime(self):
+        with self.lock:
+            self.primes += 1
 
     def sync(self, peers, networks):
         with self.lock:

@@ -314,8 +314,10 @@ def test_sync_one_port_per_peer_whatever_the_networks(tunnels):
     gre = tun.ovsdb.ports_with("br-tun", "ovsgre_role", "tunnel")
     assert sorted(p["external_ids"]["ovsgre_peer"] for p in gre.values()) \
         == peers
-    # the table goes in whole, atomically, in one bundle
-    ((args, table),) = calls
+    # the table goes in whole, atomically, in one bundle (then the tunnels
+    # are primed, see test_sync_primes_every_tunnel_when_the_table_changes)
+    replaced = [c for c in calls if c[0][0] != "packet-out"]
+    ((args, table),) = replaced
     assert args == ["-O", "OpenFlow14", "--bundle", "replace-flows",
                     "unix:/run/x/br-tun.mgmt", "-"]
     lines = table.splitlines()
@@ -324,13 +326,13 @@ def test_sync_one_port_per_peer_whatever_the_networks(tunnels):
                for line in lines) == 3
     # nothing changed: no port touched, no flows replaced
     tun.sync(peers, {1: 100, 2: 200, 3: 300})
-    assert len(tun.ovsdb.added) == 2 and len(calls) == 1
+    assert len(tun.ovsdb.added) == 2 and len(calls) == 2
     # a peer goes: its port and its output go
     tun.sync(peers[:1], {1: 100, 2: 200, 3: 300})
     assert tun.ovsdb.deleted == [next(n for n, p in gre.items() if
                                       p["external_ids"]["ovsgre_peer"] ==
                                       peers[1])]
-    assert len(calls) == 2
+    assert len(calls) == 4
 
 
 def test_sync_resets_tunnels_when_the_local_ip_changes(tunnels):
@@ -342,3 +344,38 @@ def test_sync_resets_tunnels_when_the_local_ip_changes(tunnels):
     assert tun.ovsdb.added[-1] == ("gre-c6120002", "198.18.0.2",
                                    "198.18.0.9")
     assert len(tun.ovsdb.added) == 2
+
+
+def test_sync_primes_every_tunnel_when_the_table_changes(tunnels):
+    """Userspace datapath: the first packet to a peer whose underlay MAC
+    vswitchd does not know yet is dropped; a throwaway frame under key 0
+    goes first."""
+    from ovsgre.dataplane.tunnels import PRIME_FRAME
+    tun, calls = tunnels
+    tun.sync(["198.18.0.2", "198.18.0.3"], {1: 100})
+    prime = [args for args, _ in calls if args[0] == "packet-out"]
+    ofports = sorted(p["ofport"] for p in tun.ovsdb.ports_with(
+        "br-tun", "ovsgre_role", "tunnel").values())
+    assert prime == [["packet-out", "unix:/run/x/br-tun.mgmt", "CONTROLLER",
+                      "load:0->NXM_NX_TUN_ID[],"
+                      + ",".join(f"output:{p}" for p in ofports),
+                      PRIME_FRAME]]
+    frame = bytes.fromhex(PRIME_FRAME)
+    assert len(frame) == 60 and frame[:6] == b"\xff" * 6
+    assert frame[12:14] == b"\x88\xb5"
+    calls.clear()
+    tun.sync(["198.18.0.2", "198.18.0.3"], {1: 100})   # nothing changed
+    assert calls == []
+    tun.prime()                                        # the periodic one
+    assert [args[0] for args, _ in calls] == ["packet-out"]
+
+
+def test_kernel_datapath_needs_no_priming(monkeypatch):
+    from ovsgre.dataplane.tunnels import Tunnels
+    calls = []
+    monkeypatch.setattr(Tunnels, "_ofctl", staticmethod(
+        lambda args, stdin=None: calls.append(args) or ""))
+    tun = Tunnels(_TunnelOvsdb(), "br-int", "br-tun", "system",
+                  "198.18.0.1", "/run/x")
+    tun.sync(["198.18.0.2"], {1: 100})
+    assert [args[0] for args in calls] == ["-O"]     # the table only

@@ -50,9 +50,9 @@ def test_forget_releases_shared_holds_and_frees_the_dead_hosts_addresses(
     taken = {k.rsplit("/", 1)[1] for k in kv.list(ADDRS)}
     assert taken == {"10.1.0.1", live_ip}          # gateway and the live one
     assert dead_ip not in taken
-    # the dead host's address is handed out again
+    # the dead host's address can be handed out again
     ipam = Ipam(kv, LIVE)
-    assert ipam.request_address(live_pool, "", {})["Address"] == \
+    assert ipam.request_address(live_pool, dead_ip, {})["Address"] == \
         dead_ip + "/24"
     assert pool_base(live_pool) == "default/10.1.0.0/24"
 

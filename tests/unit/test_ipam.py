@@ -396,9 +396,70 @@ def test_release_address_for_reuse(h1, h2):
     a, b, c = (addr(h1, pid) for _ in range(3))
     assert (a, b, c) == ("10.1.0.2/24", "10.1.0.3/24", "10.1.0.4/24")
     h2.release_address(pid, "10.1.0.3")        # any host may release
-    assert addr(h1, pid) == "10.1.0.3/24"
+    assert addr(h1, pid, "10.1.0.3") == "10.1.0.3/24"
     h1.release_address(pid, "10.1.0.2/24")     # with a prefix too
     assert addr(h2, pid, "10.1.0.2") == "10.1.0.2/24"
+
+
+def test_addresses_are_given_in_turn_not_the_one_just_released(h1, h2):
+    """Docker derives MACs from addresses: an address given again at once,
+    to a container on another host, moves its MAC while peers still send
+    to the old place.  The next address comes after the last one given,
+    by any host, and the pool wraps around."""
+    pid = network(h1, pool="10.1.0.0/29")     # .2 to .6 (gateway .1)
+    a, b = addr(h1, pid), addr(h2, pid)
+    assert (a, b) == ("10.1.0.2/29", "10.1.0.3/29")
+    h1.release_address(pid, "10.1.0.2")
+    assert addr(h2, pid) == "10.1.0.4/29"      # not .2 again
+    assert addr(h1, pid) == "10.1.0.5/29"
+    assert addr(h2, pid) == "10.1.0.6/29"
+    assert addr(h1, pid) == "10.1.0.2/29"      # wrapped around
+    with pytest.raises(Conflict):
+        addr(h1, pid)
+    h2.release_address(pid, "10.1.0.5")
+    assert addr(h2, pid) == "10.1.0.5/29"      # the only one free
+
+
+def test_a_torn_last_address_record_is_ignored(h1, kv):
+    pid = network(h1)
+    assert addr(h1, pid) == "10.1.0.2/24"
+    last = [k for k in kv.list("/ovsgre/ipam/last/")]
+    assert len(last) == 1
+    for junk in ({"address": "10.9.9.9"}, {"address": ["x"]}, {},
+                 {"address": "not an ip"}, "text"):
+        kv.put(last[0], junk)
+        got = addr(h1, pid)
+        assert got not in ("10.1.0.2/24",) and got.startswith("10.1.0.")
+        h1.release_address(pid, got)
+
+
+def test_the_last_address_record_goes_with_the_pool(h1, kv):
+    pid = network(h1)
+    addr(h1, pid)
+    assert kv.list("/ovsgre/ipam/last/")
+    h1.release_pool(pid)
+    assert kv.list("/ovsgre/ipam/") == {}
+
+
+def test_candidates_of_a_huge_pool_start_at_once():
+    """Skipping to the place after the last address costs nothing, also
+    deep inside a /8 or an IPv6 /64."""
+    import ipaddress
+    import time
+    from ovsgre.ipam import _candidates
+    for cidr, after in (("10.0.0.0/8", "10.255.255.200"),
+                        ("fd00::/64", "fd00::ffff:ffff:ffff:fff0")):
+        net = ipaddress.ip_network(cidr)
+        start = time.monotonic()
+        first = next(_candidates(net, net, ipaddress.ip_address(after)))
+        assert time.monotonic() - start < 0.01
+        assert int(first) == int(ipaddress.ip_address(after)) + 1
+    net = ipaddress.ip_network("10.0.0.0/30")
+    assert [str(i) for i in _candidates(net, net)] == ["10.0.0.1",
+                                                       "10.0.0.2"]
+    assert [str(i) for i in _candidates(
+        net, net, ipaddress.ip_address("10.0.0.1"))] == ["10.0.0.2",
+                                                         "10.0.0.1"]
 
 
 def test_release_unknown_address_is_quiet(h1, kv):
@@ -541,7 +602,8 @@ def test_ipv6_pool(h1, h2):
     with pytest.raises(InvalidRequest):
         addr(h1, pid, "fd00:198:18:31::1")
     h2.release_address(pid, "fd00:198:18:30::2")
-    assert addr(h1, pid) == "fd00:198:18:30::2/64"
+    # in turn: after ::b, the last one handed out (::beef was asked for)
+    assert addr(h1, pid) == "fd00:198:18:30::c/64"
     h1.release_pool(pid)
     h2.release_pool(pid2)
     assert h1.kv.list("/ovsgre/ipam/") == {}

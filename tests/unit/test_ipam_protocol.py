@@ -159,8 +159,9 @@ def test_real_release_address_and_pool(iapi, ipam_requests, kv):
     assert release["Address"] == "198.19.102.2"
     assert ipam_ok(iapi, "ReleaseAddress", release) == {}
     assert ipam_ok(iapi, "ReleaseAddress", release) == {}     # retry
+    # in turn: the address just released is not the next one
     assert ipam_ok(iapi, "RequestAddress", {"PoolID": pid})["Address"] == \
-        "198.19.102.2/24"
+        "198.19.102.3/24"
     assert ipam_ok(iapi, "ReleasePool", body_of(
         ipam_requests, "ReleasePool", PoolID=pid)) == {}
     assert kv.list("/ovsgre/ipam/") == {}

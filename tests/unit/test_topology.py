@@ -392,3 +392,11 @@ def test_full_check_now_and_then(fast_verify, monkeypatch, topo, tunnels,
     peers.report({"192.0.2.2"})
     assert topo.request(wait=WAIT)
     assert eventually(lambda: tunnels.flow_checks >= 3)
+
+
+def test_full_check_also_primes_the_tunnels(fast_verify, monkeypatch, topo,
+                                             tunnels, peers):
+    monkeypatch.setattr(topology_mod, "FULL_CHECK_EVERY", 0.1)
+    peers.report({"192.0.2.2"})
+    assert topo.request(wait=WAIT)
+    assert eventually(lambda: tunnels.primes >= 2)

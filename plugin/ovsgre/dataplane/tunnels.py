@@ -42,6 +42,9 @@ UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
 OFCTL_TIMEOUT = 10
 COOKIE = "0x6f7667"         # "ovg": marks the flows ovsgre installs
+PRIME_KEY = 0               # network keys are 1-16777215
+# broadcast, from a locally administered MAC, IEEE local experimental type
+PRIME_FRAME = ("ff" * 6 + "02" + "6f7667" + "0000" + "88b5").ljust(120, "0")
 
 
 def tunnel_port_name(peer_ip):
@@ -86,6 +89,7 @@ class Tunnels:
         self.local_ip = local_ip
         self.rundir = rundir
         self._installed = None
+        self._tunnel_ofports = []
 
     def ensure_bridges(self):
         self.ovsdb.ensure_tunnel_bridge(self.tun_bridge, self.datapath)
@@ -116,7 +120,24 @@ class Tunnels:
         if flows != self._installed:
             self._replace_flows(flows)
             self._installed = flows
+            self._tunnel_ofports = [ofports[name] for name in wanted]
+            self.prime()
         return len(wanted)
+
+    def prime(self):
+        """Userspace datapath: ovs-vswitchd learns a peer's underlay MAC
+        only when a packet needs it, and drops that packet (the kernel
+        queues it instead).  One throwaway frame down every tunnel, under
+        a key no network has (peers drop it), makes sure no container's
+        first packet is the one dropped: after tunnels change, after a
+        vswitchd restart (it forgets the cache) and now and then (an
+        entry not used for 15 minutes expires)."""
+        if self.datapath != "netdev" or not self._tunnel_ofports:
+            return
+        outputs = ",".join(f"output:{p}" for p in self._tunnel_ofports)
+        self._ofctl(["packet-out", self._target(self.tun_bridge),
+                     "CONTROLLER", f"load:{PRIME_KEY}->NXM_NX_TUN_ID[],"
+                     f"{outputs}", PRIME_FRAME])
 
     def announce(self, port, mac):
         """Send an announcement from an endpoint's port through NORMAL.
