@@ -44,7 +44,7 @@ class ProbeLinks:
     def __init__(self):
         self.created, self.deleted = [], []
 
-    def create_veth(self, host, peer, mtu, mac):
+    def create_veth(self, host, peer, mtu, mac, peer_tx_checksum=True):
         self.created.append(host)
 
     def delete(self, name):

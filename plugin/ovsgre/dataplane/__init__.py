@@ -14,7 +14,7 @@ from pyroute2 import IPRoute
 from ..config import PORT_TYPES  # noqa: F401 (for the driver)
 from ..errors import DataplaneError, InvalidRequest, Unavailable
 
-from .links import Links, set_tx_checksum
+from .links import Links
 from .ovsdb import Ovsdb, owner_ids
 
 LOG = logging.getLogger(__name__)
@@ -196,12 +196,11 @@ class Dataplane:
     def plug(self, ep, tag):
         """Make the endpoint's veth pair exist and its host end a port.
         Does not wait for ovs-vswitchd (see wait_forwarding)."""
-        host, peer = ep["host_if"], ep["peer_if"]
-        self.links.create_veth(host, peer, ep["mtu"], ep["mac"])
-        if self.datapath == "netdev":
-            # Userspace OVS does not complete partial checksums: TCP from
-            # the container would carry bad checksums (ping still works).
-            set_tx_checksum(peer, False)
+        # Userspace OVS does not complete partial checksums: TCP from the
+        # container would carry bad checksums (ping still works).
+        self.links.create_veth(ep["host_if"], ep["peer_if"], ep["mtu"],
+                               ep["mac"],
+                               peer_tx_checksum=self.datapath != "netdev")
         self.ensure_port(ep, tag)
 
     def ensure_port(self, ep, tag):

@@ -10,6 +10,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -24,6 +25,10 @@ ETHTOOL_GTXCSUM = 0x00000016
 ETHTOOL_STXCSUM = 0x00000017
 ENODEV = 19
 EEXIST = 17
+# Interface group (IFLA_GROUP) of links waiting to be deleted; no other
+# software is expected to use it ("ovg").
+DOOMED_GROUP = 0x6F7667
+REAP_GATHER = 0.5   # seconds the reaper lets deletions gather
 
 
 class Links:
@@ -44,8 +49,10 @@ class Links:
         """Delete a link in the background.
 
         The kernel takes 20-40 ms to tear a veth pair down (it waits for
-        RCU); Docker does not need to wait for that.  If the plugin dies
-        first, start-up removes the orphan (its name is ovsgre's)."""
+        RCU, holding the lock every network change needs); Docker does not
+        need to wait for that, and the deletions of containers stopping
+        together are done as one (see _reap).  If the plugin dies first,
+        start-up removes the orphan (its name is ovsgre's)."""
         with self._reaper_cond:
             self._doomed.add(ifname)
             if self._reaper is None:
@@ -60,14 +67,16 @@ class Links:
             while True:
                 with self._reaper_cond:
                     self._reaper_cond.wait_for(lambda: self._doomed)
-                    ifname = next(iter(self._doomed))
-                try:
-                    ipr.link("del", ifname=ifname)
-                except NetlinkError as exc:
-                    if exc.code != ENODEV:
-                        LOG.warning("cannot delete %s: %s", ifname, exc)
+                # Let the deletions of a burst of containers gather: the
+                # kernel tears a whole group down with one wait for RCU,
+                # while holding the lock every network call needs
+                # (ovs-vswitchd's too).
+                time.sleep(REAP_GATHER)
                 with self._reaper_cond:
-                    self._doomed.discard(ifname)
+                    batch = set(self._doomed)
+                _delete_batch(ipr, batch)
+                with self._reaper_cond:
+                    self._doomed -= batch
                     self._reaper_cond.notify_all()
 
     def pending(self):
@@ -114,12 +123,16 @@ class Links:
         except OSError:
             return False
 
-    def create_veth(self, host, peer, mtu, peer_mac):
-        """Create host<->peer with MTU on both ends and MAC on the peer.
+    def create_veth(self, host, peer, mtu, peer_mac, peer_tx_checksum=True):
+        """Create host<->peer with MTU on both ends and MAC on the peer
+        (peer_tx_checksum=False: TX checksum offload off on the peer).
 
         Idempotent: an existing pair with the same names is kept when it is
-        intact, otherwise replaced.  Two netlink round trips in the common
-        case (each costs about a millisecond through pyroute2).
+        intact, otherwise replaced.  Every change of a link wakes
+        ovs-vswitchd, which then reconfigures its bridges and re-reads the
+        routes while holding the kernel's network lock, and forwards
+        nothing meanwhile: the new pair is configured while it is down, so
+        that it announces itself as few times as possible.
         """
         self.settle(host, peer)
         if self.exists(host):
@@ -135,27 +148,29 @@ class Links:
                        peer={"ifname": peer, "address": peer_mac, "mtu": mtu})
         except NetlinkError as exc:
             raise DataplaneError(f"cannot create veth {host}: {exc}") from exc
-        self._up_without_ipv6(host, mtu)
+        self._without_ipv6(host)
+        if not peer_tx_checksum:
+            set_tx_checksum(peer, False)
+        self._ensure_up(host, mtu=None)
 
-    def _up_without_ipv6(self, ifname, mtu):
+    def _without_ipv6(self, ifname):
         """The host end is an L2 port: no link-local address, no RS/ND
-        noise.  addrgenmode none over netlink needs only CAP_NET_ADMIN (a
-        managed plugin cannot write /proc/sys); the sysctl is the fallback.
-        Setting it with "up" in one request is in time: addresses come with
-        carrier, which waits for Docker to bring the peer up."""
+        noise, no routes.  Set while the link is down, before IPv6 adds
+        anything.  addrgenmode none over netlink needs only CAP_NET_ADMIN
+        (a managed plugin cannot write /proc/sys)."""
+        _disable_ipv6(ifname)
         spec = {"attrs": [("AF_INET6", {"attrs": [
             ("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
         try:
-            self._call("set", ifname=ifname, mtu=mtu, state="up",
-                       IFLA_AF_SPEC=spec)
+            self._call("set", ifname=ifname, IFLA_AF_SPEC=spec)
         except NetlinkError as exc:   # IPv6 disabled on this host
             LOG.debug("addrgenmode none on %s: %s", ifname, exc)
-            self._ensure_up(ifname, mtu)
-        _disable_ipv6(ifname)
 
     def _ensure_up(self, ifname, mtu):
+        change = {"state": "up"} if mtu is None else {"state": "up",
+                                                      "mtu": mtu}
         try:
-            self._call("set", ifname=ifname, mtu=mtu, state="up")
+            self._call("set", ifname=ifname, **change)
         except NetlinkError as exc:
             raise DataplaneError(f"cannot bring {ifname} up: {exc}") from exc
 
@@ -167,6 +182,26 @@ class Links:
             if exc.code != ENODEV:
                 raise DataplaneError(f"cannot delete {ifname}: {exc}") \
                     from exc
+
+
+def _delete_batch(ipr, names):
+    """Delete links (and so their veth peers) in one kernel operation: mark
+    them with ovsgre's group, then delete the group."""
+    marked = 0
+    for ifname in names:
+        try:
+            ipr.link("set", ifname=ifname, group=DOOMED_GROUP)
+            marked += 1
+        except NetlinkError as exc:
+            if exc.code != ENODEV:
+                LOG.warning("cannot delete %s: %s", ifname, exc)
+    if not marked:
+        return
+    try:
+        ipr.link("del", group=DOOMED_GROUP)
+    except NetlinkError as exc:
+        if exc.code != ENODEV:
+            LOG.warning("cannot delete %d links: %s", marked, exc)
 
 
 def _summary(msg):

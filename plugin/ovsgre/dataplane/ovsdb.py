@@ -29,12 +29,13 @@ COLUMNS = {
                "other_config", "external_ids"),
     "Port": ("name", "interfaces", "tag", "external_ids"),
     "Interface": ("name", "type", "options", "ofport", "error",
-                  "external_ids"),
+                  "mtu_request", "external_ids"),
 }
 OWNER_KEY = "owner"
 NETWORK_KEY = "ovsgre_network"
 ENDPOINT_KEY = "ovsgre_endpoint"
 ROLE_KEY = "ovsgre_role"      # endpoint (default), patch or tunnel
+BRIDGE_MTU = 1500
 
 
 def owner_ids(network_id, endpoint_id):
@@ -91,6 +92,7 @@ class Ovsdb:
         self._run(
             api.add_br(name, may_exist=True, datapath_type=datapath_type),
             api.db_set("Bridge", name, ("datapath_type", datapath_type)),
+            _pin_mtu(api, name),
             api.br_set_external_id(name, OWNER_KEY, OWNER),
         )
 
@@ -178,6 +180,7 @@ class Ovsdb:
                        ("protocols", ["OpenFlow10", "OpenFlow13",
                                       "OpenFlow14"]),
                        ("other_config", {"disable-in-band": "true"})),
+            _pin_mtu(api, name),
             api.br_set_external_id(name, OWNER_KEY, OWNER),
         )
 
@@ -284,6 +287,14 @@ class _NoWait(transaction.Transaction):
 
     def pre_commit(self, txn):
         txn.expected_ifaces = set()   # ovsdbapp's add_port records into it
+
+
+def _pin_mtu(api, bridge):
+    """A bridge's own (internal) port carries no traffic of ovsgre's; left
+    alone, ovs-vswitchd gives it the smallest MTU of the bridge's ports,
+    changing it as containers come and go, and every such change of a link
+    costs vswitchd a reconfiguration."""
+    return api.db_set("Interface", bridge, ("mtu_request", BRIDGE_MTU))
 
 
 def _first(value):
