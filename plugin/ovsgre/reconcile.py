@@ -39,6 +39,7 @@ def reconcile(store, dataplane):
         _endpoint(store, dataplane, ep, net, counts)
     known = {e["host_if"] for e in store.list("endpoints").values()}
     known |= {e["peer_if"] for e in store.list("endpoints").values()}
+    known |= dataplane.being_deleted()
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
                     dataplane.remove, counts)
     _remove_orphans("link", dataplane.owned_links(), known,
@@ -121,11 +122,10 @@ def collect_garbage(store, dataplane, stale_after=None, now=None):
     known = set()
     for ep in store.list("endpoints").values():
         known |= {ep["host_if"], ep["peer_if"]}
+    known |= dataplane.being_deleted()
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
                     dataplane.delete_port, counts)
-    pending = dataplane.links_being_deleted()
-    _remove_orphans("link", [n for n in links if n not in pending], known,
-                    dataplane.delete_link, counts)
+    _remove_orphans("link", links, known, dataplane.delete_link, counts)
     if any(counts.values()):
         LOG.info("janitor: %s", counts)
     return counts

@@ -13,7 +13,8 @@ import pytest
 
 from tests.harness import Netns
 from tests.harness.plugin import PluginProcess
-from tests.integration.test_dataplane import NET, create_network, ep_id
+from tests.integration.test_dataplane import (NET, create_network, ep_id,
+                                              port_gone)
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +125,7 @@ def test_join_fails_within_the_bound_when_vswitchd_does_not_take_the_port(
         # Docker's DeleteEndpoint after a failed Join leaves nothing
         plugin.ok("NetworkDriver.DeleteEndpoint",
                   {"NetworkID": NET, "EndpointID": eid})
-        assert "ovgh" + eid[:11] not in ovs.vsctl("list-ports",
-                                                  "br-ovsgre").split()
+        assert port_gone(ovs, "ovgh" + eid[:11])
     finally:
         plugin.stop()
 

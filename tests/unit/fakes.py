@@ -208,7 +208,7 @@ class FakeDataplane(Failing):
         return {name: copy.deepcopy(p) for name, p in self.ports.items()
                 if p["external_ids"].get(OWNER_KEY) == OWNER}
 
-    def links_being_deleted(self):
+    def being_deleted(self):
         return set()
 
     def owned_links(self):

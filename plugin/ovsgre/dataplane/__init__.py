@@ -16,6 +16,7 @@ from ..errors import DataplaneError, InvalidRequest, Unavailable
 
 from .links import Links
 from .ovsdb import Ovsdb, owner_ids
+from .reaper import VSWITCHD_WAIT, Reaper
 
 LOG = logging.getLogger(__name__)
 
@@ -117,11 +118,13 @@ class Dataplane:
         existing = (self.ovsdb.bridge(bridge) or {}).get("datapath_type")
         self.datapath = detect_datapath(datapath, existing or "")
         self.links = Links()
+        self.reaper = Reaper(self._remove_ports, self.links.delete_many)
         self.wanted_port_type = port_type
         self.port_type = "system"     # decided by ensure_bridge
         self._usable = {}             # port type -> "" or why it fails
 
     def close(self):
+        self.reaper.settle(*self.reaper.pending(), timeout=VSWITCHD_WAIT)
         self.ovsdb.close()
         self.links.close()
 
@@ -196,6 +199,7 @@ class Dataplane:
     def plug(self, ep, tag):
         """Make the endpoint's veth pair exist and its host end a port.
         Does not wait for ovs-vswitchd (see wait_forwarding)."""
+        self.reaper.settle(ep["host_if"], ep["peer_if"])
         # Userspace OVS does not complete partial checksums: TCP from the
         # container would carry bad checksums (ping still works).
         self.links.create_veth(ep["host_if"], ep["peer_if"], ep["mtu"],
@@ -233,10 +237,18 @@ class Dataplane:
         return info
 
     def unplug(self, ep):
-        """Remove the port now and the veth pair in the background (the
-        pair goes with either end); missing pieces are fine."""
-        self.ovsdb.del_port(ep["host_if"], self.bridge)
-        self.links.delete_later(ep["host_if"])
+        """Remove the port and the veth pair (the pair goes with either
+        end) in the background: see reaper.py.  Missing pieces are fine."""
+        self.reaper.delete_later(ep["host_if"])
+
+    def _remove_ports(self, names):
+        """The reaper's first step: take ports off the bridge, and wait for
+        ovs-vswitchd to let go of their links before they are deleted."""
+        applied = self.ovsdb.wait_applied(
+            self.ovsdb.del_ports(self.bridge, names), VSWITCHD_WAIT)
+        if not applied:
+            LOG.warning("ovs-vswitchd did not drop ports %s within %d s",
+                        ", ".join(names), VSWITCHD_WAIT)
 
     def remove(self, host, peer=None):
         self.ovsdb.del_port(host, wait=True)
@@ -265,5 +277,6 @@ class Dataplane:
     def owned_links(self):
         return self.links.list_ours()
 
-    def links_being_deleted(self):
-        return self.links.pending()
+    def being_deleted(self):
+        """Ports and links the reaper is about to remove."""
+        return self.reaper.pending()

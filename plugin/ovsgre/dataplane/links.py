@@ -10,7 +10,6 @@ import logging
 import socket
 import struct
 import threading
-import time
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -25,10 +24,9 @@ ETHTOOL_GTXCSUM = 0x00000016
 ETHTOOL_STXCSUM = 0x00000017
 ENODEV = 19
 EEXIST = 17
-# Interface group (IFLA_GROUP) of links waiting to be deleted; no other
+# Interface group (IFLA_GROUP) of links about to be deleted; no other
 # software is expected to use it ("ovg").
 DOOMED_GROUP = 0x6F7667
-REAP_GATHER = 0.5   # seconds the reaper lets deletions gather
 
 
 class Links:
@@ -37,58 +35,38 @@ class Links:
     def __init__(self):
         self._lock = threading.Lock()
         self._ipr = IPRoute()
-        self._doomed = set()          # names waiting for the reaper
-        self._reaper_cond = threading.Condition()
-        self._reaper = None
+        self._bg_ipr = None   # delete_many's own socket: never blocks calls
 
     def close(self):
         with self._lock:
             self._ipr.close()
+            if self._bg_ipr is not None:
+                self._bg_ipr.close()
 
-    def delete_later(self, ifname):
-        """Delete a link in the background.
-
-        The kernel takes 20-40 ms to tear a veth pair down (it waits for
-        RCU, holding the lock every network change needs); Docker does not
-        need to wait for that, and the deletions of containers stopping
-        together are done as one (see _reap).  If the plugin dies first,
-        start-up removes the orphan (its name is ovsgre's)."""
-        with self._reaper_cond:
-            self._doomed.add(ifname)
-            if self._reaper is None:
-                self._reaper = threading.Thread(target=self._reap,
-                                                name="link reaper",
-                                                daemon=True)
-                self._reaper.start()
-            self._reaper_cond.notify_all()
-
-    def _reap(self):
-        with IPRoute() as ipr:   # its own socket: never blocks requests
-            while True:
-                with self._reaper_cond:
-                    self._reaper_cond.wait_for(lambda: self._doomed)
-                # Let the deletions of a burst of containers gather: the
-                # kernel tears a whole group down with one wait for RCU,
-                # while holding the lock every network call needs
-                # (ovs-vswitchd's too).
-                time.sleep(REAP_GATHER)
-                with self._reaper_cond:
-                    batch = set(self._doomed)
-                _delete_batch(ipr, batch)
-                with self._reaper_cond:
-                    self._doomed -= batch
-                    self._reaper_cond.notify_all()
-
-    def pending(self):
-        """Names waiting for the background reaper."""
-        with self._reaper_cond:
-            return set(self._doomed)
-
-    def settle(self, *names, timeout=10.0):
-        """Wait until none of names is waiting for deletion."""
-        with self._reaper_cond:
-            self._reaper_cond.wait_for(
-                lambda: not self._doomed.intersection(names), timeout)
+    def delete_many(self, names):
+        """Delete links (and so their veth peers) in one kernel operation:
+        mark them with ovsgre's group, then delete the group.  The kernel
+        waits for RCU once for all of them, holding the lock every network
+        call needs; one by one, a burst of containers stopping would hold
+        it for 20-40 ms each."""
+        if self._bg_ipr is None:
+            self._bg_ipr = IPRoute()
+        ipr, marked = self._bg_ipr, 0
+        for ifname in names:
+            try:
+                ipr.link("set", ifname=ifname, group=DOOMED_GROUP)
+                marked += 1
+            except NetlinkError as exc:
+                if exc.code != ENODEV:
+                    LOG.warning("cannot delete %s: %s", ifname, exc)
+        if not marked:
+            return
+        try:
+            ipr.link("del", group=DOOMED_GROUP)
+        except NetlinkError as exc:
+            if exc.code != ENODEV:
+                raise DataplaneError(f"cannot delete {marked} links: "
+                                     f"{exc}") from exc
 
     def _call(self, *args, **kwargs):
         with self._lock:
@@ -134,7 +112,6 @@ class Links:
         nothing meanwhile: the new pair is configured while it is down, so
         that it announces itself as few times as possible.
         """
-        self.settle(host, peer)
         if self.exists(host):
             current = self.get(host)
             if current and current["kind"] == "veth" and self.exists(peer):
@@ -148,23 +125,24 @@ class Links:
                        peer={"ifname": peer, "address": peer_mac, "mtu": mtu})
         except NetlinkError as exc:
             raise DataplaneError(f"cannot create veth {host}: {exc}") from exc
-        self._without_ipv6(host)
         if not peer_tx_checksum:
             set_tx_checksum(peer, False)
-        self._ensure_up(host, mtu=None)
+        self._up_without_ipv6(host)
 
-    def _without_ipv6(self, ifname):
+    def _up_without_ipv6(self, ifname):
         """The host end is an L2 port: no link-local address, no RS/ND
-        noise, no routes.  Set while the link is down, before IPv6 adds
-        anything.  addrgenmode none over netlink needs only CAP_NET_ADMIN
-        (a managed plugin cannot write /proc/sys)."""
-        _disable_ipv6(ifname)
-        spec = {"attrs": [("AF_INET6", {"attrs": [
-            ("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
+        noise, no routes; IPv6 goes off while the link is still down.  A
+        managed plugin cannot write /proc/sys: then addrgenmode none over
+        netlink (CAP_NET_ADMIN is enough), set with "up" in one request."""
+        change = {"state": "up"}
+        if not _disable_ipv6(ifname):
+            change["IFLA_AF_SPEC"] = {"attrs": [("AF_INET6", {"attrs": [
+                ("IFLA_INET6_ADDR_GEN_MODE", 1)]})]}
         try:
-            self._call("set", ifname=ifname, IFLA_AF_SPEC=spec)
+            self._call("set", ifname=ifname, **change)
         except NetlinkError as exc:   # IPv6 disabled on this host
             LOG.debug("addrgenmode none on %s: %s", ifname, exc)
+            self._ensure_up(ifname, mtu=None)
 
     def _ensure_up(self, ifname, mtu):
         change = {"state": "up"} if mtu is None else {"state": "up",
@@ -184,26 +162,6 @@ class Links:
                     from exc
 
 
-def _delete_batch(ipr, names):
-    """Delete links (and so their veth peers) in one kernel operation: mark
-    them with ovsgre's group, then delete the group."""
-    marked = 0
-    for ifname in names:
-        try:
-            ipr.link("set", ifname=ifname, group=DOOMED_GROUP)
-            marked += 1
-        except NetlinkError as exc:
-            if exc.code != ENODEV:
-                LOG.warning("cannot delete %s: %s", ifname, exc)
-    if not marked:
-        return
-    try:
-        ipr.link("del", group=DOOMED_GROUP)
-    except NetlinkError as exc:
-        if exc.code != ENODEV:
-            LOG.warning("cannot delete %d links: %s", marked, exc)
-
-
 def _summary(msg):
     info = msg.get_attr("IFLA_LINKINFO")
     kind = info.get_attr("IFLA_INFO_KIND") if info else None
@@ -218,13 +176,17 @@ def _summary(msg):
 
 
 def _disable_ipv6(ifname):
-    """The host end is an L2 port: no link-local address, no RS/ND noise."""
+    """True when IPv6 is off on the link (or on the whole host)."""
     path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
     try:
         with open(path, "w", encoding="ascii") as fh:
             fh.write("1")
-    except OSError as exc:  # IPv6 disabled on the host: nothing to do
+        return True
+    except FileNotFoundError:   # IPv6 disabled on the host
+        return True
+    except OSError as exc:      # read-only /proc/sys (managed plugin)
         LOG.debug("cannot disable IPv6 on %s: %s", ifname, exc)
+        return False
 
 
 def _ethtool(ifname, cmd, value=0):

@@ -123,6 +123,37 @@ class Ovsdb:
         every bridge is searched (start-up clean-up only)."""
         self._run(_DelPort(self.api, bridge, port), wait=wait)
 
+    def del_ports(self, bridge, ports):
+        """Remove ports of one bridge in one transaction (one
+        reconfiguration of ovs-vswitchd for all); returns the
+        configuration number to pass to wait_applied."""
+        txn = _Bump(self.api, self._conn, self.timeout, check_error=True)
+        try:
+            with txn:
+                for port in ports:
+                    txn.add(_DelPort(self.api, bridge, port))
+        except ovsdb_exc.TimeoutException as exc:
+            raise DataplaneError(
+                f"OVSDB did not answer within {self.timeout}s: {exc}") from exc
+        except Exception as exc:
+            raise DataplaneError(f"OVSDB transaction failed: {exc}") from exc
+        return txn.next_cfg
+
+    def wait_applied(self, next_cfg, timeout):
+        """Wait until ovs-vswitchd has applied the configuration numbered
+        next_cfg (cur_cfg caught up), without holding up other
+        transactions as a waiting one does; True if it did in time."""
+        deadline = time.monotonic() + timeout
+        while True:
+            seen = self._changes.seen()
+            current = self._run(_CurCfg(self.api), wait=False)[0]
+            if next_cfg is None or current >= next_cfg:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._changes.wait(seen, remaining)
+
     def iface_types(self):
         """Interface types this ovs-vswitchd supports."""
         rows = self._run(self.api.db_find_rows("Open_vSwitch"),
@@ -248,8 +279,33 @@ class _DelPort(command.BaseCommand):
                 bridge.delvalue("ports", port)
 
 
+class _CurCfg(command.ReadOnlyCommand):
+    """The configuration number ovs-vswitchd applied last."""
+
+    def run_idl(self, txn):
+        rows = list(self.api.tables["Open_vSwitch"].rows.values())
+        self.result = rows[0].cur_cfg if rows else 0
+
+
+class _Bump(transaction.Transaction):
+    """Commit without waiting, but number the change (next_cfg, as
+    ovs-vsctl does) so that wait_applied can tell when ovs-vswitchd has
+    applied it."""
+
+    next_cfg = None
+
+    def pre_commit(self, txn):
+        self.api._ovs.increment("next_cfg")
+        txn.expected_ifaces = set()
+
+    def post_commit(self, txn):
+        super().post_commit(txn)
+        self.next_cfg = txn.get_increment_new_value()
+
+
 class _Changes:
-    """A counter of Interface changes that threads can wait on."""
+    """A counter of the changes ovs-vswitchd makes that threads can wait
+    on (an interface taken, a configuration applied)."""
 
     def __init__(self):
         self._cond = threading.Condition()
@@ -271,14 +327,15 @@ class _Changes:
 
 class _Idl(connection.OvsdbIdl):
     """ovs-vswitchd writes an interface's ofport (or error) once it has put
-    the port in service: every Interface change wakes the waiters."""
+    the port in service, and cur_cfg once it has applied a configuration:
+    every change of those tables wakes the waiters."""
 
     def __init__(self, remote, helper, changes):
         super().__init__(remote, helper)
         self._interface_changes = changes
 
     def notify(self, event, row, updates=None):
-        if row._table.name == "Interface":
+        if row._table.name in ("Interface", "Open_vSwitch"):
             self._interface_changes.bump()
 
 
