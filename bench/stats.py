@@ -31,3 +31,21 @@ def write_results(name, result, text):
     with open(os.path.join(RESULTS, name + ".md"), "w") as fh:
         fh.write(text)
     print(text)
+
+
+def bootstrap_ratio_ci(num, den, resamples=2000, seed=20240601,
+                       level=0.95):
+    """Percentile bootstrap interval of median(num) / median(den): each
+    list is resampled with replacement on its own, `resamples` times, from
+    a fixed seed (the same samples always give the same interval).
+    Returns [low, high], or None if either list is empty."""
+    import random
+    if not num or not den:
+        return None
+    rng = random.Random(seed)
+    ratios = [statistics.median(rng.choices(num, k=len(num)))
+              / statistics.median(rng.choices(den, k=len(den)))
+              for _ in range(resamples)]
+    tail = (1 - level) / 2 * 100
+    return [round(percentile(ratios, tail), 3),
+            round(percentile(ratios, 100 - tail), 3)]
