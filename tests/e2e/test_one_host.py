@@ -120,7 +120,9 @@ def test_rm_and_network_rm_leave_nothing_behind(site, network):
     for i in range(3):
         site.run_bg(f"c{i}", "blue" if i % 2 else "red", "sleep", "600")
     site.run_rm("blue", "true")
-    assert len(site.leftovers()["ports"]) == 3
+    # the short-lived container's port goes in the background
+    wait_for(lambda: len(site.leftovers()["ports"]) == 3, 10,
+             "the --rm container's port to go")
     for i in range(3):
         site.docker("rm", "-f", f"c{i}")
     site.docker("network", "rm", "blue", "red")

@@ -5,6 +5,7 @@ ports from it; ovsgre must not need anything else: no container restart,
 traffic back within 5 s, and new containers keep working (the plugin's
 OVSDB connection comes back by itself)."""
 
+import json
 import os
 import subprocess
 import time
@@ -17,8 +18,13 @@ BACK_WITHIN = 5.0
 
 
 def _ports(site):
-    return {p: site.host.ovs.vsctl("get", "Port", p, "tag").strip()
-            for p in site.host.ovs.vsctl("list-ports", "br-ovsgre").split()}
+    """{port: tag} of br-ovsgre's ports, in one read (a port may go
+    between two)."""
+    out = json.loads(site.host.ovs.vsctl("--format=json",
+                                         "--columns=name,tag", "list",
+                                         "Port"))
+    names = set(site.host.ovs.vsctl("list-ports", "br-ovsgre").split())
+    return {name: str(tag) for name, tag in out["data"] if name in names}
 
 
 def _pinger(site, name, target, count):
