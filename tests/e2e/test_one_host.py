@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -251,3 +252,33 @@ def test_everyday_operations(site, network):
     site.docker("network", "rm", "blue", "green", "inner")
     assert site.wait_no_leftovers() == {"links": [], "ports": [],
                                         "records": []}
+
+
+@pytest.mark.reliability("fault", "ovs-vswitchd hangs while a container starts: docker run fails within --ready-timeout with ovsgre's sentence, nothing left")
+def test_container_start_fails_clearly_when_vswitchd_hangs(site, network):
+    """Join waits for ovs-vswitchd to put the port in service; when it
+    never does, the user sees why (not a container without network)."""
+    network("hung", "--subnet", "198.18.44.0/24")
+
+    def no_endpoint_left():
+        left = site.leftovers()
+        return left["ports"] == [] and left["links"] == []
+
+    wait_for(no_endpoint_left, 10, "earlier tests' ports to go")
+    pid = site.host.ovs.vswitchd_pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        cp = site.run_rm("hung", "true", check=False, timeout=120)
+        took = time.monotonic() - start
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert cp.returncode != 0
+    assert "ovs-vswitchd did not put port ovgh" in cp.stderr, cp.stderr
+    assert "in service within 10 s" in cp.stderr, cp.stderr
+    assert took < 60, took          # the bound, plus Docker's own work
+    print(f"\ndocker run failed after {took:.1f} s: {cp.stderr.strip()}")
+    # Docker removed the endpoint: its port and veth pair go
+    wait_for(no_endpoint_left, 15, "the failed container's port and veth")
+    out = site.run_rm("hung", "true", check=False)
+    assert out.returncode == 0, out.stderr     # vswitchd back: works again
