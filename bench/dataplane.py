@@ -18,7 +18,17 @@ sense, plus the time ovs-vswitchd takes to add one port of each type.
 The machine is shared and noisy: only the ratios within one run mean
 something.  Configurations are built and torn down one after the other.
 
-    sudo python3 -m bench.dataplane [--seconds 5] [--reps 3]
+    sudo python3 -m bench.dataplane [--seconds 5] [--reps 3] [--quick]
+
+Same host, (a) ovsgre vs (b) hand-built with system ports, is also measured
+as N interleaved pairs (same_host_pairs: N = 20, 4 with --quick; a first,
+then b first, ...), reported as the median of the per-pair ratios a/b with
+a 95 % bootstrap interval, with the list of settings in which the two
+setups differ as built; --variants measures b with one of them changed
+(VARIANTS) against a, to find what makes a gap.  Alone:
+
+    sudo python3 -m bench.dataplane --only-same-host-pairs [--pairs 20]
+        [--variants all|b-docker-nat,...]   # -> results/dataplane-pairs.*
 
 Writes bench/results/dataplane.{json,md}; removes everything it made.
 """
@@ -36,7 +46,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
-from bench.stats import percentile, summary, write_results  # noqa: E402
+from bench.stats import (bootstrap_paired_ratio_ci, percentile,  # noqa
+                         summary, write_results)
 from tests.harness import import_busybox  # noqa: E402
 from tests.harness._proc import cmdline, pid_alive, terminate  # noqa
 from tests.harness._proc import run as sh  # noqa: E402
@@ -302,6 +313,8 @@ def build_hand(cluster, names, hosts, port_type, placement):
         for host in bridges:
             host.ovs.vsctl("--if-exists", "del-br", HAND_BRIDGE, check=False)
         for host, link in made_links:
+            # a variant may have moved the port to another bridge
+            host.ovs.vsctl("--if-exists", "del-port", link, check=False)
             ipn(host.netns.name, "link", "del", link, check=False)
         for ns in made_ns:
             delete_ns(ns)
@@ -534,7 +547,377 @@ def port_add_times(host, runs, log):
     return result
 
 
+# ------------------------------------------------------------ same host, pairs
+
+PAIR_SECONDS = 3
+SAME_HOST_PAIRS = 20
+SAME_HOST_PAIRS_QUICK = 4
+FEATURES = ("tx-checksumming", "scatter-gather", "tcp-segmentation-offload",
+            "generic-segmentation-offload", "generic-receive-offload",
+            "rx-gro-list", "rx-udp-gro-forwarding", "large-receive-offload")
+LINK_KEYS = ("mtu", "qdisc", "txqlen", "num_tx_queues", "num_rx_queues",
+             "gso_max_size", "gso_max_segs", "gro_max_size", "tso_max_size",
+             "operstate")
+SYSCTLS = re.compile(r"^net\.(core|ipv4\.tcp_|ipv4\.conf\.(all|default)|"
+                     r"ipv6\.conf\.(all|default))")
+
+
+def _link(prefix, ifname):
+    """Kernel settings of one link, from inside its netns (argv prefix)."""
+    info = json.loads(sh(prefix + ["ip", "-j", "-d", "link", "show", "dev",
+                                   ifname]).stdout)[0]
+    out = {k: info.get(k) for k in LINK_KEYS}
+    feats = sh(prefix + ["ethtool", "-k", ifname]).stdout
+    for line in feats.splitlines():
+        key, _, val = line.strip().partition(":")
+        if key in FEATURES:
+            out[key] = val.split()[0] if val.split() else ""
+    ipv6 = sh(prefix + ["sysctl", "-n", f"net.ipv6.conf.{ifname}."
+                        "disable_ipv6"], check=False).stdout.strip()
+    out["disable_ipv6"] = ipv6 or "n/a"
+    out["link_index"] = info.get("link_index")
+    return out
+
+
+def _host_end(host, link_index):
+    """Name of the host-netns link with this ifindex (a veth's peer)."""
+    for link in json.loads(sh(["ip", "-n", host.netns.name, "-j", "link",
+                               "show"]).stdout):
+        if link["ifindex"] == link_index:
+            return link["ifname"]
+    raise RuntimeError(f"{host.hostname}: no link with ifindex {link_index}")
+
+
+def _ovs_port(host, port):
+    ovs = host.ovs
+    bridge = ovs.vsctl("port-to-br", port).strip()
+    row = {}
+    for table, cols in (("Port", "tag,vlan_mode,trunks,other_config,qos"),
+                        ("Interface", "type,mtu,options,other_config,"
+                         "ingress_policing_rate,admin_state,link_speed")):
+        data = json.loads(ovs.vsctl("--format=json", f"--columns={cols}",
+                                    "list", table, port))
+        for col, val in zip(cols.split(","), data["data"][0]):
+            row[f"{table.lower()}.{col}"] = json.dumps(val)
+    data = json.loads(ovs.vsctl(
+        "--format=json", "--columns=datapath_type,fail_mode,mcast_snooping_"
+        "enable,stp_enable,rstp_enable,other_config,protocols,flood_vlans,"
+        "netflow,sflow,ipfix,mirrors", "list", "Bridge", bridge))
+    for col, val in zip(data["headings"], data["data"][0]):
+        row[f"bridge.{col}"] = json.dumps(val)
+    row["bridge.ports"] = len(ovs.vsctl("list-ports", bridge).split())
+    flows = ovs.ofctl("dump-flows", f"unix:{ovs.rundir}/{bridge}.mgmt")
+    row["bridge.flows"] = "; ".join(sorted(
+        re.sub(r"(cookie|duration|n_packets|n_bytes|idle_age|hard_age)="
+               r"[^, ]+,? ?", "", f).strip()
+        for f in flows.splitlines()[1:]))
+    return row
+
+
+def _sysctls(prefix):
+    out = sh(prefix + ["sysctl", "-a"], check=False).stdout
+    pairs = (line.partition(" = ") for line in out.splitlines())
+    return {k: v for k, _, v in pairs if SYSCTLS.match(k)}
+
+
+def _netfilter(ep):
+    """iptables tables and rules in the endpoint's netns: any table there
+    (nat above all) makes the kernel run conntrack on every packet."""
+    rules = sh(ep.argv("iptables-save"), check=False).stdout.splitlines()
+    return {"netfilter.tables": ",".join(
+        sorted(r[1:] for r in rules if r.startswith("*"))) or "none",
+        "netfilter.rules": sum(r.startswith("-A ") for r in rules)}
+
+
+def describe(host, ep):
+    """Everything that could make one same-host setup forward differently
+    from another: both veth ends (MTU, qdisc, offloads, GSO/GRO limits),
+    the OVS port and its bridge (tag, type, flows), the netns sysctls."""
+    inner = _link(ep.prefix, "eth0")
+    host_if = _host_end(host, inner.pop("link_index"))
+    outer = _link(["ip", "netns", "exec", host.netns.name], host_if)
+    outer.pop("link_index")
+    flat = {f"container.{k}": v for k, v in inner.items()}
+    flat.update({f"host_end.{k}": v for k, v in outer.items()})
+    flat.update({f"ovs.{k}": v for k, v in _ovs_port(host, host_if).items()})
+    flat.update({f"sysctl.{k}": v for k, v in _sysctls(ep.prefix).items()})
+    flat.update(_netfilter(ep))
+    flat["host_end.name"] = host_if
+    return flat
+
+
+def setup_differences(host, a_eps, b_eps):
+    """{setting: [a, b]} for every setting in which the two setups differ
+    (client and server endpoint each; names and per-port values that
+    must differ are left out)."""
+    diffs = {}
+    for role, a_ep, b_ep in zip(("client", "server"), a_eps, b_eps):
+        a, b = describe(host, a_ep), describe(host, b_ep)
+        for key in sorted(set(a) | set(b)):
+            if key == "host_end.name":
+                continue
+            if a.get(key) != b.get(key):
+                diffs[f"{role}.{key}"] = [a.get(key), b.get(key)]
+    return diffs
+
+
+def _start_server(server):
+    proc = subprocess.Popen(
+        server.argv("iperf3", "-s", "-p", IPERF_PORT),
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True)
+    _servers.append(proc)
+    return proc
+
+
+def paired_series(a, b, n, seconds, log):
+    """n pairs of iperf3 runs, a = (client, server) and b back to back,
+    a first in even pairs and b first in odd ones (so that neither side
+    always gets the warmer or the cooler slot).  Returns ([a Gbit/s],
+    [b Gbit/s], [a retransmits], [b retransmits], [1-min load average
+    after each pair])."""
+    procs, loads = [], []
+    got = {"a": ([], []), "b": ([], [])}
+    try:
+        for client, server in (a, b):
+            procs.append(_start_server(server))
+        for client, server in (a, b):
+            wait_reachable(client, server)
+            ping_rtts(client, server, 5)     # warm-up (ARP, flow caches)
+        for i in range(n):
+            order = (("a", a), ("b", b)) if i % 2 == 0 else \
+                (("b", b), ("a", a))
+            for side, (client, server) in order:
+                g, r = iperf_once(client, server, seconds)
+                got[side][0].append(round(g, 3))
+                got[side][1].append(r)
+            ga, gb = got["a"][0][-1], got["b"][0][-1]
+            loads.append(_loadavg()[0])
+            log(f"    pair {i + 1}/{n} ({order[0][0]} first): a {ga:.3f} "
+                f"b {gb:.3f} Gbit/s, a/b {ga / gb:.3f}, load {loads[-1]}")
+    finally:
+        for proc in procs:
+            _stop_server(proc)
+    return got["a"][0], got["b"][0], got["a"][1], got["b"][1], loads
+
+
+def pair_summary(a_gbps, b_gbps, a_retrans=(), b_retrans=(), loads=()):
+    """Median of the per-pair ratios a/b and its 95 % bootstrap interval
+    (pairs resampled, fixed seed); `significant` when 1.0 is outside."""
+    ratios = [round(x / y, 3) for x, y in zip(a_gbps, b_gbps) if y]
+    ci = bootstrap_paired_ratio_ci(a_gbps, b_gbps)
+    first_a, first_b = ratios[0::2], ratios[1::2]
+    return {
+        "pairs": len(ratios),
+        "ratio_median": round(statistics.median(ratios), 3) if ratios
+        else None,
+        "ci95": ci,
+        "significant": bool(ci) and not ci[0] <= 1.0 <= ci[1],
+        "ratio_median_a_first": round(statistics.median(first_a), 3)
+        if first_a else None,
+        "ratio_median_b_first": round(statistics.median(first_b), 3)
+        if first_b else None,
+        "a_median_gbps": round(statistics.median(a_gbps), 3)
+        if a_gbps else None,
+        "b_median_gbps": round(statistics.median(b_gbps), 3)
+        if b_gbps else None,
+        "ratios": ratios, "a_gbps": list(a_gbps), "b_gbps": list(b_gbps),
+        "a_retransmits": list(a_retrans), "b_retransmits": list(b_retrans),
+        "load_1min": list(loads)}
+
+
+def measure_variant(name, cluster, names, a, n, seconds, log):
+    """n pairs of a against a fresh hand-built b changed by
+    VARIANTS[name] (removed again afterwards, so variants never add up)."""
+    what, apply = VARIANTS[name]
+    log(f"  variant {name}: {what}")
+    host = cluster.hosts[0]
+    try:
+        client, server, cleanup, _ = build_hand(
+            cluster, names, cluster.hosts, "system", "same-host")
+    except Exception as e:  # noqa: BLE001
+        log(f"    FAILED to build: {e}")
+        return {"what": what, "error": f"build failed: {e}"}
+    try:
+        b = (client, server)
+        apply(host, a, b)
+        got = pair_summary(*paired_series(a, b, n, seconds, log))
+        got["differences"] = setup_differences(host, a, b)
+        log(f"    a/b median {got['ratio_median']}, 95% CI {got['ci95']}; "
+            f"still differs: {', '.join(got['differences']) or 'nothing'}")
+    except Exception as e:  # noqa: BLE001
+        log(f"    FAILED: {e}")
+        got = {"error": f"failed: {e}"}
+    finally:
+        cleanup()
+    return dict(got, what=what)
+
+
+def same_host_pairs(cluster, ovsgre, names, n, seconds, log, variants=()):
+    """(a) ovsgre and (b) the hand-built setup, two containers on one host,
+    system ports (ovsgre must run with OVSGRE_PORT_TYPE=system): how they
+    differ as built, n interleaved pairs, then each variant (a change to
+    b, see VARIANTS) measured against a with n pairs of its own."""
+    out = {"port_type": "system", "seconds": seconds,
+           "load_avg_before": _loadavg()}
+    log(f"- same host, system ports: {n} interleaved pairs of iperf3 "
+        f"{seconds} s, (a) ovsgre vs (b) hand-built")
+    built = []
+    try:
+        built.append(ovsgre.build(names, "same-host"))
+        built.append(build_hand(cluster, names, cluster.hosts, "system",
+                                "same-host"))
+        a, b = [(client, server) for client, server, _, _ in built]
+        host = cluster.hosts[0]
+        out["differences"] = setup_differences(host, a, b)
+        for key, (va, vb) in out["differences"].items():
+            log(f"    differs: {key}: a {va} | b {vb}")
+        out.update(pair_summary(*paired_series(a, b, n, seconds, log)))
+        out["load_avg_after"] = _loadavg()
+        log(f"    a/b median {out['ratio_median']}, 95% CI {out['ci95']} "
+            f"({out['pairs']} pairs)")
+        built.pop()[2]()      # each variant builds a b of its own
+        out["variants"] = {name: measure_variant(name, cluster, names, a,
+                                                 n, seconds, log)
+                           for name in variants}
+    finally:
+        for _, _, cleanup, _ in built:
+            try:
+                cleanup()
+            except Exception as e:  # noqa: BLE001
+                log(f"    cleanup error: {e}")
+    return out
+
+
+OTHER_TAG = 4000        # a VLAN no ovsgre network has in this run
+
+
+def _ports_of(host, eps):
+    """Host-side names of the endpoints' veth pairs (their OVS ports)."""
+    return [_host_end(host, _link(ep.prefix, "eth0")["link_index"])
+            for ep in eps]
+
+
+def _vary_tag(host, a, b):
+    """b's ports get the access VLAN tag ovsgre gave a's ports."""
+    tag = host.ovs.vsctl("get", "Port", _ports_of(host, a)[0], "tag").strip()
+    for port in _ports_of(host, b):
+        host.ovs.vsctl("set", "Port", port, f"tag={tag}")
+
+
+def _vary_bridge(host, a, b):
+    """b's ports move to ovsgre's bridge, on a VLAN of their own."""
+    ports = _ports_of(host, b)
+    for port in ports:
+        host.ovs.vsctl("del-port", port, "--", "add-port", "br-ovsgre",
+                       port, f"tag={OTHER_TAG}")
+    for port in ports:
+        wait_port(host, port)
+
+
+def _vary_ipv6(host, a, b):
+    """IPv6 off in b's netns and on both ends of its veths, as Docker and
+    ovsgre have it for an IPv4-only network."""
+    for ep in b:
+        for conf in ("all", "default", "eth0"):
+            sh(ep.argv("sysctl", "-qw",
+                       f"net.ipv6.conf.{conf}.disable_ipv6=1"))
+    for port in _ports_of(host, b):
+        sh(["ip", "netns", "exec", host.netns.name, "sysctl", "-qw",
+            f"net.ipv6.conf.{port}.disable_ipv6=1"])
+
+
+def _vary_nat(host, a, b):
+    """b's netns get the iptables rules Docker put in a's containers (the
+    embedded DNS server's DNAT/SNAT for 127.0.0.11: a nat table, so
+    conntrack runs on every packet of the netns)."""
+    rules = sh(a[0].argv("iptables-save")).stdout
+    if "*nat" not in rules:
+        raise RuntimeError("a's container has no nat table to copy")
+    for ep in b:
+        sh(ep.argv("iptables-restore"), input=rules)
+
+
+def _vary_all(host, a, b):
+    """Every difference found, removed."""
+    for vary in (_vary_bridge, _vary_ipv6, _vary_nat):
+        vary(host, a, b)
+
+
+# Docker puts a nat table (its embedded DNS server's rules) into every
+# container on a user-defined network, ovsgre's included: conntrack then
+# runs on every packet there.  b with the same rules is the like-for-like
+# comparison; measured with the pairs unless asked otherwise.
+DEFAULT_VARIANTS = ("b-docker-nat",)
+
+# name -> (what, apply(host, a, b)); a, b = (client, server); b is a fresh
+# hand-built setup for each variant, removed afterwards
+VARIANTS = {
+    "b-tagged": ("b's ports with ovsgre's access VLAN tag", _vary_tag),
+    "b-ipv6-off": ("b with IPv6 off (netns and both veth ends), as ovsgre",
+                   _vary_ipv6),
+    "b-on-br-ovsgre": ("b's ports on ovsgre's bridge br-ovsgre (VLAN "
+                       f"{OTHER_TAG})", _vary_bridge),
+    "b-docker-nat": ("b's netns with the nat rules Docker puts in every "
+                     "container (embedded DNS), so conntrack runs there too",
+                     _vary_nat),
+    "b-as-a": (f"b on br-ovsgre (VLAN {OTHER_TAG}), IPv6 off, Docker's nat "
+               "rules: every difference found, removed", _vary_all),
+}
+
+
 # ------------------------------------------------------------ run
+
+def _pairs_part(result, cluster, ovsgre, names, pairs, variants, log):
+    """result["same_host_pairs"] = same_host_pairs(), or on failure
+    result["same_host_pairs_error"] (readers of the former expect a
+    complete summary)."""
+    try:
+        result["same_host_pairs"] = same_host_pairs(
+            cluster, ovsgre, names, pairs, PAIR_SECONDS, log, variants)
+    except Exception as e:  # noqa: BLE001
+        log(f"    FAILED: {e}")
+        result["same_host_pairs_error"] = f"failed: {e}"
+
+
+def run_same_host_pairs(pairs=SAME_HOST_PAIRS, seconds=PAIR_SECONDS,
+                        variants=DEFAULT_VARIANTS, log=print):
+    """Only the same-host pairs (and variants), on a test bed of their own
+    (2 namespace hosts, etcd, dockerd, ovsgre with system ports)."""
+    t_start = time.monotonic()
+    names = Names()
+    cluster = Cluster(n_hosts=2, etcd=True, docker=True)
+    ovsgre = Ovsgre(cluster)
+    try:
+        log(f"starting 2 namespace hosts ({cluster.prefix}) ...")
+        cluster.start()
+        for host in cluster.hosts:
+            import_busybox(host.docker)
+        ovsgre.start("system", log)
+        result = same_host_pairs(cluster, ovsgre, names, pairs, seconds, log,
+                                 variants)
+    finally:
+        _stop_all_servers()
+        try:
+            ovsgre.stop_plugins()
+        except Exception as e:  # noqa: BLE001
+            log(f"stopping plugins: {e}")
+        for host in cluster.hosts:
+            if host.docker:
+                try:
+                    host.docker.remove_all_containers()
+                except Exception:  # noqa: BLE001
+                    pass
+        cluster.stop()
+    result["duration_s"] = round(time.monotonic() - t_start, 1)
+    return result
+
+
+def _loadavg():
+    with open("/proc/loadavg") as fh:
+        return [float(x) for x in fh.read().split()[:3]]
+
+
 
 def _config(letter, port_type, placement, underlay):
     label = FAMILY[letter] + (f", {port_type}" if port_type else "")
@@ -574,9 +957,16 @@ def ratios(configs):
     return out
 
 
-def run(seconds=5, reps=3, log=print):
+def run(seconds=5, reps=3, log=print, pairs=None,
+        variants=DEFAULT_VARIANTS):
+    """pairs: interleaved same-host pairs (same_host_pairs); None = 20, or
+    4 for a quick run (reps 1, what `python -m bench --quick` asks), 0 =
+    none; variants: names from VARIANTS measured after them (by default
+    b-docker-nat, the like-for-like comparison)."""
     if seconds < 5:
         raise ValueError("seconds must be >= 5")
+    if pairs is None:
+        pairs = SAME_HOST_PAIRS_QUICK if reps <= 1 else SAME_HOST_PAIRS
     t_start = time.monotonic()
     names = Names()
     cluster = Cluster(n_hosts=2, etcd=True, docker=True)
@@ -669,6 +1059,9 @@ def run(seconds=5, reps=3, log=print):
             set_underlay_type(cluster, port_type)
             log(f"  underlay ports on br-phy: {port_type}")
             ovsgre.start(port_type, log)
+            if port_type == "system" and pairs:
+                _pairs_part(result, cluster, ovsgre, names, pairs, variants,
+                            log)
             for place in ("same-host", "cross-host"):
                 und = (f"{OVS_UNDERLAY}; underlay port {port_type}"
                        if place == "cross-host" else "none (same host)")
@@ -737,20 +1130,101 @@ def markdown(result):
     for port_type, s in result.get("port_add_ms", {}).items():
         lines.append(f"| {port_type} | {s['n']} | {s['p50']} | {s['p99']} | "
                      f"{s['min']} | {s['max']} |")
+    if result.get("same_host_pairs"):
+        lines += [""] + pairs_markdown(result["same_host_pairs"])
+    if result.get("same_host_pairs_error"):
+        lines += ["", "Same-host pairs FAILED: "
+                  + result["same_host_pairs_error"]]
     if "duration_s" in result:
         lines += ["", f"whole run: {result['duration_s']} s"]
     return "\n".join(lines) + "\n"
+
+
+def _pairs_row(name, what, s):
+    if s.get("error"):
+        return f"| {name} | {what} | FAILED: {s['error'][:100]} ||||||"
+    ci = s.get("ci95") or [None, None]
+    return (f"| {name} | {what} | {s['pairs']} | {s['a_median_gbps']} | "
+            f"{s['b_median_gbps']} | **{s['ratio_median']}** | "
+            f"[{_fmt(ci[0])}, {_fmt(ci[1])}] | "
+            f"{'yes' if s['significant'] else 'no'} | "
+            f"{s['ratio_median_a_first']} / {s['ratio_median_b_first']} |")
+
+
+def pairs_markdown(sp):
+    """Lines for the same-host pairs section (result['same_host_pairs'])."""
+    lines = [f"Same host, system ports: (a) ovsgre vs (b) hand-built, "
+             f"{sp.get('pairs')} interleaved pairs of iperf3 TCP "
+             f"{sp.get('seconds')} s (a first in odd pairs, b first in "
+             "even ones); median of the per-pair ratios a/b with a 95 % "
+             "bootstrap interval (pairs resampled, fixed seed). Load "
+             f"average before/after: {sp.get('load_avg_before')} / "
+             f"{sp.get('load_avg_after')}.", ""]
+    if sp.get("error"):
+        return lines + [f"FAILED: {sp['error']}"]
+    lines += ["| comparison | b is | pairs | a Gbit/s (median) | "
+              "b Gbit/s (median) | a/b median | 95 % CI | 1.0 outside CI "
+              "| a/b when a first / b first |", "|---|---|---|---|---|---|"
+              "---|---|---|",
+              _pairs_row("a vs b", "hand-built as it is", sp)]
+    for name, s in sp.get("variants", {}).items():
+        lines.append(_pairs_row(f"a vs {name}", s.get("what", ""), s))
+    lines += ["", "Per-pair a/b: " + ", ".join(str(r) for r in
+                                                 sp.get("ratios", [])),
+              "", "How the two setups differ as built (a | b):", ""]
+    diffs = sp.get("differences") or {}
+    lines += [f"- `{k}`: {va} | {vb}" for k, (va, vb) in diffs.items()]
+    if not diffs:
+        lines.append("- nothing found")
+    for name, s in sp.get("variants", {}).items():
+        if "differences" in s:
+            left = ", ".join(f"`{k}`" for k in sorted(
+                {k.split(".", 1)[1] for k in s["differences"]}))
+            lines.append(f"- with {name}, still: {left or 'nothing'}")
+    return lines
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--quick", action="store_true",
+                        help=f"reps 1 and {SAME_HOST_PAIRS_QUICK} same-host "
+                        "pairs (a smoke run)")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help=f"same-host pairs ({SAME_HOST_PAIRS}, "
+                        f"{SAME_HOST_PAIRS_QUICK} with --quick; 0: none)")
+    parser.add_argument("--pair-seconds", type=int, default=PAIR_SECONDS,
+                        help="iperf3 seconds per run of a pair (with "
+                        "--only-same-host-pairs)")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated changes to b measured against "
+                        "a after the pairs, 'all' or 'none' (default: "
+                        f"{','.join(DEFAULT_VARIANTS)}): "
+                        + ", ".join(VARIANTS))
+    parser.add_argument("--only-same-host-pairs", action="store_true",
+                        help="only the same-host pairs (and --variants); "
+                        "writes bench/results/dataplane-pairs.{json,md}")
     args = parser.parse_args()
+    variants = list(VARIANTS) if args.variants == "all" else \
+        [v for v in args.variants.split(",") if v and v != "none"]
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    pairs = args.pairs if args.pairs is not None else \
+        SAME_HOST_PAIRS_QUICK if args.quick else SAME_HOST_PAIRS
     # SIGTERM -> exception, so the finally blocks clean up.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    result = run(args.seconds, args.reps, log=lambda m: print(m, flush=True))
-    write_results("dataplane", result, markdown(result))
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    suffix = "-quick" if args.quick else ""
+    if args.only_same_host_pairs:
+        result = run_same_host_pairs(pairs, args.pair_seconds, variants, log)
+        write_results("dataplane-pairs" + suffix, result,
+                      "\n".join(pairs_markdown(result)) + "\n")
+        return
+    result = run(args.seconds, 1 if args.quick else args.reps, log=log,
+                 pairs=pairs, variants=variants)
+    write_results("dataplane" + suffix, result, markdown(result))
 
 
 if __name__ == "__main__":

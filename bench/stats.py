@@ -49,3 +49,21 @@ def bootstrap_ratio_ci(num, den, resamples=2000, seed=20240601,
     tail = (1 - level) / 2 * 100
     return [round(percentile(ratios, tail), 3),
             round(percentile(ratios, 100 - tail), 3)]
+
+
+def bootstrap_paired_ratio_ci(num, den, resamples=2000, seed=20240601,
+                              level=0.95):
+    """Percentile bootstrap interval of the median of the per-pair ratios
+    num[i] / den[i] (paired samples: pair i was measured back to back):
+    the pairs are resampled with replacement, `resamples` times, from a
+    fixed seed.  Returns [low, high], or None without pairs."""
+    import random
+    pairs = [n / d for n, d in zip(num, den) if d]
+    if not pairs:
+        return None
+    rng = random.Random(seed)
+    medians = [statistics.median(rng.choices(pairs, k=len(pairs)))
+               for _ in range(resamples)]
+    tail = (1 - level) / 2 * 100
+    return [round(percentile(medians, tail), 3),
+            round(percentile(medians, 100 - tail), 3)]
