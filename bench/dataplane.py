@@ -781,11 +781,7 @@ def same_host_pairs(cluster, ovsgre, names, n, seconds, log, variants=()):
                                                  n, seconds, log)
                            for name in variants}
     finally:
-        for _, _, cleanup, _ in built:
-            try:
-                cleanup()
-            except Exception as e:  # noqa: BLE001
-                log(f"    cleanup error: {e}")
+        _clean_up(built, log)
     return out
 
 
@@ -880,6 +876,32 @@ def _pairs_part(result, cluster, ovsgre, names, pairs, variants, log):
         result["same_host_pairs_error"] = f"failed: {e}"
 
 
+def _clean_up(built, log):
+    """Undo what each builder made, whatever failed before."""
+    for _, _, cleanup, _ in built:
+        try:
+            cleanup()
+        except Exception as e:  # noqa: BLE001
+            log(f"    cleanup error: {e}")
+
+
+def _tear_down(cluster, ovsgre, log):
+    """Servers, plugins, containers, then the cluster: each step runs
+    whatever failed before it."""
+    _stop_all_servers()
+    try:
+        ovsgre.stop_plugins()
+    except Exception as e:  # noqa: BLE001
+        log(f"stopping plugins: {e}")
+    for host in cluster.hosts:
+        if host.docker:
+            try:
+                host.docker.remove_all_containers()
+            except Exception:  # noqa: BLE001
+                pass
+    cluster.stop()
+
+
 def run_same_host_pairs(pairs=SAME_HOST_PAIRS, seconds=PAIR_SECONDS,
                         variants=DEFAULT_VARIANTS, log=print):
     """Only the same-host pairs (and variants), on a test bed of their own
@@ -897,18 +919,7 @@ def run_same_host_pairs(pairs=SAME_HOST_PAIRS, seconds=PAIR_SECONDS,
         result = same_host_pairs(cluster, ovsgre, names, pairs, seconds, log,
                                  variants)
     finally:
-        _stop_all_servers()
-        try:
-            ovsgre.stop_plugins()
-        except Exception as e:  # noqa: BLE001
-            log(f"stopping plugins: {e}")
-        for host in cluster.hosts:
-            if host.docker:
-                try:
-                    host.docker.remove_all_containers()
-                except Exception:  # noqa: BLE001
-                    pass
-        cluster.stop()
+        _tear_down(cluster, ovsgre, log)
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     return result
 
@@ -1027,11 +1038,7 @@ def run(seconds=5, reps=3, log=print, pairs=None,
                 cfg.setdefault("error", f"failed: {e}")
             log(f"    FAILED: {e}")
         finally:
-            for _, _, cleanup, _ in built:
-                try:
-                    cleanup()
-                except Exception as e:  # noqa: BLE001
-                    log(f"    cleanup error: {e}")
+            _clean_up(built, log)
         for cfg in cfgs:
             cfg["wall_s"] = round(time.monotonic() - t0, 1)
             configs.append(cfg)
@@ -1068,18 +1075,7 @@ def run(seconds=5, reps=3, log=print, pairs=None,
                 pair(port_type, place, und)
         set_underlay_type(cluster, "system")
     finally:
-        _stop_all_servers()
-        try:
-            ovsgre.stop_plugins()
-        except Exception as e:  # noqa: BLE001
-            log(f"stopping plugins: {e}")
-        for host in cluster.hosts:
-            if host.docker:
-                try:
-                    host.docker.remove_all_containers()
-                except Exception:  # noqa: BLE001
-                    pass
-        cluster.stop()
+        _tear_down(cluster, ovsgre, log)
     result["ratios"] = ratios(configs)
     result["hosts"] = {"prefix": cluster.prefix, "n": 2,
                        "ovs": "userspace (netdev) datapath, own ovs-vswitchd "

@@ -7,6 +7,7 @@ Nothing here needs root, OVS or netlink.
 import hashlib
 import json
 import os
+import time
 
 import pytest
 
@@ -18,6 +19,17 @@ from .fakes import FakeDataplane
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_MTU = 1450
+
+
+def eventually(predicate, timeout=5.0):
+    """Poll predicate (a background thread's work) until true or timeout;
+    its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
 
 
 def make_id(label):

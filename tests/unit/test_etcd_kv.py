@@ -15,6 +15,8 @@ from ovsgre.cluster.etcd import (EtcdKV, Registration, Watcher,
                                  iter_events)
 from ovsgre.errors import Unavailable
 
+from .conftest import eventually
+
 EPS = ["http://10.0.0.1:2379", "http://10.0.0.2:2379", "http://10.0.0.3:2379"]
 
 
@@ -349,13 +351,6 @@ def test_iter_events_stream_error_propagates():
         list(iter_events(resp))
 
 
-def eventually(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 class WatchKV:

@@ -6,6 +6,8 @@ import time
 
 from ovsgre.dataplane.reaper import Reaper
 
+from .conftest import eventually
+
 
 class Recorder:
     def __init__(self, fail=None):
@@ -22,13 +24,6 @@ class Recorder:
         return run
 
 
-def eventually(predicate, timeout=5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 def test_a_burst_goes_in_one_batch_ports_first():

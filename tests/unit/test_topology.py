@@ -11,6 +11,7 @@ from ovsgre.errors import DataplaneError
 from ovsgre.topology import EtcdPeers, StaticPeers, Topology
 
 from .fakes import FakePeers, FakeTunnels
+from .conftest import eventually
 
 WAIT = 5.0
 
@@ -24,13 +25,6 @@ class FakeStore:
         return {k: dict(v) for k, v in self.networks.items()}
 
 
-def eventually(predicate, timeout=WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.fixture(autouse=True)
