@@ -270,6 +270,17 @@ def first_pings_check(share):
     return check
 
 
+def remove_network(site, network, timeout=30):
+    """`docker run --rm` returns when the container exits; Docker removes
+    it (and its endpoint) a moment later, and refuses `network rm` until
+    then."""
+    wait_for(lambda: site.docker("network", "rm", network,
+                                 check=False).returncode == 0 or
+             network not in site.out("network", "ls", "--format",
+                                     "{{.Name}}").split(),
+             timeout, f"network {network} to be removed")
+
+
 def restart_plugin(site):
     site.plugin.stop()
     site.plugin.start()
@@ -294,7 +305,7 @@ def test_first_ping_of_every_container_on_one_host(site):
         print("\n".join(lines))
     finally:
         site.host.docker.remove_all_containers()
-        site.docker("network", "rm", network, check=False)
+        remove_network(site, network)
     assert site.wait_no_leftovers() == {"links": [], "ports": [],
                                         "records": []}
 
@@ -411,7 +422,7 @@ def test_first_ping_of_every_container_across_hosts(mesh3):
         for i, site in enumerate(sites):
             site.docker("rm", "-f", f"fp-peer{i}", check=False)
         for site in sites:
-            site.docker("network", "rm", network, check=False)
+            remove_network(site, network)
     for site in sites:
         left = wait_clean(site)
         assert not any(left.values()), (site.host.hostname, left)
