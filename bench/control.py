@@ -110,8 +110,9 @@ def join_scaling(counts, samples, log=print):
                 standing.append(docker.start())
             log(f"  {count} endpoints standing "
                 f"(filled in {time.monotonic() - start:.0f} s)")
-            settle(host)
-            out[str(count)] = _join_samples(host, plugin, docker, samples)
+            settle(host, len(standing))
+            out[str(count)] = _join_samples(host, plugin, docker, samples,
+                                            len(standing))
             out[str(count)]["add_port_ms"] = summary(
                 _add_port_times(host, 5))
             log(f"  Join at {count}: {out[str(count)]}")
@@ -123,17 +124,18 @@ def join_scaling(counts, samples, log=print):
     return out
 
 
-def _join_samples(host, plugin, docker, samples):
+def _join_samples(host, plugin, docker, samples, standing):
     offset = os.path.getsize(plugin.log_path)
     for _ in range(samples):
         docker.stop(docker.start())
-        settle(host)
+        settle(host, standing)
     joins = plugin_times(plugin.log_path, offset, "Join")
     creates = plugin_times(plugin.log_path, offset, "CreateEndpoint")
     offset = os.path.getsize(plugin.log_path)
     for _ in range(samples):
-        docker.stop(docker.start(between=lambda: settle(host)))
-        settle(host)
+        docker.stop(docker.start(
+            between=lambda: settle(host, standing + 1)))
+        settle(host, standing)
     own = plugin_times(plugin.log_path, offset, "Join")
     return {"join_ms": summary(joins), "create_endpoint_ms": summary(creates),
             "join_settled_ms": summary(own)}
@@ -157,11 +159,13 @@ def _add_port_times(host, runs):
     return times
 
 
-def settle(host, timeout=600):
+def settle(host, ports=None, timeout=600):
     """Wait until ovs-vswitchd has taken every port (each one has an
-    ofport) and dropped the deleted ones: one container start at a time,
-    as on a host that is not saturated; otherwise the numbers would show
-    vswitchd's backlog competing for this machine's two cores."""
+    ofport) and dropped the deleted ones, and, given the number of
+    endpoints that should exist, until the plugin's background removal
+    has deleted the others' ports and veths: one container start at a
+    time, as on a host that is not saturated; otherwise the numbers would
+    show vswitchd's backlog competing for this machine's two cores."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pending = host.ovs.vsctl("--bare", "--columns=name", "find",
@@ -169,7 +173,11 @@ def settle(host, timeout=600):
         listed = set(host.ovs.vsctl("list-ports", "br-ovsgre").split())
         shown = host.ovs.appctl("ovs-vswitchd", "dpif/show")
         in_dp = set(re.findall(r"\b(ovgh\w+) \d+/", shown))
-        if not pending and in_dp <= listed:
+        links = re.findall(r"^\d+: (ovgh\w+)[@:]", host.run(
+            ["ip", "-o", "link", "show"]).stdout, re.M)
+        ours = {p for p in listed if p.startswith("ovgh")}
+        if not pending and in_dp <= listed and (
+                ports is None or len(ours) == len(links) == ports):
             return
         time.sleep(0.05)
     raise RuntimeError("ovs-vswitchd did not settle")
