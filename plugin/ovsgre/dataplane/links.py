@@ -83,15 +83,12 @@ class Links:
         return _summary(msgs[0]) if msgs else None
 
     def list_ours(self):
-        """Names of all links in this namespace that ovsgre would create."""
-        with self._lock:
-            msgs = self._ipr.get_links()
-        out = []
-        for msg in msgs:
-            name = msg.get_attr("IFLA_IFNAME")
-            if name and names.is_ours(name):
-                out.append(name)
-        return out
+        """Names of all links in this namespace that ovsgre would create.
+        libc's if_nameindex, not a pyroute2 dump: the janitor calls this
+        under the driver's lock, and parsing 2,000 links in Python took
+        ~0.5 s (Docker's calls waited for it); this takes ~15 ms."""
+        return [name for _, name in socket.if_nameindex()
+                if names.is_ours(name)]
 
     def exists(self, ifname):
         """Cheap existence check (one ioctl, no netlink dump)."""
