@@ -18,6 +18,7 @@ import time
 from . import names
 from .faults import crash_point
 from .cluster.networks import derive_key
+from .cluster.records import KEY_MAX, KEY_MIN
 from .config import PORT_TYPES
 from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
 
@@ -496,9 +497,9 @@ def _key_option(options):
         key = int(raw)
     except (TypeError, ValueError):
         key = 0
-    if not 1 <= key <= 16777215:
+    if not KEY_MIN <= key <= KEY_MAX:
         raise InvalidRequest(f"option {OPT_KEY}={raw!r}: must be an "
-                             "integer from 1 to 16777215")
+                             f"integer from {KEY_MIN} to {KEY_MAX}")
     if not _generic(options).get(OPT_NAME):
         raise InvalidRequest(f"option {OPT_KEY} needs {OPT_NAME}")
     return key

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 
+from .cluster.records import Malformed, parse_key
 from .errors import Unavailable
 
 LOG = logging.getLogger(__name__)
@@ -47,6 +48,11 @@ def malformed(kind, record):
         if not isinstance(value, typ) or isinstance(value, bool) or \
                 (typ is str and not value):
             problems.append(f"{field} is {json.dumps(value)}")
+    if kind == "networks" and record.get("key") is not None:
+        try:
+            parse_key(record["key"])   # it goes into the tunnel table
+        except Malformed as exc:
+            problems.append(str(exc))
     if kind == "endpoints" and isinstance(record.get("state"), str) and \
             record["state"] and record["state"] not in ENDPOINT_STATES:
         problems.append(f"state is {json.dumps(record['state'])}")

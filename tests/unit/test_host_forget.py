@@ -44,7 +44,7 @@ def test_forget_releases_shared_holds_and_frees_the_dead_hosts_addresses(
     counts = forget(kv, DEAD)
     assert counts == {"networks": 2, "pools": 2, "addresses": 1}
     registry = NetworkRegistry(kv, LIVE)
-    assert registry.list()["blue"]["hosts"] == [LIVE]
+    assert registry.list()["blue"].hosts == tuple([LIVE])
     assert "solo" not in registry.list()            # its key goes too
     assert not any("10.2.0.0" in k for k in kv.list("/ovsgre/"))
     taken = {k.rsplit("/", 1)[1] for k in kv.list(ADDRS)}

@@ -54,9 +54,9 @@ def test_same_name_same_key_on_two_hosts(r1, r2):
     assert k1 == k2 == KEY_MIN
     assert r1.define("blue", V4, []) == k1          # dockerd retry
     assert r1.hosts_of("blue") == ["192.0.2.1", "192.0.2.2"]
-    assert r2.list() == {"blue": {"name": "blue", "ipv4": V4, "ipv6": [],
-                                  "key": k1,
-                                  "hosts": ["192.0.2.1", "192.0.2.2"]}}
+    assert r2.kv.get(NETS + "blue") == {
+        "name": "blue", "ipv4": V4, "ipv6": [], "key": k1,
+        "hosts": ["192.0.2.1", "192.0.2.2"]}
 
 
 def test_different_names_different_keys(r1, r2):
@@ -122,7 +122,7 @@ def test_release_keeps_definition_while_referenced(r1, r2, shared):
     r2.define("blue", V4, [])
     r1.release("blue")
     assert r1.hosts_of("blue") == ["192.0.2.2"]
-    assert r2.list()["blue"]["key"] == k
+    assert r2.list()["blue"].key == k
     assert shared.get(f"{KEYS}{k}") == {"name": "blue"}
     # the other host's view is unchanged, and a re-define gets the key
     assert r1.define("blue", V4, []) == k
@@ -155,7 +155,7 @@ def test_release_unknown_is_quiet(r1, shared):
 def test_release_by_host_that_never_defined(r1, r2):
     r1.define("blue", V4, [])
     r2.release("blue")       # r2 had no reference: r1's one remains
-    assert r1.list()["blue"]["key"] == KEY_MIN
+    assert r1.list()["blue"].key == KEY_MIN
 
 
 def test_concurrent_define_same_name(shared):
@@ -243,7 +243,7 @@ def test_static_release(state_dir):
 def test_static_definition_persists(state_dir):
     NetworkRegistry(LocalKV(state_dir), "h").define("blue", V4, [], key=7)
     again = NetworkRegistry(LocalKV(state_dir), "h")
-    assert again.list()["blue"]["key"] == 7
+    assert again.list()["blue"].key == 7
     with pytest.raises(Conflict):
         again.define("blue", ["10.99.0.0/24"], [])
     assert again.kv.get(NETS + "blue")["ipv4"] == V4
@@ -476,10 +476,10 @@ def test_reserve_is_no_host_and_free_deletes(r1, r2, shared):
     k = r1.reserve("blue", V4, [], "swarm-1")
     assert r1.reserve("blue", V4, [], "swarm-1") == k     # re-allocation
     assert r1.hosts_of("blue") == []
-    assert r1.list()["blue"]["swarm"] == ["swarm-1"]
+    assert r1.list()["blue"].swarm == tuple(["swarm-1"])
     assert r2.define("blue", V4, []) == k                 # a node joins
     r2.release("blue")              # the last node leaves: reserved still
-    assert r1.list()["blue"]["key"] == k and r1.hosts_of("blue") == []
+    assert r1.list()["blue"].key == k and r1.hosts_of("blue") == []
     assert r1.free("swarm-1") == ["blue"]
     assert shared.list("/ovsgre/") == {}
     assert r1.free("swarm-1") == []                       # repeated: quiet
@@ -489,8 +489,9 @@ def test_free_while_a_node_holds_keeps_it_until_release(r1, r2, shared):
     k = r1.reserve("blue", V4, [], "swarm-1")
     r2.define("blue", V4, [])
     r1.free("swarm-1")
-    assert r1.list() == {"blue": {"name": "blue", "ipv4": V4, "ipv6": [],
-                                  "key": k, "hosts": ["192.0.2.2"]}}
+    assert shared.get(NETS + "blue") == {"name": "blue", "ipv4": V4,
+                                         "ipv6": [], "key": k,
+                                         "hosts": ["192.0.2.2"]}
     r2.release("blue")
     assert shared.list("/ovsgre/") == {}
 
@@ -513,7 +514,7 @@ def test_swarm_manager_without_containers_leaves_nothing(manager, shared,
     opts = allocate(manager, options={"ovsgre.network": "sw"})
     key = int(opts["ovsgre.key"])
     reg = NetworkRegistry(shared, "z")
-    assert reg.hosts_of("sw") == [] and reg.list()["sw"]["key"] == key
+    assert reg.hosts_of("sw") == [] and reg.list()["sw"].key == key
     # the manager's own re-allocation (restart, leader change) matches
     assert allocate(manager, options=opts) == opts
     assert manager.ok("FreeNetwork", {"NetworkID": SWARM_NET}) == {}
@@ -540,7 +541,7 @@ def test_swarm_reservation_outlives_the_nodes(manager, shared, tmp_path):
         reg = NetworkRegistry(shared, "z")
         assert reg.hosts_of(SWARM_NET) == ["192.0.2.7"]
         api.ok("DeleteNetwork", {"NetworkID": SWARM_NET})
-        assert reg.list()[SWARM_NET]["key"] == int(opts["ovsgre.key"])
+        assert reg.list()[SWARM_NET].key == int(opts["ovsgre.key"])
         manager.ok("FreeNetwork", {"NetworkID": SWARM_NET})
         assert shared.list("/ovsgre/") == {}
     finally:
@@ -584,3 +585,79 @@ def test_network_ls_marks_hosts_whose_registration_expired(r1, r2, shared,
     assert blue.endswith("192.0.2.1, 192.0.2.2 (down)"), blue
     sw = next(line for line in lines if line.startswith("sw "))
     assert sw.endswith("(swarm)") and "192.0.2" not in sw, sw
+
+
+# -- records other hosts wrote (issue: trust only what is checked) -------------
+
+INJECTED = "7,actions=drop\ntable=0,priority=100,actions=output:1\n#"
+
+
+@pytest.mark.parametrize("bad_key", [INJECTED, "7.5", 7.5, "7", True, 0,
+                                     KEY_MAX + 1, None, [7], {"k": 7}])
+def test_network_record_with_a_bad_key_is_refused_not_used(r1, shared,
+                                                           bad_key):
+    """Another host (or anyone, without etcd auth) wrote blue's record
+    with a key that is not an integer in range: this host refuses the
+    network with a printable message, and never returns the key."""
+    shared.put(NETS + "blue", {"name": "blue", "ipv4": V4, "ipv6": [],
+                               "key": bad_key, "hosts": ["192.0.2.9"]})
+    with pytest.raises(Conflict) as err:
+        r1.define("blue", V4, [])
+    text = str(err.value)
+    assert "malformed" in text and NETS + "blue" in text
+    assert "\n" not in text and text.isprintable()
+    assert r1.list() == {}
+    assert list(r1.malformed.current()) == [NETS + "blue"]
+
+
+def test_network_record_claiming_another_networks_key_is_refused(r1, r2,
+                                                                 shared):
+    """A record that reuses red's key would bridge blue and red across
+    hosts: refused, naming the network the key is reserved for."""
+    red_key = r1.define("red", ["10.30.0.0/24"], [])
+    shared.put(NETS + "blue", {"name": "blue", "ipv4": V4, "ipv6": [],
+                               "key": red_key, "hosts": ["192.0.2.9"]})
+    with pytest.raises(Conflict) as err:
+        r2.define("blue", V4, [])
+    assert f"GRE key {red_key}" in str(err.value)
+    assert "'red'" in str(err.value)
+    assert r2.hosts_of("red") == ["192.0.2.1"]      # red untouched
+
+
+def test_network_record_without_a_key_reservation_takes_it(r1, shared):
+    """A record whose key nobody reserved (e.g. its reservation was lost):
+    the key is reserved for it, then used."""
+    shared.put(NETS + "blue", {"name": "blue", "ipv4": V4, "ipv6": [],
+                               "key": 42, "hosts": []})
+    assert r1.define("blue", V4, []) == 42
+    assert shared.get(KEYS + "42") == {"name": "blue"}
+
+
+@pytest.mark.parametrize("record", [
+    "not an object", [1, 2], {"name": "other", "key": 5},
+    {"name": "blue", "key": 5, "ipv4": "10.0.0.0/8"},
+    {"name": "blue", "key": 5, "ipv4": ["10.0.0.300/24"]},
+    {"name": "blue", "key": 5, "ipv6": ["10.0.0.0/24"]},
+    {"name": "blue", "key": 5, "hosts": "192.0.2.1"},
+    {"name": "blue", "key": 5, "hosts": [7]},
+])
+def test_list_skips_a_malformed_record_and_keeps_the_others(
+        r1, shared, record, caplog):
+    r1.define("red", ["10.30.0.0/24"], [])
+    shared.put(NETS + "blue", record)
+    with caplog.at_level("WARNING", logger="ovsgre.cluster.networks"):
+        assert list(r1.list()) == ["red"]
+        assert list(r1.list()) == ["red"]
+    logged = [r for r in caplog.records if "malformed" in r.getMessage()]
+    assert len(logged) == 1                       # once, not per read
+    assert NETS + "blue" in logged[0].getMessage()
+    shared.delete(NETS + "blue")
+    r1.list()
+    assert r1.malformed.current() == {}
+
+
+def test_release_leaves_a_malformed_record_alone(r1, shared):
+    shared.put(NETS + "blue", {"name": "blue", "key": "x",
+                               "hosts": ["192.0.2.1"]})
+    r1.release("blue")                               # no crash
+    assert shared.get(NETS + "blue")["key"] == "x"   # for an operator

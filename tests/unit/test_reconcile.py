@@ -539,3 +539,29 @@ def test_readers_leave_malformed_records_in_place(state_dir):
     reader = LocalStore(state_dir, lock=False, validate=True)
     assert reader.list("networks") == {}
     assert os.path.exists(path)
+
+
+@pytest.mark.parametrize("key", ["7.5", "7,actions=drop\n#", 0, True])
+def test_network_record_with_a_bad_key_is_set_aside(state_dir, key):
+    """A network key that would go into the tunnel table as text is not
+    kept across restarts: the record is set aside at start-up."""
+    import json
+    import os
+
+    from ovsgre.store import LocalStore
+
+    store = LocalStore(state_dir)
+    _net(store)
+    record = store.get("networks", NET)
+    store.close()
+    path = os.path.join(state_dir, "networks", NET + ".json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(dict(record, key=key), fh)
+    store = LocalStore(state_dir, validate=True)
+    try:
+        assert store.list("networks") == {}
+        assert os.path.exists(os.path.join(
+            state_dir, "quarantine",
+            "networks-" + NET + ".json"))
+    finally:
+        store.close()

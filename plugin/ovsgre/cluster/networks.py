@@ -15,14 +15,18 @@ AllocateNetwork until FreeNetwork; the manager is not a host of it).  The
 last holder to let go deletes it and frees the key (compare-and-delete).
 """
 
+import logging
 import zlib
 
 from ..errors import Conflict, Unavailable
+from .records import (KEY_MAX, KEY_MIN, Malformed, MalformedLog,
+                      parse_key_owner, parse_network)
+
+LOG = logging.getLogger(__name__)
 
 NETS = "/ovsgre/networks/"
 KEYS = "/ovsgre/keys/"
 SWARM = "swarm"   # swarm network IDs reserving a definition (manager)
-KEY_MIN, KEY_MAX = 1, (1 << 24) - 1
 CAS_TRIES = 50
 
 
@@ -35,6 +39,7 @@ class NetworkRegistry:
     def __init__(self, kv, host_id):
         self.kv = kv
         self.host_id = host_id
+        self.malformed = MalformedLog(LOG, "network")
 
     def define(self, name, ipv4, ipv6, key=None):
         """Record (or match) the network and hold it for this host (which
@@ -57,13 +62,36 @@ class NetworkRegistry:
                 current = self._create(wanted, key, field, holder)
                 if current is None:
                     continue   # lost a race; look again
-            _check_same(current, wanted, key)
-            held = current.get(field, [])
+            net = self._trusted(name, current)
+            _check_same(net, wanted, key)
+            held = list(getattr(net, field))
             if holder in held or self.kv.replace(
                     NETS + name, current,
                     dict(current, **{field: sorted(held + [holder])})):
-                return current["key"]
+                return net.key
         raise Unavailable(f"network {name!r}: too much contention, retry")
+
+    def _trusted(self, name, record):
+        """The record at NETS + name as a typed value, refused unless it
+        parses and its key is reserved for this very name: a record that
+        claims another network's key would bridge the two across hosts."""
+        try:
+            net = parse_network(NETS + name, record, NETS)
+            owner = self.kv.get(f"{KEYS}{net.key}")
+            if owner is None and self.kv.create(f"{KEYS}{net.key}",
+                                                {"name": name}):
+                return net
+            owner = parse_key_owner(owner)
+        except Malformed as exc:
+            self.malformed.skip(NETS + name, exc)
+            raise Conflict(f"network {name!r}: its cluster record is "
+                           f"malformed ({exc}); fix or remove "
+                           f"{NETS}{name} in etcd") from None
+        if owner != name:
+            raise Conflict(f"network {name!r}: its cluster record claims "
+                           f"GRE key {net.key}, which is reserved for "
+                           f"network {owner!r}; refused")
+        return net
 
     def _create(self, wanted, key, field, holder):
         name = wanted["name"]
@@ -112,8 +140,8 @@ class NetworkRegistry:
         """Swarm manager (FreeNetwork): swarm network `network_id` is gone;
         drop its reservation, and the definition with its key once no host
         holds it either.  Returns the names it was reserving."""
-        names = sorted(name for name, record in self.list().items()
-                       if network_id in record.get(SWARM, []))
+        names = sorted(name for name, net in self.list().items()
+                       if network_id in net.swarm)
         for name in names:
             self._drop(name, SWARM, network_id)
         return names
@@ -121,9 +149,16 @@ class NetworkRegistry:
     def _drop(self, name, field, holder):
         for _ in range(CAS_TRIES):
             current = self.kv.get(NETS + name)
-            if current is None or holder not in current.get(field, []):
+            if current is None:
                 return
-            rest = [h for h in current[field] if h != holder]
+            try:
+                net = parse_network(NETS + name, current, NETS)
+            except Malformed as exc:     # left for an operator: see status
+                self.malformed.skip(NETS + name, exc)
+                return
+            if holder not in getattr(net, field):
+                return
+            rest = [h for h in getattr(net, field) if h != holder]
             updated = dict(current, **{field: rest})
             if not updated.get(SWARM):
                 updated.pop(SWARM, None)   # plain records keep their shape
@@ -131,26 +166,39 @@ class NetworkRegistry:
                 if self.kv.replace(NETS + name, current, updated):
                     return
             elif self.kv.delete_if(NETS + name, current):
-                self._free_key(current["key"], name)
+                self._free_key(net.key, name)
                 return
         raise Unavailable(f"network {name!r}: too much contention, retry")
 
     def list(self):
-        return {k[len(NETS):]: v for k, v in self.kv.list(NETS).items()}
+        """{name: Network} of the records that parse; the others are
+        skipped (logged once, see self.malformed)."""
+        out = {}
+        items = self.kv.list(NETS)
+        for path, record in items.items():
+            try:
+                net = parse_network(path, record, NETS)
+            except Malformed as exc:
+                self.malformed.skip(path, exc)
+                continue
+            out[net.name] = net
+        self.malformed.keep_only(set(items) - {NETS + n for n in out})
+        return out
 
     def hosts_of(self, name):
-        return sorted((self.kv.get(NETS + name) or {}).get("hosts", []))
+        net = self.list().get(name)
+        return sorted(net.hosts) if net else []
 
 
-def _check_same(current, wanted, key):
+def _check_same(net, wanted, key):
     name = wanted["name"]
     for family in ("ipv4", "ipv6"):
-        if sorted(current.get(family, [])) != wanted[family]:
-            have = ", ".join(current.get(family, [])) or "none"
+        if net.subnets(family) != wanted[family]:
+            have = ", ".join(net.subnets(family)) or "none"
             asked = ", ".join(wanted[family]) or "none"
             raise Conflict(
                 f"network {name!r} exists in the cluster with {family} "
                 f"subnets {have}; this host asked for {asked}")
-    if key is not None and current["key"] != key:
+    if key is not None and net.key != key:
         raise Conflict(f"network {name!r} exists in the cluster with GRE "
-                       f"key {current['key']}, not {key}")
+                       f"key {net.key}, not {key}")

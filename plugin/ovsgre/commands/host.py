@@ -53,7 +53,7 @@ def forget(kv, ip, force=False):
                          "it first, or use --force")
     registry = NetworkRegistry(kv, ip)
     held = [name for name, net in registry.list().items()
-            if ip in net.get("hosts", [])]
+            if ip in net.hosts]
     for name in held:
         registry.release(name)
     pools, addresses = Ipam(kv, ip).forget_host()

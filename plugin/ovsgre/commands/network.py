@@ -19,7 +19,7 @@ import ipaddress
 import json
 import sys
 
-from ..cluster.networks import SWARM, NetworkRegistry
+from ..cluster.networks import NetworkRegistry
 from ..declared import PREFIX, check_name
 from ..errors import OvsgreError
 from ..topology import HOSTS
@@ -95,17 +95,17 @@ def _list(kv, args):
     live = _live_hosts(kv)
     rows = []
     for name in sorted(set(declared) | set(defined)):
-        net = defined.get(name, {})
-        holders = sorted(net.get("hosts", []))
+        net = defined.get(name)
+        holders = sorted(net.hosts) if net else []
         rows.append({
             "name": name,
             "declared": name in declared,
             "subnets": declared.get(name, {}).get("subnets") or
-            net.get("ipv4", []) + net.get("ipv6", []),
-            "key": net.get("key"),
+            (net.subnets("ipv4") + net.subnets("ipv6") if net else []),
+            "key": net.key if net else None,
             "hosts": [h for h in holders if h in live],
             "down_hosts": [h for h in holders if h not in live],
-            "swarm": bool(net.get(SWARM)),
+            "swarm": bool(net and net.swarm),
         })
     if args.json:
         json.dump(rows, sys.stdout, indent=2)

@@ -25,6 +25,7 @@ import subprocess
 import time
 
 from .. import OWNER
+from ..cluster.records import KEY_MAX, KEY_MIN
 from ..errors import DataplaneError
 from .ovsdb import OWNER_KEY, ROLE_KEY
 
@@ -42,7 +43,7 @@ UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
 OFCTL_TIMEOUT = 10
 COOKIE = "0x6f7667"         # "ovg": marks the flows ovsgre installs
-PRIME_KEY = 0               # network keys are 1-16777215
+PRIME_KEY = 0               # below every network's key (KEY_MIN)
 # broadcast, from a locally administered MAC, IEEE local experimental type
 PRIME_FRAME = ("ff" * 6 + "02" + "6f7667" + "0000" + "88b5").ljust(120, "0")
 
@@ -51,12 +52,26 @@ def tunnel_port_name(peer_ip):
     return "gre-" + ipaddress.IPv4Address(peer_ip).packed.hex()
 
 
+def _is_int(value, low, high):
+    if isinstance(value, int) and not isinstance(value, bool) and \
+            low <= value <= high:
+        return True
+    LOG.error("left out of the tunnel table: %r is not an integer in "
+              "%d..%d", value, low, high)
+    return False
+
+
 def build_flows(patch, tunnels, networks):
     """The tunnel bridge's whole table.
 
     patch: ofport of the patch port; tunnels: {peer ip: ofport};
-    networks: {local vlan: gre key}.
+    networks: {local vlan: gre key}.  Only integers in range reach the
+    table's text: a pair that is not is left out (and logged), never
+    turned into a flow.
     """
+    tunnels = {ip: p for ip, p in tunnels.items() if _is_int(p, 1, 0xfeff)}
+    networks = {v: k for v, k in networks.items()
+                if _is_int(v, 1, 4094) and _is_int(k, KEY_MIN, KEY_MAX)}
     outs = ",".join(f"output:{p}" for p in sorted(tunnels.values()))
     flows = [f"table=0,priority=1,in_port={patch},actions=goto_table:1"]
     flows += [f"table=0,priority=1,in_port={p},actions=goto_table:3"

@@ -1,0 +1,193 @@
+"""Records other hosts write to etcd, parsed into typed values before use.
+
+Any host of the cluster (or anyone, where etcd runs without TLS and auth)
+can write under /ovsgre/.  Nothing read from there reaches OVS, a log line
+or a terminal as it came: each record is parsed here into a frozen value
+(integers in range, ``ipaddress`` objects, names matching NAME) or refused
+with Malformed, which says what is wrong in printable text.  Callers skip
+a malformed record (MalformedLog logs it once) and go on with the others.
+"""
+
+import ipaddress
+import logging
+import re
+import threading
+from dataclasses import dataclass
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+KEY_MIN, KEY_MAX = 1, (1 << 24) - 1       # GRE keys of networks (24 bits)
+HOSTNAME_MAX = 253
+SHOWN_MAX = 80     # characters of a bad value quoted back
+
+
+class Malformed(ValueError):
+    """A record that does not parse; str() is printable text."""
+
+
+def printable(value, limit=SHOWN_MAX):
+    """value as text safe for a log line or a terminal: no control or
+    escape characters, no newlines, bounded length."""
+    text = value if isinstance(value, str) else repr(value)
+    out = "".join(c if c.isprintable() else f"\\x{ord(c):02x}"
+                  if ord(c) < 256 else f"\\u{ord(c):04x}" for c in text)
+    return out if len(out) <= limit else out[:limit] + "…"
+
+
+def _shown(value):
+    if isinstance(value, str):
+        return '"' + printable(value) + '"'
+    return printable(value)
+
+
+def parse_key(value):
+    """A network's GRE key: an integer (not a bool, not a float, not
+    text) in KEY_MIN..KEY_MAX."""
+    if isinstance(value, bool) or not isinstance(value, int) or \
+            not KEY_MIN <= value <= KEY_MAX:
+        raise Malformed(f"key {_shown(value)} is not an integer in "
+                        f"{KEY_MIN}..{KEY_MAX}")
+    return value
+
+
+def parse_name(value, what="name"):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise Malformed(f"{what} {_shown(value)} is not 1-64 letters, "
+                        "digits, '_', '.', '-'")
+    return value
+
+
+def parse_peer_ip(value, version=4):
+    """A peer's underlay address: unicast, of the underlay's IP version
+    (GRE tunnels here run over IPv4)."""
+    if not isinstance(value, str):
+        raise Malformed(f"ip {_shown(value)} is not an address")
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        raise Malformed(f"ip {_shown(value)} is not an address") from None
+    if ip.version != version:
+        raise Malformed(f"ip {ip} is not IPv{version} (the underlay's)")
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or \
+            ip.is_link_local or (version == 4 and
+                                 ip == ipaddress.IPv4Address(
+                                     "255.255.255.255")):
+        raise Malformed(f"ip {ip} is not a unicast host address")
+    return ip
+
+
+@dataclass(frozen=True)
+class Host:
+    ip: ipaddress.IPv4Address
+    hostname: str          # printable
+    version: str           # printable
+
+
+def parse_host(path, value, prefix):
+    """A host registration at prefix + IP: {"ip": IP, "hostname", ...}; the
+    key and the ip field must name the same address."""
+    if not isinstance(value, dict):
+        raise Malformed(f"{printable(path)}: not a JSON object")
+    ip = parse_peer_ip(value.get("ip"))
+    if path != prefix + str(ip):
+        raise Malformed(f"{printable(path)}: ip {ip} does not match the "
+                        "key it is registered under")
+    hostname = value.get("hostname", "")
+    if not isinstance(hostname, str):
+        hostname = ""
+    version = value.get("version", "")
+    return Host(ip=ip, hostname=printable(hostname, HOSTNAME_MAX),
+                version=printable(version if isinstance(version, str)
+                                  else "", 40))
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    key: int
+    ipv4: tuple            # of IPv4Network
+    ipv6: tuple            # of IPv6Network
+    hosts: tuple           # host IDs holding it (their underlay IPs)
+    swarm: tuple           # swarm network IDs reserving it
+
+    def subnets(self, family):
+        """Sorted text form, as records store them."""
+        return sorted(str(n) for n in getattr(self, family))
+
+
+def _subnets(value, family, version):
+    if not isinstance(value, list):
+        raise Malformed(f"{family} {_shown(value)} is not a list")
+    out = []
+    for item in value:
+        try:
+            net = ipaddress.ip_network(item) if isinstance(item, str) \
+                else None
+        except ValueError:
+            net = None
+        if net is None or net.version != version:
+            raise Malformed(f"{family} subnet {_shown(item)} is not an "
+                            f"IPv{version} network")
+        out.append(net)
+    return tuple(out)
+
+
+def _strings(value, field):
+    if not isinstance(value, list) or not all(
+            isinstance(v, str) and v.isprintable() and 0 < len(v) <= 128
+            for v in value):
+        raise Malformed(f"{field} {_shown(value)} is not a list of IDs")
+    return tuple(value)
+
+
+def parse_network(path, value, prefix):
+    """A cluster network definition at prefix + NAME."""
+    if not isinstance(value, dict):
+        raise Malformed(f"{printable(path)}: not a JSON object")
+    name = parse_name(value.get("name"))
+    if path != prefix + name:
+        raise Malformed(f"{printable(path)}: name {name} does not match "
+                        "the key it is stored under")
+    return Network(name=name, key=parse_key(value.get("key")),
+                   ipv4=_subnets(value.get("ipv4", []), "ipv4", 4),
+                   ipv6=_subnets(value.get("ipv6", []), "ipv6", 6),
+                   hosts=_strings(value.get("hosts", []), "hosts"),
+                   swarm=_strings(value.get("swarm", []), "swarm"))
+
+
+def parse_key_owner(value):
+    """The record reserving a GRE key: {"name": NAME}; returns the name."""
+    if not isinstance(value, dict):
+        raise Malformed("key reservation is not a JSON object")
+    return parse_name(value.get("name"), "reserved for")
+
+
+class MalformedLog:
+    """Logs each malformed record once (again only if it changes), and
+    keeps the current ones for `status`."""
+
+    def __init__(self, logger, what):
+        self._log = logger
+        self._what = what
+        self._lock = threading.Lock()
+        self._seen = {}          # path -> problem
+
+    def skip(self, path, problem):
+        text = str(problem)
+        with self._lock:
+            if self._seen.get(path) == text:
+                return
+            self._seen[path] = text
+        self._log.warning("ignoring malformed %s record %s: %s", self._what,
+                          printable(path), text)
+
+    def keep_only(self, paths):
+        """Forget records that are gone or parse now."""
+        with self._lock:
+            for path in set(self._seen) - set(paths):
+                del self._seen[path]
+
+    def current(self):
+        with self._lock:
+            return dict(self._seen)
+
+
