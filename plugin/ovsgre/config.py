@@ -11,6 +11,8 @@ import ipaddress
 import os
 import urllib.parse
 
+from .cluster.records import Malformed, parse_peer_ip
+
 PORT_TYPES = ("system", "afxdp-nonpmd", "afxdp")
 
 
@@ -63,8 +65,15 @@ def _ip_or_empty(text):
 
 
 def _ip_list(text):
-    return tuple(_ip_or_empty(part) for part in text.split(",")
-                 if part.strip())
+    """Peers: unicast IPv4 addresses (the underlay's family)."""
+    out = []
+    for part in text.split(","):
+        if part.strip():
+            try:
+                out.append(str(parse_peer_ip(part.strip())))
+            except Malformed as exc:
+                raise ValueError(str(exc)) from None
+    return tuple(out)
 
 
 def _url_list(text):
@@ -143,6 +152,9 @@ OPTIONS = (
            "seconds after which a silent host leaves the cluster"),
     Option("peers", (), _ip_list,
            "static peer list without etcd, comma-separated underlay IPs"),
+    Option("max_peers", 128, _positive_int,
+           "most peers this host keeps a tunnel to; hosts registered in "
+           "etcd beyond that are left out (logged)"),
     Option("local_ip", "", _ip_or_empty,
            "tunnel source address; empty = the source address of the "
            "route towards the etcd endpoints or the peers"),
@@ -157,8 +169,8 @@ OPTIONS = (
            "OVS port type of container ports under the userspace datapath "
            "(a network may choose its own with -o ovsgre.port-type): "
            "system (AF_PACKET: ~10 ms to add, no memory per port), "
-           "afxdp-nonpmd (~1.5x the throughput, but ~70 MB of ovs-vswitchd "
-           "memory and ~150 ms per port) or afxdp (also busy-polls a "
+           "afxdp-nonpmd (~1.5x the throughput, but ~77 MB of ovs-vswitchd "
+           "memory and ~130 ms per port) or afxdp (also busy-polls a "
            "core); auto is the old name of system; the kernel datapath "
            "always uses system"),
 )
@@ -188,6 +200,7 @@ class Settings:
     etcd_timeout: float = 2.0
     lease_ttl: int = 10
     peers: tuple = ()
+    max_peers: int = 128
     local_ip: str = ""
     stale_after: int = 60
     port_type: str = "system"

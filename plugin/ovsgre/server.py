@@ -86,7 +86,8 @@ def _topology(settings, store, dataplane, kv, local_ip):
                       settings.tunnel_bridge, dataplane.datapath, local_ip,
                       settings.rundir)
     if settings.etcd:
-        peers = EtcdPeers(kv, local_ip, settings.lease_ttl)
+        peers = EtcdPeers(kv, local_ip, settings.lease_ttl,
+                          settings.max_peers)
     else:
         peers = StaticPeers(settings.peers, local_ip)
     topology = Topology(store, tunnels, peers)

@@ -8,6 +8,7 @@ is touched, so a restart never tears down tunnels that carry traffic; and
 an etcd outage keeps the last known peers, so traffic keeps flowing.
 """
 
+import ipaddress
 import logging
 import socket
 import threading
@@ -15,11 +16,13 @@ import time
 
 from . import __version__
 from .cluster.etcd import Registration, Watcher
+from .cluster.records import Malformed, MalformedLog, parse_host
 from .errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
 
 HOSTS = "/ovsgre/hosts/"
+MAX_PEERS = 128      # default of --max-peers
 VERIFY_EVERY = 2.0   # seconds between idle checks for a vswitchd restart
 # Dumping the flow table costs ovs-vswitchd's main thread, which under the
 # userspace datapath also forwards packets: between restarts (seen as a new
@@ -47,8 +50,11 @@ class StaticPeers:
 class EtcdPeers:
     """Registers this host under a lease and watches the others."""
 
-    def __init__(self, kv, local_ip, ttl):
+    def __init__(self, kv, local_ip, ttl, max_peers=MAX_PEERS):
         self.local_ip = local_ip
+        self.max_peers = max_peers
+        self.malformed = MalformedLog(LOG, "host")
+        self._over_limit = None
         info = {"ip": local_ip, "hostname": socket.gethostname(),
                 "version": __version__}
         self.registration = Registration(kv, HOSTS + local_ip, info, ttl,
@@ -62,9 +68,33 @@ class EtcdPeers:
         self.watcher.start()
 
     def _changed(self, items):
-        peers = {v.get("ip") for v in items.values()
-                 if isinstance(v, dict) and v.get("ip")}
-        self._on_change(peers - {self.local_ip})
+        self._on_change(self.peers_in(items))
+
+    def peers_in(self, items):
+        """Peer addresses (text) of the host records that parse, at most
+        max_peers of them (lowest addresses first, so every host picks
+        the same ones); the others are left out and logged once."""
+        peers = set()
+        for path, record in items.items():
+            try:
+                peers.add(parse_host(path, record, HOSTS).ip)
+            except Malformed as exc:
+                self.malformed.skip(path, exc)
+        self.malformed.keep_only(
+            set(items) - {HOSTS + str(ip) for ip in peers})
+        peers.discard(ipaddress.ip_address(self.local_ip))
+        kept = sorted(peers)[:self.max_peers]
+        if len(peers) > self.max_peers:
+            if self._over_limit != len(peers):
+                LOG.warning("%d peers registered in etcd, more than "
+                            "--max-peers %d: tunnels only to the first %d "
+                            "(lowest addresses); raise --max-peers if "
+                            "they are all yours", len(peers),
+                            self.max_peers, self.max_peers)
+            self._over_limit = len(peers)
+        else:
+            self._over_limit = None
+        return {str(ip) for ip in kept}
 
     def _trouble(self):
         self.watcher.kick()   # a watch on a dead member may hang silently

@@ -35,6 +35,7 @@ EXAMPLES = {
     "etcd_timeout": ("1.5", 1.5),
     "lease_ttl": ("3", 3),
     "peers": ("198.18.0.2,198.18.0.3", ("198.18.0.2", "198.18.0.3")),
+    "max_peers": ("8", 8),
     "local_ip": ("198.18.0.1", "198.18.0.1"),
     "stale_after": ("5", 5),
     "port_type": ("afxdp-nonpmd", "afxdp-nonpmd"),
@@ -62,11 +63,15 @@ OTHER = {
     "etcd_timeout": ("5", 5.0),
     "lease_ttl": ("30", 30),
     "peers": ("198.18.0.9", ("198.18.0.9",)),
+    "max_peers": ("500", 500),
     "local_ip": ("198.18.0.9", "198.18.0.9"),
     "stale_after": ("600", 600),
     "port_type": ("system", "system"),
 }
 INVALID = [
+    ("peers", "198.18.0.2,peer-a"), ("peers", "224.0.0.1"),
+    ("peers", "127.0.0.1"), ("peers", "2001:db8::1"),
+    ("max_peers", "0"), ("max_peers", "x"),
     ("datapath", "kernel"), ("datapath", ""), ("datapath", "NETDEV"),
     ("mtu", "abc"), ("mtu", "100"), ("mtu", "1279"), ("mtu", "65001"),
     ("mtu", "-1"), ("mtu", "1400;rm -rf /"), ("mtu", ""),

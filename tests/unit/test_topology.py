@@ -394,3 +394,58 @@ def test_full_check_also_primes_the_tunnels(fast_verify, monkeypatch, topo,
     peers.report({"192.0.2.2"})
     assert topo.request(wait=WAIT)
     assert eventually(lambda: tunnels.primes >= 2)
+
+
+# -- host records other hosts wrote --------------------------------------------
+
+def _peers(items, max_peers=128, local="198.18.0.1"):
+    from ovsgre.topology import EtcdPeers
+    peers = EtcdPeers.__new__(EtcdPeers)
+    peers.local_ip = local
+    peers.max_peers = max_peers
+    from ovsgre.cluster.records import MalformedLog
+    import logging
+    peers.malformed = MalformedLog(logging.getLogger("ovsgre.topology"),
+                                   "host")
+    peers._over_limit = None
+    return peers
+
+
+H = "/ovsgre/hosts/"
+
+
+@pytest.mark.parametrize("bad", [
+    "198.18.0.9,198.18.0.10", "198.18.0.9\nERROR forged", ["198.18.0.9"],
+    3323068425, None, "peer-a", "-f", "224.0.0.1", "2001:db8::9",
+    "198.18.0.10",     # not the address it is registered under
+])
+def test_a_malformed_host_record_is_skipped_and_the_others_kept(bad, caplog):
+    items = {H + "198.18.0.1": {"ip": "198.18.0.1"},
+             H + "198.18.0.2": {"ip": "198.18.0.2", "hostname": "b"},
+             H + "198.18.0.9": {"ip": bad, "hostname": "evil"}}
+    peers = _peers(items)
+    with caplog.at_level("WARNING", logger="ovsgre.topology"):
+        assert peers.peers_in(items) == {"198.18.0.2"}
+        assert peers.peers_in(items) == {"198.18.0.2"}
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1 and H + "198.18.0.9" in logged[0]
+    assert "\n" not in logged[0] and logged[0].isprintable()
+
+
+def test_host_records_that_are_not_objects_are_skipped():
+    items = {H + "198.18.0.2": {"ip": "198.18.0.2"}, H + "x": "text",
+             H + "198.18.0.3": [1], H + "198.18.0.4": 7}
+    assert _peers(items).peers_in(items) == {"198.18.0.2"}
+
+
+def test_peers_are_bounded_with_a_clear_log(caplog):
+    items = {H + f"198.18.{i // 250}.{i % 250 + 2}":
+             {"ip": f"198.18.{i // 250}.{i % 250 + 2}"} for i in range(1000)}
+    peers = _peers(items, max_peers=16)
+    with caplog.at_level("WARNING", logger="ovsgre.topology"):
+        got = peers.peers_in(items)
+        assert peers.peers_in(items) == got
+    assert len(got) == 16
+    assert "198.18.0.2" in got                    # lowest addresses kept
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1 and "--max-peers 16" in logged[0]

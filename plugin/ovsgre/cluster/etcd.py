@@ -27,6 +27,7 @@ from etcd3gw import exceptions as etcd_exc
 import requests
 
 from ..errors import Unavailable
+from .records import printable
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +118,8 @@ class EtcdKV:
                 items[_unb64(kv["key"])] = json.loads(
                     _unb64(kv.get("value", "")))
             except ValueError:
-                LOG.warning("skipping non-JSON etcd key %s", kv["key"])
+                LOG.warning("skipping non-JSON etcd key %s",
+                            printable(kv["key"]))
         return items, int(reply["header"]["revision"])
 
     def put(self, key, value, lease=None):
