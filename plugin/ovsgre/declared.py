@@ -22,10 +22,10 @@ for this plugin while it restores its own state (moby#32815).
 import hashlib
 import json
 import logging
-import re
 import threading
 
 from .cluster.etcd import Watcher
+from .cluster.records import NAME, Malformed, MalformedLog, parse_declared
 from .errors import InvalidRequest
 
 LOG = logging.getLogger(__name__)
@@ -37,11 +37,10 @@ START_DELAY = 5.0
 RETRY = 15.0
 RESYNC = 60.0     # seconds between full passes when nothing happens
 DOCKER_TIMEOUT = 30
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def check_name(name):
-    if not _NAME.fullmatch(name or ""):
+    if not isinstance(name, str) or not NAME.fullmatch(name):
         raise InvalidRequest(f"network name {name!r}: 1-64 letters, digits, "
                              "'_', '.', '-', starting with a letter or digit")
     return name
@@ -53,20 +52,20 @@ def revision(record):
     return hashlib.sha256(data.encode()).hexdigest()[:16]
 
 
-def _outdated(network, name, record):
+def _outdated(network, name, declared):
     """Whether a labelled Docker network no longer matches its record."""
     attrs = network.attrs
     rev = (attrs.get("Labels") or {}).get(REV_LABEL)
     if rev:
-        return rev != revision(record)
+        return rev != revision(declared.record)
     # created before the revision label: compare what Docker shows
     subnets = sorted(c.get("Subnet") for c in
                      (attrs.get("IPAM") or {}).get("Config") or [])
     options = attrs.get("Options") or {}
-    wanted = dict(record.get("options") or {}, **{"ovsgre.network": name})
-    return (subnets != sorted(record.get("subnets", [])) or
-            bool(attrs.get("Internal")) != bool(record.get("internal")) or
-            bool(attrs.get("EnableIPv6")) != bool(record.get("ipv6")) or
+    wanted = dict(declared.options, **{"ovsgre.network": name})
+    return (subnets != sorted(declared.subnets) or
+            bool(attrs.get("Internal")) != declared.internal or
+            bool(attrs.get("EnableIPv6")) != declared.ipv6 or
             any(options.get(k) != v for k, v in wanted.items()))
 
 
@@ -77,9 +76,10 @@ class DeclaredNetworks(threading.Thread):
         self.docker_host = docker_host
         self.driver_name = driver_name
         self._cond = threading.Condition()
-        self._wanted = None       # {name: record}, None until first read
+        self._wanted = None       # {name: Declared}, None until first read
         self._dirty = False
         self._halt = False
+        self.malformed = MalformedLog(LOG, "declared network")
         self.watcher = Watcher(kv, PREFIX, self._changed)
 
     def begin(self):
@@ -92,8 +92,17 @@ class DeclaredNetworks(threading.Thread):
         self.start()
 
     def _changed(self, items):
+        wanted = {}
+        for path, record in items.items():
+            try:
+                declared = parse_declared(path, record, PREFIX)
+            except Malformed as exc:     # the others go on
+                self.malformed.skip(path, exc)
+                continue
+            wanted[declared.name] = declared
+        self.malformed.keep_only(set(items) - {PREFIX + n for n in wanted})
         with self._cond:
-            self._wanted = {k[len(PREFIX):]: v for k, v in items.items()}
+            self._wanted = wanted
             self._dirty = True
             self._cond.notify_all()
 
@@ -127,15 +136,16 @@ class DeclaredNetworks(threading.Thread):
             have = {n.attrs["Labels"].get(LABEL): n for n in
                     client.networks.list(filters={"label": LABEL})}
             done = True
-            for name, record in sorted(wanted.items()):
+            for name, declared in sorted(wanted.items()):
                 network = have.get(name)
-                if network is not None and _outdated(network, name, record):
+                if network is not None and _outdated(network, name,
+                                                     declared):
                     if not self._remove_outdated(network, name):
                         done = False
                         continue
                     network = None
                 if network is None:
-                    done &= self._create(client, name, record)
+                    done &= self._create(client, name, declared)
             for name, network in have.items():
                 if name not in wanted:
                     done &= self._remove(network, name)
@@ -143,20 +153,19 @@ class DeclaredNetworks(threading.Thread):
         finally:
             client.close()
 
-    def _create(self, client, name, record):
+    def _create(self, client, name, declared):
         import docker
-        pools = [docker.types.IPAMPool(subnet=s) for s in record["subnets"]]
+        pools = [docker.types.IPAMPool(subnet=s) for s in declared.subnets]
         ipam = docker.types.IPAMConfig(
             driver=self.driver_name, pool_configs=pools,
             options={"ovsgre.network": name})
-        options = dict(record.get("options") or {}, **{"ovsgre.network":
-                                                       name})
+        options = dict(declared.options, **{"ovsgre.network": name})
         try:
             client.networks.create(
                 name, driver=self.driver_name, ipam=ipam, options=options,
-                enable_ipv6=bool(record.get("ipv6")),
-                internal=bool(record.get("internal")),
-                labels={LABEL: name, REV_LABEL: revision(record)},
+                enable_ipv6=declared.ipv6, internal=declared.internal,
+                labels={LABEL: name,
+                        REV_LABEL: revision(declared.record)},
                 check_duplicate=True)
         except docker.errors.APIError as exc:
             LOG.warning("declared network %s not created: %s", name, exc)

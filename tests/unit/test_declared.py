@@ -11,6 +11,8 @@ import pytest
 
 from ovsgre import declared
 from ovsgre.commands import network as cmd
+from ovsgre.cluster.records import parse_declared
+from ovsgre.declared import PREFIX
 from ovsgre.errors import InvalidRequest
 
 
@@ -91,8 +93,9 @@ def _bare(client):
     return rec
 
 
-WANTED = {"decl": {"name": "decl", "subnets": ["198.19.210.0/24"],
-                   "ipv6": False, "internal": False, "options": {"k": "v"}}}
+RECORD = {"name": "decl", "subnets": ["198.19.210.0/24"], "ipv6": False,
+          "internal": False, "options": {"k": "v"}}
+WANTED = {"decl": parse_declared(PREFIX + "decl", RECORD, PREFIX)}
 
 
 def test_creates_missing_network_with_ovsgre_drivers(monkeypatch):
@@ -106,12 +109,12 @@ def test_creates_missing_network_with_ovsgre_drivers(monkeypatch):
     assert kw["ipam"]["Config"][0]["Subnet"] == "198.19.210.0/24"
     assert kw["options"] == {"k": "v", "ovsgre.network": "decl"}
     assert kw["labels"] == {declared.LABEL: "decl", declared.REV_LABEL:
-                            declared.revision(WANTED["decl"])}
+                            declared.revision(RECORD)}
 
 
 def test_removes_labelled_network_no_longer_declared(monkeypatch):
     client = FakeClient(existing=[("old", False), ("decl", False,
-                                  declared.revision(WANTED["decl"]))])
+                                  declared.revision(RECORD))])
     monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
     assert _bare(client)._apply(WANTED) is True
     assert client.removed == ["old"] and client.created == []
@@ -126,7 +129,7 @@ def test_changed_record_recreates_idle_network(monkeypatch):
     assert client.removed == ["decl"]
     (name, kw), = client.created
     assert kw["labels"][declared.REV_LABEL] == \
-        declared.revision(WANTED["decl"])
+        declared.revision(RECORD)
     assert kw["ipam"]["Config"][0]["Subnet"] == "198.19.210.0/24"
     # converged: the next pass does nothing
     assert _bare(client)._apply(WANTED) is True
@@ -192,7 +195,7 @@ def test_resync_repairs_hand_removed_network(monkeypatch):
     monkeypatch.setattr(docker, "DockerClient",
                         lambda **kw: opened.append(time.monotonic())
                         or client)
-    kv = QuietKV({declared.PREFIX + "decl": WANTED["decl"]})
+    kv = QuietKV({declared.PREFIX + "decl": RECORD})
     rec = declared.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
     start = time.monotonic()
     rec.begin()
@@ -205,6 +208,37 @@ def test_resync_repairs_hand_removed_network(monkeypatch):
     finally:
         rec.stop()
         kv.closed.set()
+
+
+@pytest.mark.parametrize("bad", [
+    "text", [1], {"name": "other", "subnets": ["198.19.1.0/24"]},
+    {"name": "bad", "subnets": "198.19.1.0/24"},
+    {"name": "bad", "subnets": ["not a subnet"]},
+    {"name": "bad", "subnets": ["198.19.1.0/24"], "ipv6": "yes"},
+    {"name": "bad", "subnets": ["198.19.1.0/24"], "options": {"k": 7}},
+    {"name": "bad", "subnets": ["198.19.1.0/24"], "options": ["k=v"]},
+])
+def test_a_malformed_declared_record_does_not_stop_the_others(
+        monkeypatch, bad, caplog):
+    """Another host wrote a broken record: it is skipped (logged once)
+    and every other declared network is still created."""
+    monkeypatch.setattr(declared, "START_DELAY", 0.0)
+    client = FakeClient()
+    monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
+    kv = QuietKV({declared.PREFIX + "decl": RECORD,
+                  declared.PREFIX + "bad": bad})
+    rec = declared.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
+    rec.begin()
+    try:
+        wait_until(lambda: len(client.created) == 1)
+        assert client.created[0][0] == "decl"
+        assert list(rec.malformed.current()) == [declared.PREFIX + "bad"]
+    finally:
+        rec.stop()
+        kv.closed.set()
+    logged = [r.getMessage() for r in caplog.records
+              if "malformed" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].isprintable()
 
 
 def test_failures_are_reported_for_retry(monkeypatch):

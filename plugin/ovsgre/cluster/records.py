@@ -191,3 +191,50 @@ class MalformedLog:
             return dict(self._seen)
 
 
+
+
+@dataclass(frozen=True)
+class Declared:
+    """A network declared once for the cluster (`ovsgre network create`)."""
+    name: str
+    subnets: tuple         # text, as given
+    ipv6: bool
+    internal: bool
+    options: tuple         # ((key, value), ...) sorted
+    record: dict           # as stored: its hash labels the Docker network
+
+
+OPTION_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
+
+
+def parse_declared(path, value, prefix):
+    if not isinstance(value, dict):
+        raise Malformed(f"{printable(path)}: not a JSON object")
+    name = parse_name(value.get("name"))
+    if path != prefix + name:
+        raise Malformed(f"{printable(path)}: name {name} does not match "
+                        "the key it is stored under")
+    subnets = value.get("subnets")
+    if not isinstance(subnets, list) or not subnets:
+        raise Malformed(f"subnets {_shown(subnets)} is not a list of "
+                        "networks")
+    for item in subnets:
+        try:
+            ipaddress.ip_network(item)
+        except (TypeError, ValueError):
+            raise Malformed(f"subnet {_shown(item)} is not a network") \
+                from None
+    for flag in ("ipv6", "internal"):
+        if not isinstance(value.get(flag, False), bool):
+            raise Malformed(f"{flag} {_shown(value[flag])} is not true or "
+                            "false")
+    options = value.get("options") or {}
+    if not isinstance(options, dict) or not all(
+            isinstance(k, str) and OPTION_KEY.fullmatch(k) and
+            isinstance(v, str) and v.isprintable() and len(v) <= 256
+            for k, v in options.items()):
+        raise Malformed(f"options {_shown(options)} are not KEY=VALUE text")
+    return Declared(name=name, subnets=tuple(subnets),
+                    ipv6=value.get("ipv6", False),
+                    internal=value.get("internal", False),
+                    options=tuple(sorted(options.items())), record=value)

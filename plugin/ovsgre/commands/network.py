@@ -20,6 +20,7 @@ import json
 import sys
 
 from ..cluster.networks import NetworkRegistry
+from ..cluster.records import Malformed, parse_declared, printable
 from ..declared import PREFIX, check_name
 from ..errors import OvsgreError
 from ..topology import HOSTS
@@ -88,10 +89,27 @@ def _create(kv, args):
     return 1
 
 
+def _declared(kv):
+    """{name: Declared}; malformed records named on stderr, skipped."""
+    out = {}
+    for path, record in kv.list(PREFIX).items():
+        try:
+            item = parse_declared(path, record, PREFIX)
+        except Malformed as exc:
+            print(f"skipped malformed record {printable(path)}: {exc}",
+                  file=sys.stderr)
+            continue
+        out[item.name] = item
+    return out
+
+
 def _list(kv, args):
-    declared = {k[len(PREFIX):]: v for k, v in kv.list(PREFIX).items()}
+    declared = _declared(kv)
     registry = NetworkRegistry(kv, "")
     defined = registry.list()
+    for path, problem in registry.malformed.current().items():
+        print(f"skipped malformed record {printable(path)}: {problem}",
+              file=sys.stderr)
     live = _live_hosts(kv)
     rows = []
     for name in sorted(set(declared) | set(defined)):
@@ -100,8 +118,8 @@ def _list(kv, args):
         rows.append({
             "name": name,
             "declared": name in declared,
-            "subnets": declared.get(name, {}).get("subnets") or
-            (net.subnets("ipv4") + net.subnets("ipv6") if net else []),
+            "subnets": list(declared[name].subnets) if name in declared
+            else (net.subnets("ipv4") + net.subnets("ipv6") if net else []),
             "key": net.key if net else None,
             "hosts": [h for h in holders if h in live],
             "down_hosts": [h for h in holders if h not in live],
