@@ -27,6 +27,7 @@ import subprocess
 import threading
 import time
 
+from .cluster.records import Malformed, parse_host, printable
 from . import OWNER, names
 from .store import ENDPOINT_STATES, REQUIRED, malformed  # noqa: F401
 
@@ -606,7 +607,8 @@ class HostProbe:
 
     # -- cluster -------------------------------------------------------
     def etcd_hosts(self):
-        """{ip: registration} under /ovsgre/hosts/ in etcd."""
+        """{etcd key: record as found} under /ovsgre/hosts/ (parsed by
+        parse_hosts: other hosts write them)."""
         from .cluster.etcd import EtcdKV
         s = self.settings
         try:
@@ -623,12 +625,7 @@ class HostProbe:
             raise ProbeError(text) from exc
         finally:
             kv.close()
-        out = {}
-        for key, value in items.items():
-            ip = value.get("ip") if isinstance(value, dict) else None
-            out[ip or key[len(HOSTS_PREFIX):]] = value \
-                if isinstance(value, dict) else {}
-        return out
+        return items
 
     # -- Docker --------------------------------------------------------
     def _docker_client(self):
@@ -725,9 +722,12 @@ def collect(settings, probe, deep=False, docker=True):
 
     # peers: the registry (etcd) or the static list, minus this host
     obs["registered"] = None
+    obs["etcd_malformed"] = []
     if settings.etcd:
-        hosts, _ = _try(errors, "etcd", probe.etcd_hosts)
-        if hosts is not None:
+        raw, _ = _try(errors, "etcd", probe.etcd_hosts)
+        hosts = None
+        if raw is not None:
+            hosts, obs["etcd_malformed"] = parse_hosts(raw)
             obs["registered"] = bool(obs["local_ip"]) and \
                 obs["local_ip"] in hosts
             obs["peers"] = {ip: dict(info, source="etcd")
@@ -918,3 +918,20 @@ def add_common_arguments(parser, what):
                         metavar="SECONDS",
                         help="bound of each external call "
                              f"(default {DEFAULT_TIMEOUT:g})")
+
+
+def parse_hosts(items):
+    """({ip: {ip, hostname, version}}, [malformed]) from host records as
+    etcd holds them: only what parses, in printable text."""
+    hosts, bad = {}, []
+    for path, value in sorted(items.items()):
+        try:
+            host = parse_host(path, value, HOSTS_PREFIX)
+        except Malformed as exc:
+            bad.append({"kind": "hosts", "id": printable(
+                path[len(HOSTS_PREFIX):]), "path": printable(path),
+                "problems": [str(exc)]})
+            continue
+        hosts[str(host.ip)] = {"ip": str(host.ip), "hostname": host.hostname,
+                               "version": host.version}
+    return hosts, bad

@@ -739,3 +739,15 @@ def test_every_finding_has_a_fix():
                                        "move", "point", "see", "check",
                                        "recreate", "its"))
     assert PEER_IF  # imported for the fakes' naming
+
+
+def test_doctor_reports_malformed_host_records_as_findings():
+    from .test_status import HOSTILE_HOSTS
+    world = World()
+    world.raw_hosts = dict(HOSTILE_HOSTS)
+    got = results(world)
+    subjects = {f["subject"] for f in got["store"]["findings"]}
+    assert subjects == set(HOSTILE_HOSTS)
+    assert all("etcdctl del" in f["fix"] for f in got["store"]["findings"])
+    rc, text = run(world)
+    assert rc != 0 and "\x1b" not in text

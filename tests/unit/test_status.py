@@ -294,8 +294,13 @@ class FakeProbe:
                 for p in peers}
 
     def etcd_hosts(self):
+        """As etcd holds them: under /ovsgre/hosts/IP (world.hosts is
+        keyed by IP; world.raw_hosts are extra records as written)."""
         self._call("etcd_hosts")
-        return json.loads(json.dumps(self.world.hosts))
+        items = {observe.HOSTS_PREFIX + ip: rec
+                 for ip, rec in self.world.hosts.items()}
+        items.update(getattr(self.world, "raw_hosts", {}))
+        return json.loads(json.dumps(items))
 
     def docker(self):
         self._call("docker")
@@ -928,8 +933,9 @@ def test_etcd_hosts_and_a_silent_etcd(monkeypatch):
             seen["closed"] = True
     monkeypatch.setattr(etcd, "EtcdKV", FakeKV)
     probe = observe.HostProbe(settings(), 1.5)
-    assert probe.etcd_hosts() == {LOCAL: {"ip": LOCAL},
-                                  PEER: {"ip": PEER, "hostname": "h2"}}
+    assert probe.etcd_hosts() == {
+        "/ovsgre/hosts/198.18.0.1": {"ip": LOCAL},
+        "/ovsgre/hosts/198.18.0.2": {"ip": PEER, "hostname": "h2"}}
     assert seen == {"endpoints": ("http://198.18.0.254:2379",),
                     "timeout": 1.5, "prefix": "/ovsgre/hosts/",
                     "closed": True}
@@ -950,3 +956,29 @@ def test_constants_match_the_dataplane():
     assert observe.tunnel_port_name(PEER) == tunnels.tunnel_port_name(PEER)
     from ovsgre.topology import HOSTS
     assert observe.HOSTS_PREFIX == HOSTS
+
+
+HOSTILE_HOSTS = {
+    "/ovsgre/hosts/peer-a": {"ip": "peer-a", "hostname": "x"},
+    "/ovsgre/hosts/-f": {"ip": "-f"},
+    "/ovsgre/hosts/198.18.0.7": {"ip": ["198.18.0.7"]},
+    "/ovsgre/hosts/198.18.0.8": "not an object",
+}
+
+
+def test_status_lists_malformed_host_records_and_shows_the_rest():
+    """Records other hosts wrote: status neither crashes on them nor
+    prints them as they are; they are listed as malformed."""
+    world = World()
+    world.raw_hosts = dict(HOSTILE_HOSTS)
+    world.hosts["198.18.0.3"] = {"ip": "198.18.0.3",
+                                 "hostname": "evil\x1b[2J\x1b]0;t\x07\nx"}
+    report = status_of(world)
+    ips = [p["ip"] for p in report["peers"]]
+    assert ips == [PEER, "198.18.0.3"]
+    shown = {p["ip"]: p for p in report["peers"]}["198.18.0.3"]["hostname"]
+    assert "\x1b" not in shown and "\n" not in shown and shown.isprintable()
+    bad = {m["path"] for m in report["malformed"] if m["kind"] == "hosts"}
+    assert bad == set(HOSTILE_HOSTS)
+    rc, text = run_status(world)
+    assert "\x1b" not in text and "/ovsgre/hosts/peer-a" in text

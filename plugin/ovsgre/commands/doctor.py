@@ -606,6 +606,12 @@ def check_store(obs):
         else:
             hosts = len(obs["peers"]) + (1 if obs.get("registered") else 0)
             parts.append(f"etcd answers ({hosts} host(s) registered)")
+        for bad in obs.get("etcd_malformed", ()):
+            found.append(finding(
+                bad["path"], "malformed host record in etcd ("
+                + ", ".join(bad["problems"]) + "): no host gets a tunnel "
+                "to it", f"fix or delete it (etcdctl del {bad['path']}); a "
+                "host's plugin writes its own record again when it starts"))
     return _result("store", found, "; ".join(parts))
 
 

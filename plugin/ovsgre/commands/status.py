@@ -175,7 +175,8 @@ def build_report(obs):
         })
 
     malformed = [{k: m[k] for k in ("kind", "id", "path", "problems")}
-                 for m in store.get("malformed", ())]
+                 for m in list(store.get("malformed", ())) +
+                 list(obs.get("etcd_malformed", ()))]
     return {"host": host, "networks": networks, "endpoints": endpoints,
             "peers": peers, "malformed": malformed, "errors": dict(errors)}
 
