@@ -165,6 +165,13 @@ def _control_targets(ctl):
     if "add_port_ms" in hi:
         text += (f"; `ovs-vsctl add-port` p99 {lo['add_port_ms']['p99']} → "
                  f"{hi['add_port_ms']['p99']} ms")
+    flood = (ctl.get("mesh") or {}).get("broadcast_copies")
+    if flood:
+        n = flood["hosts_holding"]["blue"]
+        rows.append((f"copies of one broadcast that a host sends, {n} "
+                     "hosts: network held by 2 of them vs by all "
+                     "(reported)", f"{flood['pair']} vs {flood['blue']}",
+                     None))
     rows.append((f"Join p99 right after CreateEndpoint, {counts[-1]} vs "
                  f"{counts[0]} endpoints (includes ovs-vswitchd's "
                  f"reconfiguration; reported)", text + ")", None))

@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from bench.stats import summary, write_results  # noqa: E402
 from tests.harness import TestHost  # noqa: E402
-from tests.harness.cluster import Cluster  # noqa: E402
+from tests.harness.cluster import Capture, Cluster  # noqa: E402
 from tests.harness.plugin import PluginProcess  # noqa: E402
 from tests.harness.sites import (BLUE, IMAGE, start_mesh,  # noqa: E402
                                  start_site, stop_sites, tunnels, wait_for)
@@ -270,9 +270,43 @@ def mesh_bringup(n_hosts, log=print):
                 "plugins_started_s": round(plugins_up - start, 2),
                 "full_mesh_s": round(mesh_up - start, 2),
                 "tunnels_per_host": peers,
-                "pinged_from_host1": f"{reached}/{peers}"}
+                "pinged_from_host1": f"{reached}/{peers}",
+                "broadcast_copies": flood_copies(sites, log)}
     finally:
         stop_sites(cluster, sites)
+
+
+PAIR = ("--ipam-driver", "ovsgre", "--ipam-opt", "ovsgre.network=pair",
+        "--subnet", "198.19.60.0/24", "-o", "ovsgre.network=pair")
+
+
+def flood_copies(sites, log, broadcasts=10):
+    """Copies of one broadcast that host 1 sends on its underlay, for
+    "blue" (held by every host) and "pair" (held by hosts 1 and 2 only):
+    what flooding only to the hosts that hold a network saves."""
+    for site in sites[:2]:
+        site.docker("network", "create", "-d", "ovsgre", *PAIR, "pair")
+    sites[0].run_bg("p0", "pair", "sleep", "600")
+    sites[1].run_bg("p1", "pair", "sleep", "600")
+    peer = sites[1].ip("p1", "pair")
+    sites[0].docker("exec", "p0", "ping", "-c", "1", "-W", "5", peer)
+    out = {}
+    for net, container, probe in (("blue", "m0", "198.19.254.250"),
+                                  ("pair", "p0", "198.19.60.250")):
+        capture = Capture(sites[0].host, "eth0", "ip proto 47",
+                          extra_args=["-Q", "out"]).start()
+        try:
+            for _ in range(broadcasts):
+                sites[0].docker("exec", container, "arping", "-c", "1",
+                                "-w", "1", "-I", "eth0", probe, check=False)
+            time.sleep(1)
+        finally:
+            lines = capture.stop()
+        copies = sum(f"who-has {probe}" in line for line in lines)
+        out[net] = round(copies / broadcasts, 2)
+        log(f"  one broadcast on {net}: {out[net]} copies on the underlay")
+    out["hosts_holding"] = {"blue": len(sites), "pair": 2}
+    return out
 
 
 def run(samples=100, counts=(10, 100, 1000), parallel=32, rounds=3,
@@ -327,6 +361,14 @@ def markdown(result):
               f"host) | {mesh['full_mesh_s']} s |",
               f"| host 1 pings every other host | "
               f"{mesh['pinged_from_host1']} |"]
+    flood = mesh.get("broadcast_copies")
+    if flood:
+        lines += [
+            f"| copies of one broadcast on the underlay, network on all "
+            f"{flood['hosts_holding']['blue']} hosts | {flood['blue']} |",
+            f"| copies of one broadcast on the underlay, network on 2 of "
+            f"{flood['hosts_holding']['blue']} hosts (flooded only to the "
+            f"hosts that hold it) | {flood['pair']} |"]
     return "\n".join(lines) + "\n"
 
 

@@ -16,7 +16,9 @@ import time
 
 from . import __version__
 from .cluster.etcd import Registration, Watcher
-from .cluster.records import Malformed, MalformedLog, parse_host
+from .cluster.networks import NETS
+from .cluster.records import (Malformed, MalformedLog, parse_host,
+                              parse_network)
 from .errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
@@ -40,8 +42,8 @@ class StaticPeers:
     def __init__(self, peers, local_ip):
         self.peers = set(peers) - {local_ip}
 
-    def start(self, on_change):
-        on_change(set(self.peers))
+    def start(self, on_change, on_holders=None):
+        on_change(set(self.peers))   # holders stay unknown: flood to all
 
     def stop(self):
         pass
@@ -60,12 +62,18 @@ class EtcdPeers:
         self.registration = Registration(kv, HOSTS + local_ip, info, ttl,
                                          on_trouble=self._trouble)
         self.watcher = Watcher(kv, HOSTS, self._changed)
+        self.networks = Watcher(kv, NETS, self._networks_changed)
+        self.bad_networks = MalformedLog(LOG, "network")
         self._on_change = None
+        self._on_holders = None
 
-    def start(self, on_change):
+    def start(self, on_change, on_holders=None):
         self._on_change = on_change
+        self._on_holders = on_holders
         self.registration.start()
         self.watcher.start()
+        if on_holders is not None:
+            self.networks.start()
 
     def _changed(self, items):
         self._on_change(self.peers_in(items))
@@ -96,12 +104,32 @@ class EtcdPeers:
             self._over_limit = None
         return {str(ip) for ip in kept}
 
+    def _networks_changed(self, items):
+        self._on_holders(self.holders_in(items))
+
+    def holders_in(self, items):
+        """{gre key: host addresses holding that network} from the
+        network records that parse (the others are skipped, logged once):
+        where each network's broadcasts need to go."""
+        holders, bad = {}, set()
+        for path, record in items.items():
+            try:
+                net = parse_network(path, record, NETS)
+            except Malformed as exc:
+                self.bad_networks.skip(path, exc)
+                bad.add(path)
+                continue
+            holders[net.key] = frozenset(net.hosts)
+        self.bad_networks.keep_only(bad)
+        return holders
+
     def _trouble(self):
         self.watcher.kick()   # a watch on a dead member may hang silently
 
     def stop(self):
         self.registration.stop()   # revoke first: peers drop us at once
         self.watcher.stop()
+        self.networks.stop()
 
 
 class Topology(threading.Thread):
@@ -111,6 +139,7 @@ class Topology(threading.Thread):
         self.tunnels = tunnels
         self.peer_source = peer_source
         self.peers = None          # unknown until the first report
+        self.holders = None        # {key: hosts}; None: flood to all
         self._cond = threading.Condition()
         self._wanted = 0
         self._done = 0
@@ -123,7 +152,15 @@ class Topology(threading.Thread):
 
     def begin(self):
         self.start()
-        self.peer_source.start(self.set_peers)
+        self.peer_source.start(self.set_peers, self.set_holders)
+
+    def set_holders(self, holders):
+        """Which hosts hold each network (etcd): where its broadcasts go."""
+        with self._cond:
+            if holders == self.holders:
+                return
+            self.holders = dict(holders)
+        self.request()
 
     def set_peers(self, peers):
         with self._cond:
@@ -213,6 +250,7 @@ class Topology(threading.Thread):
                 if self._stopped:
                     return
                 ticket, peers = self._wanted, set(self.peers or ())
+                holders = self.holders
                 sync = self._sync_wanted()
                 due = self._due_announcements()
                 recheck, self._recheck = self._recheck, False
@@ -225,7 +263,7 @@ class Topology(threading.Thread):
             idle_since = time.monotonic()
             instance = self.tunnels.vswitchd_instance()
             try:
-                self._sync(peers)
+                self._sync(peers, holders)
             except Exception as exc:
                 self.last_error = str(exc)
                 LOG.error("tunnel sync failed (retrying): %s", exc)
@@ -265,12 +303,12 @@ class Topology(threading.Thread):
         except Exception as exc:
             LOG.info("priming the tunnels failed: %s", exc)
 
-    def _sync(self, peers):
+    def _sync(self, peers, holders=None):
         start = time.monotonic()
         networks = {n["vlan"]: n["key"]
                     for n in self.store.list("networks").values()
                     if n.get("key")}
-        count = self.tunnels.sync(peers, networks)
+        count = self.tunnels.sync(peers, networks, holders)
         LOG.info("tunnels synced: %d peers, %d networks in %.0f ms", count,
                  len(networks), (time.monotonic() - start) * 1000)
 

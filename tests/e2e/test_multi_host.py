@@ -163,6 +163,60 @@ def test_one_broadcast_reaches_each_other_host_exactly_once(mesh):
         site.docker("rm", "-f", f"b{i}")
 
 
+def test_broadcasts_reach_only_the_hosts_that_hold_the_network(mesh):
+    """"pair" exists on h1 and h2 only: h3 takes in no frame of it, not
+    even a broadcast or an unknown unicast, while h1 and h2 still reach
+    each other; "blue" (on every host) still floods to both peers."""
+    cluster, (s1, s2, s3) = mesh
+    ips = [cluster.host_ip(site.host) for site in (s1, s2, s3)]
+    for site in (s1, s2):
+        site.docker("network", "create", "-d", "ovsgre",
+                    "--ipam-driver", "ovsgre",
+                    "--ipam-opt", "ovsgre.network=pair",
+                    "--subnet", "198.19.60.0/24",
+                    "-o", "ovsgre.network=pair", "pair")
+    try:
+        s1.run_bg("p1", "pair", "sleep", "600",
+                  extra=("--cap-add", "NET_ADMIN"))   # for `arp -s`
+        s2.run_bg("p2", "pair", "sleep", "600")
+        s1.run_bg("bb1", "blue", "sleep", "600")
+        p2 = s2.ip("p2", "pair")
+        # h1 learns, through etcd, that h2 holds "pair" (and h3 not)
+        assert received(s1.out("exec", "p1", "ping", "-c", "1", "-W", "5",
+                               p2)) == (1, 1)
+        probe, blue_probe = "198.19.60.254", "198.19.254.253"
+        ingress = [Capture(site.host, "eth0",
+                           f"ip proto 47 and dst host {ip}",
+                           extra_args=["-Q", "in"]).start()
+                   for site, ip in zip((s1, s2, s3), ips)]
+        try:
+            for _ in range(3):
+                s1.docker("exec", "p1", "arping", "-c", "1", "-w", "1",
+                          "-I", "eth0", probe, check=False)
+            # an unknown unicast: a MAC no host has learned
+            s1.docker("exec", "p1", "sh", "-c",
+                      "arp -s 198.19.60.253 02:00:00:de:ad:01 && "
+                      "ping -c 2 -W 1 198.19.60.253", check=False)
+            s1.docker("exec", "bb1", "arping", "-c", "1", "-w", "1",
+                      "-I", "eth0", blue_probe, check=False)
+            time.sleep(1.5)
+        finally:
+            got = [c.stop() for c in ingress]
+        pair_h2 = outer_ips(got[1], f"who-has {probe}")
+        assert len(pair_h2) == 3, got[1]          # h2 holds it: all three
+        assert outer_ips(got[2], f"who-has {probe}") == [], got[2]
+        assert outer_ips(got[1], "02:00:00:de:ad:01") != [], got[1]
+        assert outer_ips(got[2], "02:00:00:de:ad:01") == [], got[2]
+        assert outer_ips(got[2], "198.19.60.") == [], got[2]
+        # blue is on every host: its broadcast still reaches both peers
+        assert len(outer_ips(got[1], f"who-has {blue_probe}")) == 1, got[1]
+        assert len(outer_ips(got[2], f"who-has {blue_probe}")) == 1, got[2]
+    finally:
+        for site in (s1, s2):
+            site.host.docker.remove_all_containers()
+            site.docker("network", "rm", "pair", check=False)
+
+
 def test_one_tunnel_per_peer_whatever_the_number_of_networks(mesh):
     """GRE ports are per peer host, shared by every network (the key picks
     the network): three networks with endpoints on every host still make

@@ -248,7 +248,8 @@ class FakeRegistry(Failing):
 
 
 class FakeTunnels:
-    """Records ``Tunnels.sync(peers, networks)`` calls; can fail on demand."""
+    """Records ``Tunnels.sync(peers, networks)`` calls (and the holders of
+    the last one); can fail on demand."""
 
     def __init__(self):
         self.syncs = []
@@ -283,9 +284,10 @@ class FakeTunnels:
         with self.lock:
             self.primes += 1
 
-    def sync(self, peers, networks):
+    def sync(self, peers, networks, holders=None):
         with self.lock:
             self.syncs.append((set(peers), dict(networks)))
+            self.holders = holders
             if self.failures:
                 self.failures -= 1
                 raise RuntimeError("vswitchd is restarting")
@@ -299,11 +301,15 @@ class FakePeers:
         self.on_change = None
         self.stopped = False
 
-    def start(self, on_change):
+    def start(self, on_change, on_holders=None):
         self.on_change = on_change
+        self.on_holders = on_holders
 
     def report(self, peers):
         self.on_change(set(peers))
+
+    def report_holders(self, holders):
+        self.on_holders(holders)
 
     def stop(self):
         self.stopped = True

@@ -158,10 +158,10 @@ def test_requests_coalesce(store, peers):
     entered = threading.Event()
 
     class SlowTunnels(FakeTunnels):
-        def sync(self, peers, networks):
+        def sync(self, peers, networks, holders=None):
             entered.set()
             gate.wait(WAIT)
-            return super().sync(peers, networks)
+            return super().sync(peers, networks, holders)
 
     tunnels = SlowTunnels()
     t = Topology(store, tunnels, peers)
@@ -449,3 +449,47 @@ def test_peers_are_bounded_with_a_clear_log(caplog):
     assert "198.18.0.2" in got                    # lowest addresses kept
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == 1 and "--max-peers 16" in logged[0]
+
+
+# -- flooding only to the hosts that hold a network ------------------------------
+
+def test_broadcasts_go_only_to_the_peers_holding_the_network():
+    from ovsgre.dataplane.tunnels import build_flows
+    tunnels = {"198.18.0.2": 2, "198.18.0.3": 3, "198.18.0.4": 4}
+    networks = {10: 100, 11: 200, 12: 300}
+    holders = {100: {"198.18.0.1", "198.18.0.2", "198.18.0.4"},
+               200: {"198.18.0.1"}}
+    flows = build_flows(1, tunnels, networks, holders)
+    floods = {f.split("dl_vlan=")[1].split(",")[0]: f.split(",", 5)[-1]
+              for f in flows if f.startswith("table=4,priority=1")}
+    # 11 is held only here; 12 is not listed (yet): every peer
+    assert floods == {"10": "output:2,output:4",
+                      "12": "output:2,output:3,output:4"}
+    # every network still accepts frames from every tunnel
+    assert sum(f.startswith("table=3,priority=1") for f in flows) == 3
+    # unknown holders (static peers): every peer
+    flows = build_flows(1, tunnels, networks, None)
+    assert sum("output:2,output:3,output:4" in f for f in flows) == 3
+
+
+def test_etcd_network_records_give_the_holders():
+    import logging
+    from ovsgre.cluster.records import MalformedLog
+    from ovsgre.topology import EtcdPeers
+    peers = EtcdPeers.__new__(EtcdPeers)
+    peers.bad_networks = MalformedLog(logging.getLogger("t"), "network")
+    items = {"/ovsgre/networks/blue": {"name": "blue", "key": 7,
+                                       "hosts": ["198.18.0.1", "198.18.0.2"]},
+             "/ovsgre/networks/red": {"name": "red", "key": "8\n"},
+             "/ovsgre/networks/x": "garbage"}
+    assert peers.holders_in(items) == {7: {"198.18.0.1", "198.18.0.2"}}
+    assert set(peers.bad_networks.current()) == {"/ovsgre/networks/red",
+                                                 "/ovsgre/networks/x"}
+
+
+def test_holders_reach_the_tunnels(topo, tunnels, peers):
+    peers.report({"192.0.2.2"})
+    assert eventually(lambda: len(tunnels.syncs) >= 1)
+    assert tunnels.holders is None
+    peers.report_holders({7: frozenset({"192.0.2.2"})})
+    assert eventually(lambda: tunnels.holders == {7: {"192.0.2.2"}})

@@ -61,13 +61,17 @@ def _is_int(value, low, high):
     return False
 
 
-def build_flows(patch, tunnels, networks):
+def build_flows(patch, tunnels, networks, holders=None):
     """The tunnel bridge's whole table.
 
     patch: ofport of the patch port; tunnels: {peer ip: ofport};
-    networks: {local vlan: gre key}.  Only integers in range reach the
-    table's text: a pair that is not is left out (and logged), never
-    turned into a flow.
+    networks: {local vlan: gre key}; holders: {gre key: peer ips holding
+    that network}, or None when unknown (static peers, or etcd not read
+    yet): broadcast and unknown-unicast frames of a network go only to
+    the peers that hold it, or to every peer when unknown (also for a
+    network holders does not list yet).  Only integers
+    in range reach the table's text: a pair that is not is left out (and
+    logged), never turned into a flow.
     """
     tunnels = {ip: p for ip, p in tunnels.items() if _is_int(p, 1, 0xfeff)}
     networks = {v: k for v, k in networks.items()
@@ -88,9 +92,15 @@ def build_flows(patch, tunnels, networks):
     for vlan, key in sorted(networks.items()):
         flows.append(f"table=3,priority=1,tun_id={key},"
                      f"actions=mod_vlan_vid:{vlan},{LEARN},output:{patch}")
-        if outs:
+        targets = outs
+        if holders is not None and key in holders:
+            targets = ",".join(f"output:{p}" for ip, p in
+                               sorted(tunnels.items(), key=lambda i: i[1])
+                               if ip in holders[key])
+        if targets:
             flows.append(f"table=4,priority=1,dl_vlan={vlan},"
-                         f"actions=strip_vlan,set_field:{key}->tun_id,{outs}")
+                         f"actions=strip_vlan,set_field:{key}->tun_id,"
+                         f"{targets}")
     return flows
 
 
@@ -113,8 +123,9 @@ class Tunnels:
         self.ovsdb.ensure_patch(self.tun_bridge, PATCH_INT, PATCH_TUN,
                                 _ids("patch"))
 
-    def sync(self, peers, networks):
-        """Make tunnel ports match peers and the table match networks."""
+    def sync(self, peers, networks, holders=None):
+        """Make tunnel ports match peers and the table match networks
+        (flooding as holders says, see build_flows)."""
         self.ensure_bridges()
         wanted = {tunnel_port_name(ip): ip for ip in peers}
         current = self.ovsdb.ports_with(self.tun_bridge, ROLE_KEY, "tunnel")
@@ -131,7 +142,7 @@ class Tunnels:
         ofports = self._wait_ofports([PATCH_INT] + list(wanted))
         flows = build_flows(ofports[PATCH_INT],
                             {ip: ofports[name] for name, ip in wanted.items()},
-                            networks)
+                            networks, holders)
         if flows != self._installed:
             self._replace_flows(flows)
             self._installed = flows
