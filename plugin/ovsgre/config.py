@@ -152,6 +152,10 @@ OPTIONS = (
            "seconds after which a silent host leaves the cluster"),
     Option("peers", (), _ip_list,
            "static peer list without etcd, comma-separated underlay IPs"),
+    Option("learned_macs", 8192, _positive_int,
+           "most MAC addresses behind other hosts the tunnel bridge "
+           "remembers; when full, the oldest of the network with the most "
+           "are forgotten (flooded again until re-learned)"),
     Option("max_peers", 128, _positive_int,
            "most peers this host keeps a tunnel to; hosts registered in "
            "etcd beyond that are left out (logged)"),
@@ -200,6 +204,7 @@ class Settings:
     etcd_timeout: float = 2.0
     lease_ttl: int = 10
     peers: tuple = ()
+    learned_macs: int = 8192
     max_peers: int = 128
     local_ip: str = ""
     stale_after: int = 60

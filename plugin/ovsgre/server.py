@@ -84,7 +84,7 @@ def _cluster_kv(settings):
 def _topology(settings, store, dataplane, kv, local_ip):
     tunnels = Tunnels(dataplane.ovsdb, settings.bridge,
                       settings.tunnel_bridge, dataplane.datapath, local_ip,
-                      settings.rundir)
+                      settings.rundir, settings.learned_macs)
     if settings.etcd:
         peers = EtcdPeers(kv, local_ip, settings.lease_ttl,
                           settings.max_peers)

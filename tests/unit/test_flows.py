@@ -277,6 +277,9 @@ class _TunnelOvsdb:
     def ensure_patch(self, bridge, port, peer, ids):
         pass
 
+    def ensure_flow_limit(self, bridge, table, limit, groups):
+        self.flow_limit = (bridge, table, limit, groups)
+
     def ports_with(self, bridge, key, value):
         return {n: p for n, p in self.ports.items()
                 if p["external_ids"].get(key) == value}

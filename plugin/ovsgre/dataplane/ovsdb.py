@@ -26,7 +26,8 @@ COLUMNS = {
     "Open_vSwitch": ("bridges", "cur_cfg", "next_cfg", "iface_types",
                      "external_ids"),
     "Bridge": ("name", "ports", "datapath_type", "fail_mode", "protocols",
-               "other_config", "external_ids"),
+               "other_config", "external_ids", "flow_tables"),
+    "Flow_Table": ("name", "flow_limit", "overflow_policy", "groups"),
     "Port": ("name", "interfaces", "tag", "external_ids"),
     "Interface": ("name", "type", "options", "ofport", "error",
                   "mtu_request", "external_ids"),
@@ -214,6 +215,23 @@ class Ovsdb:
             _pin_mtu(api, name),
             api.br_set_external_id(name, OWNER_KEY, OWNER),
         )
+
+    def ensure_flow_limit(self, bridge, table, limit, groups):
+        """At most `limit` flows in `table` of `bridge`; when full, OVS
+        evicts the flow closest to expiry from the largest group (flows
+        grouped by the `groups` fields)."""
+        rows = self._run(self.api.db_find_rows(
+            "Bridge", ("name", "=", bridge)), wait=False)[0]
+        current = rows[0].flow_tables.get(table) if rows else None
+        if current is not None and list(current.flow_limit) == [limit] \
+                and list(current.overflow_policy) == ["evict"] \
+                and sorted(current.groups) == sorted(groups):
+            return
+        create = self.api.db_create(
+            "Flow_Table", name=f"ovsgre-{bridge}-{table}", flow_limit=limit,
+            overflow_policy="evict", groups=list(groups))
+        self._run(create, self.api.db_set(
+            "Bridge", bridge, ("flow_tables", {table: create})))
 
     def ensure_patch(self, bridge, port, peer, external_ids):
         api = self.api

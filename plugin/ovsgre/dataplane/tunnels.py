@@ -39,6 +39,9 @@ LEARN = ("learn(table=2,hard_timeout=300,priority=1,"
          "NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],"
          "load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],"
          "output:OXM_OF_IN_PORT[])")
+LEARNED_TABLE = 2           # where LEARN puts the MACs behind tunnels
+LEARN_GROUP = "NXM_OF_VLAN_TCI[0..11]"   # eviction groups: one per network
+LEARNED_MACS = 8192         # default of --learned-macs
 UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
 OFCTL_TIMEOUT = 10
@@ -106,13 +109,14 @@ def build_flows(patch, tunnels, networks, holders=None):
 
 class Tunnels:
     def __init__(self, ovsdb, int_bridge, tun_bridge, datapath, local_ip,
-                 rundir):
+                 rundir, learned_macs=LEARNED_MACS):
         self.ovsdb = ovsdb
         self.int_bridge = int_bridge
         self.tun_bridge = tun_bridge
         self.datapath = datapath
         self.local_ip = local_ip
         self.rundir = rundir
+        self.learned_macs = learned_macs
         self._installed = None
         self._tunnel_ofports = []
 
@@ -122,6 +126,10 @@ class Tunnels:
                                 _ids("patch"))
         self.ovsdb.ensure_patch(self.tun_bridge, PATCH_INT, PATCH_TUN,
                                 _ids("patch"))
+        # A container can send frames from any number of source MACs, and
+        # every peer learns each one here: bounded, per network first.
+        self.ovsdb.ensure_flow_limit(self.tun_bridge, LEARNED_TABLE,
+                                     self.learned_macs, [LEARN_GROUP])
 
     def sync(self, peers, networks, holders=None):
         """Make tunnel ports match peers and the table match networks
