@@ -119,7 +119,7 @@ class PluginServer(BaseApplication):
         options = {
             "bind": [f"unix:{s.socket}"],
             "workers": 1,
-            "worker_class": "gthread",
+            "worker_class": "ovsgre.httpworker.WholeRequestWorker",
             "threads": s.threads,
             "umask": 0o117,
             "timeout": 120,
@@ -132,9 +132,7 @@ class PluginServer(BaseApplication):
             "worker_exit": self._worker_exit,
         }
         for key, value in options.items():
-            # gunicorn < 25.1 has no control socket (nor its setting)
-            if key in self.cfg.settings:
-                self.cfg.set(key, value)
+            self.cfg.set(key, value)
 
     def _when_ready(self, _server):
         if self.settings.socket_group:
