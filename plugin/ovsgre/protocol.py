@@ -20,7 +20,7 @@ LOG = logging.getLogger("ovsgre.calls")
 
 MAX_BODY = 1 << 20   # Docker's largest bodies are a few KiB
 ERR_KEY = "Err"          # NetworkDriver replies
-IPAM_ERR_KEY = "Error"   # IpamDriver replies (an "Err" key is ignored)
+IPAM_ERR_KEY = "Error"   # IpamDriver replies (its client reads only this on 200)
 
 
 def create_app(driver, ipam=None):
@@ -206,6 +206,8 @@ def _ms(start):
 
 
 def _error(status, message, key=ERR_KEY):
-    response = jsonify({key: message})
+    """On any status but 200, dockerd's plugin client reads only "Err",
+    whatever the interface: an IPAM error carries both keys."""
+    response = jsonify({key: message, ERR_KEY: message})
     response.status_code = status
     return response

@@ -282,3 +282,24 @@ def test_container_start_fails_clearly_when_vswitchd_hangs(site, network):
     wait_for(no_endpoint_left, 15, "the failed container's port and veth")
     out = site.run_rm("hung", "true", check=False)
     assert out.returncode == 0, out.stderr     # vswitchd back: works again
+
+
+def test_errors_reach_the_user_as_ovsgre_sentences(site):
+    """dockerd's plugin client reads only "Err" on a non-200 reply, for
+    IPAM too: what `docker network create` prints is ovsgre's sentence,
+    not a JSON body."""
+    cases = [
+        # the ovsgre IPAM driver refuses a pool without a subnet
+        (("--ipam-driver", "ovsgre"), "needs an explicit subnet"),
+        # the network driver refuses a bad option
+        (("--subnet", "198.18.47.0/24", "-o",
+          "com.docker.network.driver.mtu=70000"), "must be an integer"),
+    ]
+    for args, fragment in cases:
+        cp = site.docker("network", "create", "-d", "ovsgre", *args,
+                         "sentences", check=False)
+        site.docker("network", "rm", "sentences", check=False)
+        assert cp.returncode != 0, cp.stdout
+        assert fragment in cp.stderr, cp.stderr
+        assert '{"Err' not in cp.stderr and '"Error"' not in cp.stderr, \
+            cp.stderr
