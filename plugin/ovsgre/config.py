@@ -11,7 +11,7 @@ import ipaddress
 import os
 import urllib.parse
 
-from .cluster.records import Malformed, parse_peer_ip
+from .cluster.records import Malformed, parse_peer_ip, shown_url
 
 PORT_TYPES = ("system", "afxdp-nonpmd", "afxdp")
 
@@ -81,7 +81,7 @@ def _url_list(text):
     for url in urls:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"{url!r} is not http(s)://HOST:PORT")
+            raise ValueError(f"{shown_url(url)} is not http(s)://HOST:PORT")
     return urls
 
 
@@ -260,7 +260,9 @@ def resolve(namespace=None, environ=None):
         try:
             values[opt.name] = opt.parse(raw)
         except ValueError as exc:
-            raise SystemExit(f"ovsgre: invalid {source}={raw!r}: {exc}")
+            shown = ",".join(shown_url(u) for u in raw.split(",")) \
+                if opt.name == "etcd" else repr(raw)
+            raise SystemExit(f"ovsgre: invalid {source}={shown}: {exc}")
     return Settings(**values)
 
 

@@ -27,7 +27,7 @@ import subprocess
 import threading
 import time
 
-from .cluster.records import Malformed, parse_host, printable
+from .cluster.records import Malformed, parse_host, printable, shown_url
 from . import OWNER, names
 from .store import ENDPOINT_STATES, REQUIRED, malformed  # noqa: F401
 
@@ -698,7 +698,7 @@ def collect(settings, probe, deep=False, docker=True):
         "ovsdb_remote": settings.ovsdb,
         "rundir": settings.rundir,
         "docker_host": settings.docker_host,
-        "etcd": list(settings.etcd),
+        "etcd": [shown_url(url) for url in settings.etcd],
         "errors": errors,
     }
     obs["store"], _ = _try(errors, "store", probe.store)

@@ -25,7 +25,10 @@ LOG = logging.getLogger(__name__)
 
 HOSTS = "/ovsgre/hosts/"
 MAX_PEERS = 128      # default of --max-peers
-VERIFY_EVERY = 2.0   # seconds between idle checks for a vswitchd restart
+# Seconds between idle checks for a vswitchd restart: a restarted vswitchd
+# has no tunnel flows, and other hosts' containers cannot reach this one's
+# until they are back.  A check reads one pid file.
+VERIFY_EVERY = 0.25
 # Dumping the flow table costs ovs-vswitchd's main thread, which under the
 # userspace datapath also forwards packets: between restarts (seen as a new
 # pid), the table itself is read only this often.

@@ -261,3 +261,37 @@ def test_settings_before_or_after_a_subcommand_action(clean_env, monkeypatch,
     assert seen["settings"].etcd == ("http://198.18.0.1:2379",)
     assert seen["settings"].mtu == 1400
     assert seen["settings"].bridge == "br-ovsgre"     # untouched default
+
+
+SECRET_URL = "https://user:s3cret@198.18.0.254:2379"
+
+
+def test_etcd_credentials_are_never_printed(capsys):
+    """An etcd URL with a user and password: not in `settings`, not in
+    the error for a bad one, not in the observation status prints."""
+    import json
+    from ovsgre.cluster.records import shown_url
+    from ovsgre.commands import settings as settings_cmd
+    assert shown_url(SECRET_URL) == "https://***@198.18.0.254:2379"
+    s = config.from_env({"OVSGRE_ETCD": SECRET_URL})
+    assert s.etcd == (SECRET_URL,)            # used as given
+    settings_cmd.run(s, None)
+    out = capsys.readouterr().out
+    assert "s3cret" not in out and "user:" not in out
+    assert json.loads(out)["etcd"] == ["https://***@198.18.0.254:2379"]
+    with pytest.raises(SystemExit) as err:
+        config.from_env({"OVSGRE_ETCD": "ftp://user:s3cret@h:1"})
+    assert "s3cret" not in str(err.value) and "***@" in str(err.value)
+
+
+def test_etcd_errors_leave_credentials_out(monkeypatch):
+    from ovsgre.cluster import etcd
+    from ovsgre.errors import Unavailable
+    kv = etcd.EtcdKV([SECRET_URL], timeout=0.2)
+
+    def refused(_client):
+        raise OSError(f"connection to {SECRET_URL} refused")
+    with pytest.raises(Unavailable) as err:
+        kv.call("list", refused)
+    assert "s3cret" not in str(err.value) and "***@" in str(err.value)
+    kv.close()

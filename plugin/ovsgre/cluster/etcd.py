@@ -27,7 +27,7 @@ from etcd3gw import exceptions as etcd_exc
 import requests
 
 from ..errors import Unavailable
-from .records import printable
+from .records import printable, shown_url
 
 LOG = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class EtcdKV:
     def _client(self, url):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"bad etcd endpoint {url!r} (want "
+            raise ValueError(f"bad etcd endpoint {shown_url(url)} (want "
                              "http://HOST:PORT or https://HOST:PORT)")
         return etcd3gw.Etcd3Client(
             host=parsed.hostname, port=parsed.port or 2379,
@@ -92,7 +92,8 @@ class EtcdKV:
             try:
                 return func(client)
             except FAILURES as exc:
-                errors.append(f"{self.endpoints[index]}: {exc}")
+                errors.append(f"{shown_url(self.endpoints[index])}: "
+                              f"{_without_secrets(str(exc), self.endpoints)}")
                 with self._lock:
                     if self._index == index:
                         self._index = (index + 1) % len(self._clients)
@@ -313,3 +314,12 @@ class Registration(threading.Thread):
                     json={"ID": self._lease.id}))
             except Exception as exc:
                 LOG.info("lease revoke failed: %s", exc)
+
+
+def _without_secrets(text, urls):
+    """An error text with any endpoint's user and password taken out."""
+    for url in urls:
+        parts = urllib.parse.urlsplit(url)
+        if "@" in parts.netloc:
+            text = text.replace(parts.netloc.rsplit("@", 1)[0] + "@", "***@")
+    return text

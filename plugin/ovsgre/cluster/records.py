@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -238,3 +239,18 @@ def parse_declared(path, value, prefix):
                     ipv6=value.get("ipv6", False),
                     internal=value.get("internal", False),
                     options=tuple(sorted(options.items())), record=value)
+
+
+def shown_url(url):
+    """url as it may be printed: without a user or password (etcd
+    endpoints may carry them), in printable text."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        secret = parts.username is not None or parts.password is not None
+    except ValueError:
+        return "<unparsable URL>"
+    if not secret:
+        return printable(url, 200)
+    netloc = "***@" + parts.netloc.rsplit("@", 1)[1]
+    return printable(urllib.parse.urlunsplit(parts._replace(netloc=netloc)),
+                     200)

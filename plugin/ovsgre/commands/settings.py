@@ -4,12 +4,16 @@ import dataclasses
 import json
 import sys
 
+from ..cluster.records import shown_url
+
 
 def add_arguments(parser):
     pass
 
 
 def run(settings, args):
-    json.dump(dataclasses.asdict(settings), sys.stdout, indent=2)
+    values = dataclasses.asdict(settings)
+    values["etcd"] = [shown_url(url) for url in settings.etcd]
+    json.dump(values, sys.stdout, indent=2)
     print()
     return 0
