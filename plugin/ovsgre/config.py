@@ -81,7 +81,8 @@ def _url_list(text):
     for url in urls:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"{shown_url(url)} is not http(s)://HOST:PORT")
+            raise ValueError(f"{shown_url(url)!r} is not "
+                             "http(s)://HOST:PORT")
     return urls
 
 
@@ -260,8 +261,8 @@ def resolve(namespace=None, environ=None):
         try:
             values[opt.name] = opt.parse(raw)
         except ValueError as exc:
-            shown = ",".join(shown_url(u) for u in raw.split(",")) \
-                if opt.name == "etcd" else repr(raw)
+            shown = repr(",".join(shown_url(u) for u in raw.split(","))
+                         if opt.name == "etcd" else raw)
             raise SystemExit(f"ovsgre: invalid {source}={shown}: {exc}")
     return Settings(**values)
 
