@@ -140,14 +140,20 @@ def _strings(value, field):
     return tuple(value)
 
 
-def parse_network(path, value, prefix):
-    """A cluster network definition at prefix + NAME."""
+def _named(path, value, prefix):
+    """The name of a record stored at prefix + NAME, checked."""
     if not isinstance(value, dict):
         raise Malformed(f"{printable(path)}: not a JSON object")
     name = parse_name(value.get("name"))
     if path != prefix + name:
         raise Malformed(f"{printable(path)}: name {name} does not match "
                         "the key it is stored under")
+    return name
+
+
+def parse_network(path, value, prefix):
+    """A cluster network definition at prefix + NAME."""
+    name = _named(path, value, prefix)
     return Network(name=name, key=parse_key(value.get("key")),
                    ipv4=_subnets(value.get("ipv4", []), "ipv4", 4),
                    ipv6=_subnets(value.get("ipv6", []), "ipv6", 6),
@@ -209,12 +215,7 @@ OPTION_KEY = re.compile(r"[a-z0-9][a-z0-9_.-]{0,127}")
 
 
 def parse_declared(path, value, prefix):
-    if not isinstance(value, dict):
-        raise Malformed(f"{printable(path)}: not a JSON object")
-    name = parse_name(value.get("name"))
-    if path != prefix + name:
-        raise Malformed(f"{printable(path)}: name {name} does not match "
-                        "the key it is stored under")
+    name = _named(path, value, prefix)
     subnets = value.get("subnets")
     if not isinstance(subnets, list) or not subnets:
         raise Malformed(f"subnets {_shown(subnets)} is not a list of "
