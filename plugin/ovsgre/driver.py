@@ -247,6 +247,7 @@ class Driver:
                 if ep["network_id"] != network_id:
                     raise Conflict(f"endpoint {endpoint_id} belongs to "
                                    f"network {ep['network_id']}")
+                _check_repeat(ep, interface)
                 self._replug(ep, net["vlan"])
                 return _filled(interface, ep)
             ep = self._new_endpoint(net, endpoint_id, interface)
@@ -476,6 +477,29 @@ def _check_interface(interface):
         if not ok:
             raise InvalidRequest(f"Interface.{field} {value!r} is not an "
                                  f"IPv{version} address with prefix")
+
+
+def _check_repeat(ep, interface):
+    """A repeated CreateEndpoint must ask for what the endpoint has: an
+    answer of 200 with the old values would leave Docker believing in
+    addresses or a MAC the container does not get."""
+    _check_interface(interface)
+    asked = interface.get("MacAddress") or ""
+    if asked and asked.lower() != ep["mac"].lower():
+        raise Conflict(f"endpoint {ep['endpoint_id'][:12]} exists with MAC "
+                       f"{ep['mac']}, not {asked}")
+    for field, key in (("Address", "address"), ("AddressIPv6", "address6")):
+        asked, has = interface.get(field) or "", ep.get(key) or ""
+        if _same_interface(asked, has):
+            continue
+        raise Conflict(f"endpoint {ep['endpoint_id'][:12]} exists with "
+                       f"{field} {has or '(none)'}, not {asked or '(none)'}")
+
+
+def _same_interface(a, b):
+    if not a or not b:
+        return a == b
+    return ipaddress.ip_interface(a) == ipaddress.ip_interface(b)
 
 
 def _cluster_name(options):

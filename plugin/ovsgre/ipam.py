@@ -292,10 +292,7 @@ def _candidates(net, rng, after=None):
     start = int(after) + 1 if after is not None else low
     if not low <= start <= high:
         start = low
-    excluded = {int(net.network_address), int(net.broadcast_address)} \
-        if net.version == 4 else set()
-    if rng == net and net.version == 6 and net.prefixlen < 127:
-        excluded = {int(net.network_address)}   # subnet-router anycast
+    excluded = {int(ip) for ip in _never_given(net)}
     for value in itertools.chain(range(start, high + 1), range(low, start)):
         if value not in excluded:
             yield ipaddress.ip_address(value) if net.version == 4 else \
@@ -316,11 +313,21 @@ def _address_in(text, net):
         raise InvalidRequest(f"Address {text!r} is not an address") from None
     if ip not in net:
         raise InvalidRequest(f"Address {ip} is not in {net}")
-    if net.version == 4 and net.prefixlen < 31 and \
-            ip in (net.network_address, net.broadcast_address):
-        raise InvalidRequest(f"Address {ip} is the network or broadcast "
-                             f"address of {net}")
+    if ip in _never_given(net):
+        what = "network or broadcast address" if net.version == 4 else \
+            "subnet-router anycast address (RFC 4291)"
+        raise InvalidRequest(f"Address {ip} is the {what} of {net}")
     return ip
+
+
+def _never_given(net):
+    """Addresses of net no container may have, whatever range it asks
+    from: IPv4's network and broadcast addresses, IPv6's subnet-router
+    anycast address (every router of the link answers it)."""
+    if net.version == 4:
+        return (net.network_address, net.broadcast_address) \
+            if net.prefixlen < 31 else ()
+    return (net.network_address,) if net.prefixlen < 127 else ()
 
 
 def _parse_pool_id(pool_id):

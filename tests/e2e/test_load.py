@@ -27,6 +27,7 @@ import concurrent.futures
 import json
 import os
 import re
+import shutil
 import statistics
 import time
 
@@ -279,12 +280,26 @@ def tunnel_table_installed(site):
 def remove_network(site, network, timeout=30):
     """`docker run --rm` returns when the container exits; Docker removes
     it (and its endpoint) a moment later, and refuses `network rm` until
-    then."""
-    wait_for(lambda: site.docker("network", "rm", network,
-                                 check=False).returncode == 0 or
-             network not in site.out("network", "ls", "--format",
-                                     "{{.Name}}").split(),
-             timeout, f"network {network} to be removed")
+    then.  On timeout the failure says what Docker and the plugin said."""
+    said = []
+
+    def removed():
+        rm = site.docker("network", "rm", network, check=False)
+        said[:] = [rm.stderr.strip()]
+        return rm.returncode == 0 or network not in site.out(
+            "network", "ls", "--format", "{{.Name}}").split()
+    try:
+        wait_for(removed, timeout, f"network {network} to be removed")
+    except AssertionError as exc:
+        inspect = site.docker("network", "inspect", network, check=False)
+        keep = f"/tmp/ovsgre-load-{os.getpid()}"
+        shutil.copytree(os.path.dirname(site.plugin.log_path), keep + "/plugin",
+                        dirs_exist_ok=True)
+        shutil.copy(site.host.docker.log_path, keep)
+        raise AssertionError(
+            f"{exc}\ndocker network rm: {said}\n"
+            f"docker network inspect: {inspect.stdout}\n"
+            f"plugin log:\n{site.plugin.log_tail(40)}") from None
 
 
 def restart_plugin(site):

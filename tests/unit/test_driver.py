@@ -95,6 +95,30 @@ def test_create_endpoint_same_id_other_network_is_409(api, store):
     assert store.get("endpoints", EP)["network_id"] == NET
 
 
+@pytest.mark.parametrize("change, named", [
+    ({"address": "10.10.0.3/24"}, "Address 10.10.0.2/24, not 10.10.0.3/24"),
+    ({"address": ""}, "Address 10.10.0.2/24, not (none)"),
+    ({"mac": "02:00:00:00:00:09"}, "not 02:00:00:00:00:09"),
+])
+def test_create_endpoint_repeated_with_other_values_is_refused(
+        api, store, fake, change, named):
+    """A repeat that asks for other values must not answer 200 with the
+    old ones: Docker would believe the container has what it asked for."""
+    _setup(api)
+    before = store.get("endpoints", EP)
+    status, reply, _ = api.create_endpoint(NET, EP, **change)
+    assert status == 409 and named in reply["Err"], reply
+    assert store.get("endpoints", EP) == before
+    _one_pair(fake, store)
+
+
+def test_create_endpoint_repeated_with_the_same_values_in_another_spelling(
+        api, store):
+    _setup(api)
+    mac = store.get("endpoints", EP)["mac"]
+    assert api.create_endpoint(NET, EP, mac=mac.upper())[0] == 200
+
+
 def test_join_repeated_is_idempotent(api, store, fake):
     _setup(api)
     first = api.join(NET, EP)[:2]

@@ -617,6 +617,31 @@ def test_ipv6_subpool(h1):
     assert addr(h1, pid) == "fd00:198:18:30::100/64"
 
 
+def test_ipv6_subnet_router_anycast_is_never_handed_out(h1):
+    """fd00:198:18:30:: answers for every router of the link (RFC 4291):
+    not asked for, not as the gateway, not from a range that starts there,
+    not when the whole subnet has been handed out."""
+    whole = h1.request_pool("fd00:198:18:40::/126", "", {}, True)["PoolID"]
+    for options in (None, GW):
+        with pytest.raises(InvalidRequest, match="subnet-router anycast"):
+            addr(h1, whole, "fd00:198:18:40::/126", options)
+    got = {addr(h1, whole) for _ in range(3)}
+    assert got == {f"fd00:198:18:40::{i}/126" for i in (1, 2, 3)}
+    with pytest.raises(Conflict, match="no free address"):
+        addr(h1, whole)
+    pid = h1.request_pool(V6, "fd00:198:18:30::/120", {}, True)["PoolID"]
+    assert addr(h1, pid) == "fd00:198:18:30::1/64"
+
+
+def test_ipv4_network_and_broadcast_are_never_handed_out(h1):
+    pid = h1.request_pool("10.1.0.0/30", "", {}, False)["PoolID"]
+    for ip in ("10.1.0.0", "10.1.0.3"):
+        with pytest.raises(InvalidRequest, match="network or broadcast"):
+            addr(h1, pid, ip)
+    assert {addr(h1, pid) for _ in range(2)} == {"10.1.0.1/30",
+                                                  "10.1.0.2/30"}
+
+
 def test_ipv6_overlap_conflicts(h1, h2):
     network(h1, V6, v6=True)
     with pytest.raises(Conflict, match="--ipam-opt"):
