@@ -18,14 +18,13 @@ from .errors import InvalidRequest, OvsgreError
 
 LOG = logging.getLogger("ovsgre.calls")
 
-MAX_BODY = 1 << 20   # Docker's largest bodies are a few KiB
 ERR_KEY = "Err"          # NetworkDriver replies
 IPAM_ERR_KEY = "Error"   # IpamDriver replies (its client reads only this on 200)
 
 
 def create_app(driver, ipam=None):
     app = Flask("ovsgre")
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.config["MAX_CONTENT_LENGTH"] = schema.MAX_BODY
     app.config["ovsgre.driver"] = driver
     handlers = _handlers(driver)
     ipam_handlers = _ipam_handlers(ipam) if ipam is not None else {}

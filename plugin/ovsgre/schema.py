@@ -10,6 +10,11 @@ import re
 
 from .errors import InvalidRequest
 
+# Docker sends one entry per exposed and per published port in
+# CreateEndpoint, Join and ProgramExternalConnectivity: the whole port range
+# for tcp, udp and sctp, published and exposed, is about 20 MB of JSON.
+MAX_BODY = 32 << 20
+
 _ID = re.compile(r"^[A-Za-z0-9]{1,128}$")
 _MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 

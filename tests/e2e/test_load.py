@@ -27,7 +27,6 @@ import concurrent.futures
 import json
 import os
 import re
-import shutil
 import statistics
 import time
 
@@ -35,8 +34,8 @@ import pytest
 
 from tests.harness.cluster import Cluster
 from tests.harness.netns import link_json
-from tests.harness.sites import (IMAGE, received, start_mesh, stop_sites,
-                                 wait_for)
+from tests.harness.sites import (IMAGE, received, remove_network,
+                                 start_mesh, stop_sites, wait_for)
 
 PARALLEL = 32
 ROUNDS = 10
@@ -277,31 +276,6 @@ def tunnel_table_installed(site):
     return "cookie=0x6f7667" in flows
 
 
-def remove_network(site, network, timeout=30):
-    """`docker run --rm` returns when the container exits; Docker removes
-    it (and its endpoint) a moment later, and refuses `network rm` until
-    then.  On timeout the failure says what Docker and the plugin said."""
-    said = []
-
-    def removed():
-        rm = site.docker("network", "rm", network, check=False)
-        said[:] = [rm.stderr.strip()]
-        return rm.returncode == 0 or network not in site.out(
-            "network", "ls", "--format", "{{.Name}}").split()
-    try:
-        wait_for(removed, timeout, f"network {network} to be removed")
-    except AssertionError as exc:
-        inspect = site.docker("network", "inspect", network, check=False)
-        keep = f"/tmp/ovsgre-load-{os.getpid()}"
-        shutil.copytree(os.path.dirname(site.plugin.log_path), keep + "/plugin",
-                        dirs_exist_ok=True)
-        shutil.copy(site.host.docker.log_path, keep)
-        raise AssertionError(
-            f"{exc}\ndocker network rm: {said}\n"
-            f"docker network inspect: {inspect.stdout}\n"
-            f"plugin log:\n{site.plugin.log_tail(40)}") from None
-
-
 def restart_plugin(site):
     site.plugin.stop()
     site.plugin.start()
@@ -360,7 +334,7 @@ def test_parallel_runs_on_one_host(site):
                f"(port type {port_type(site)})", timings)
     finally:
         site.host.docker.remove_all_containers()
-        site.docker("network", "rm", network, check=False)
+        remove_network(site, network)
     assert site.wait_no_leftovers() == {"links": [], "ports": [],
                                         "records": []}
 
@@ -506,7 +480,7 @@ def test_parallel_runs_over_three_hosts(mesh3):
 
     # the network removed everywhere: nothing of it stays, in etcd neither
     for site in sites:
-        site.docker("network", "rm", network)
+        remove_network(site, network)
     for site in sites:
         left = wait_clean(site)
         nets = os.listdir(os.path.join(site.plugin.state_dir, "networks"))

@@ -303,3 +303,17 @@ def test_errors_reach_the_user_as_ovsgre_sentences(site):
         assert fragment in cp.stderr, cp.stderr
         assert '{"Err' not in cp.stderr and '"Error"' not in cp.stderr, \
             cp.stderr
+
+
+def test_the_whole_port_range_published_and_exposed(site, network):
+    """Docker sends one entry per exposed and per published port in
+    CreateEndpoint and Join: the whole range over tcp and udp is ~13 MB of
+    JSON.  The container starts and is reachable."""
+    net = network("ports", "--subnet", "198.18.48.0/24")
+    site.run_bg("allports", net, "sleep", "600",
+                extra=("-p", "1-65535:1-65535", "--expose", "1-65535/udp"))
+    ip = site.ip("allports", net)
+    out = site.run_rm(net, "ping", "-c", "1", "-W", "2", ip, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = open(site.plugin.log_path, errors="replace").read()
+    assert re.search(r"CreateEndpoint network=\w+ endpoint=\w+ ok", log)

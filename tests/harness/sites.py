@@ -112,6 +112,47 @@ def tunnels(site):
                   for row in json.loads(out)["data"])
 
 
+def remove_network(site, network, timeout=30):
+    """`docker network rm`, waiting for Docker to finish removing `--rm`
+    containers (`docker run --rm` returns a moment before their endpoints
+    are gone).
+
+    Docker 20.10 keeps a count of endpoints per network that drifts when
+    many containers start and stop on one network at once (its own bridge
+    driver too: moby/moby#42119; Docker 28.1 dropped the count), and then
+    refuses `network rm` with "has active endpoints" for good; dockerd
+    recounts when it starts.  When Docker refuses so while it lists no
+    container on the network and the plugin holds no endpoint, that is the
+    drift: dockerd is restarted, as a user would, and the network must go
+    then.  Returns whether it had to be; any other refusal fails."""
+    said = []
+
+    def removed():
+        rm = site.docker("network", "rm", network, check=False)
+        said[:] = [rm.stderr.strip()]
+        return rm.returncode == 0 or network not in docker_networks(site)
+    try:
+        wait_for(removed, timeout, f"network {network} to be removed")
+        return False
+    except AssertionError as exc:
+        failure = exc
+    inspect = site.docker("network", "inspect", "-f", "{{json .Containers}}",
+                          network, check=False)
+    endpoints = [r for r in site.leftovers()["records"]
+                 if r.startswith("endpoints/")]
+    if "has active endpoints" not in said[0] or \
+            inspect.stdout.strip() != "{}" or endpoints:
+        raise AssertionError(
+            f"{failure}\ndocker network rm: {said}\ncontainers: "
+            f"{inspect.stdout.strip()}\nplugin's endpoints: {endpoints}\n"
+            f"plugin log:\n{site.plugin.log_tail(40)}")
+    print(f"\n{site.host.hostname}: Docker's endpoint count of {network} "
+          "drifted (no container, no endpoint): dockerd restarted")
+    site.host.docker.restart()
+    site.docker("network", "rm", network)
+    return True
+
+
 def wait_for(predicate, timeout=20, what="condition"):
     """Poll predicate until true; returns the monotonic time it was."""
     deadline = time.monotonic() + timeout

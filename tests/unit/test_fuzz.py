@@ -53,7 +53,8 @@ from ovsgre.cluster.networks import NetworkRegistry
 from ovsgre.driver import (GENERIC, OPT_GWBRIDGE, OPT_INTERNAL, OPT_IPV6,
                            OPT_KEY, OPT_MTU, OPT_NAME, OWN_PREFIX, Driver)
 from ovsgre.ipam import GATEWAY_TYPE, SPACE_OPT, Ipam
-from ovsgre.protocol import MAX_BODY, create_app
+from ovsgre.protocol import create_app
+from ovsgre.schema import MAX_BODY
 from ovsgre.store import LocalStore
 
 from .conftest import DEFAULT_MTU, HERE

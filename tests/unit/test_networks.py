@@ -225,8 +225,11 @@ def test_static_hash_collision_needs_explicit_key(state_dir):
     assert derive_key("net-2435") == derive_key("net-10161")
     reg = NetworkRegistry(LocalKV(state_dir), "192.0.2.1")
     k = reg.define("net-2435", V4, [])
-    with pytest.raises(Conflict, match="ovsgre.key"):
+    with pytest.raises(Conflict) as refused:
         reg.define("net-10161", ["10.21.0.0/24"], [])
+    said = str(refused.value)
+    assert "'net-10161' and 'net-2435'" in said and str(k) in said
+    assert "-o ovsgre.key=N" in said
     assert reg.define("net-10161", ["10.21.0.0/24"], [], key=5) == 5
     assert reg.define("net-2435", V4, []) == k
 

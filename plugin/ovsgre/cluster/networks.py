@@ -113,12 +113,17 @@ class NetworkRegistry:
     def _allocate_key(self, name):
         if not self.kv.shared:
             key = derive_key(name)
-            if self.kv.create(f"{KEYS}{key}", {"name": name}) or \
-                    (self.kv.get(f"{KEYS}{key}") or {}).get("name") == name:
+            if self.kv.create(f"{KEYS}{key}", {"name": name}):
                 return key
-            raise Conflict(f"network {name!r} hashes to GRE key {key}, "
-                           "which another network uses: choose one with "
-                           "-o ovsgre.key=N")
+            owner = (self.kv.get(f"{KEYS}{key}") or {}).get("name")
+            if owner == name:
+                return key
+            raise Conflict(
+                f"networks {name!r} and {owner!r} both get GRE key {key} "
+                "from their names (without etcd a key is a hash of the "
+                f"name): create {name!r} with -o ovsgre.key=N, the same N "
+                "on every host and one no other network uses, or choose "
+                "another name")
         used = {int(k[len(KEYS):]) for k in self.kv.list(KEYS)
                 if k[len(KEYS):].isdigit()}
         for key in range(KEY_MIN, KEY_MAX + 1):
