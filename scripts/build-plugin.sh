@@ -231,8 +231,8 @@ driver_name=""
     driver_name="
   docker plugin set $NAME OVSGRE_DRIVER_NAME=$NAME"
 cat <<EOF
-Plugin $NAME created (disabled).  Its bind-mount sources must exist:
-  mkdir -p /var/lib/ovsgre /var/run/netns
+Plugin $NAME created (disabled).  Its state mount's source must exist:
+  mkdir -p /var/lib/ovsgre
 Settings (while disabled; see config.json for every OVSGRE_* variable):$driver_name
   docker plugin set $NAME OVSGRE_SCOPE=global        # swarm-scope networks
   docker plugin set $NAME OVSGRE_ETCD=http://ETCD:2379 OVSGRE_LOCAL_IP=IP

@@ -18,7 +18,7 @@ import time
 from . import names
 from .faults import crash_point
 from .cluster.networks import derive_key
-from .cluster.records import KEY_MAX, KEY_MIN
+from .cluster.records import KEY_MAX, KEY_MIN, printable
 from .config import PORT_TYPES
 from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
 
@@ -46,8 +46,9 @@ READY_TIMEOUT = 10.0   # seconds Join waits for the port to forward
 
 class Driver:
     def __init__(self, store, dataplane, default_mtu, registry=None,
-                 topology=None, ready_timeout=READY_TIMEOUT):
+                 topology=None, ready_timeout=READY_TIMEOUT, ipam=None):
         self.store = store
+        self.ipam = ipam             # ovsgre's IPAM: keeps aux addresses
         self.dataplane = dataplane
         self.default_mtu = default_mtu
         self.ready_timeout = ready_timeout
@@ -149,10 +150,22 @@ class Driver:
             record["key"] = self._define(record, key)
             self._check_name_free(record["name"])
             self.store.put("networks", network_id, record)
+        self._keep_aux(record)
         LOG.info("network %s: vlan %d mtu %d name %s key %s",
                  network_id[:12], record["vlan"], record["mtu"],
                  record["name"] or "-", record["key"] or "-")
         self._resync(wait=10)
+
+    def _keep_aux(self, record):
+        """Docker asked the IPAM for each --aux-address just before this
+        call, on every host that creates the network: the first host's
+        claims become reservations of the pool, which the other hosts'
+        requests then share (see Ipam.keep_aux)."""
+        if self.ipam is None:
+            return
+        for pool in record["ipv4"] + record["ipv6"]:
+            if pool["aux"]:
+                self.ipam.keep_aux(pool["pool"], pool["aux"])
 
     def _check_name_free(self, name):
         """One Docker network per cluster network on a host: two would share
@@ -274,6 +287,7 @@ class Driver:
 
     def _new_endpoint(self, net, endpoint_id, interface):
         _check_interface(interface)
+        _check_not_aux(net, interface)
         mac = interface.get("MacAddress") or names.mac_for(endpoint_id)
         host_if, peer_if = self._free_names(endpoint_id)
         return {
@@ -458,7 +472,44 @@ def _pool(data, version):
         except ValueError:
             raise InvalidRequest(f"{where}.Gateway {gateway!r} is not an "
                                  "address")
-    return {"pool": str(pool), "gateway": gateway}
+    return {"pool": str(pool), "gateway": gateway,
+            "aux": _aux(data.get("AuxAddresses"), pool, where)}
+
+
+def _aux(addresses, pool, where):
+    """--aux-address NAME=IP: {NAME: "IP[/LEN]"} -> sorted addresses of the
+    pool.  Docker checks them before (parsable, inside the pool); anything
+    else cannot collide with a container's address and is left out."""
+    if not addresses:
+        return []
+    if not isinstance(addresses, dict):
+        raise InvalidRequest(f"{where}.AuxAddresses must be an object")
+    found = set()
+    for name, value in addresses.items():
+        try:
+            ip = ipaddress.ip_interface(value).ip
+        except (ValueError, TypeError):
+            ip = None
+        if ip is None or ip not in pool:
+            LOG.warning("%s.AuxAddresses: %s is not an address in %s, "
+                        "left out", where, printable(f"{name}={value}"),
+                        pool)
+            continue
+        found.add(ip)
+    return [str(ip) for ip in sorted(found)]
+
+
+def _check_not_aux(net, interface):
+    """An address reserved with --aux-address is no container's (Docker's
+    own IPAM refuses it too; ovsgre's cannot tell the two requests apart)."""
+    for field in ("Address", "AddressIPv6"):
+        value = interface.get(field) or ""
+        if not value:
+            continue
+        ip = str(ipaddress.ip_interface(value).ip)
+        if any(ip in pool.get("aux", ()) for pool in net["ipv4"] + net["ipv6"]):
+            raise Conflict(f"address {ip} is reserved on this network "
+                           "(--aux-address)")
 
 
 def _check_interface(interface):
@@ -541,9 +592,16 @@ def _port_type_option(options):
 
 
 def _same_network(a, b):
-    keys = ("mtu", "gwbridge", "ipv4", "ipv6")
+    keys = ("mtu", "gwbridge")
     return all(a.get(k) == b.get(k) for k in keys) and \
+        all(_pools(a, k) == _pools(b, k) for k in ("ipv4", "ipv6")) and \
         all(a.get(k, "") == b.get(k, "") for k in ("name", "port_type"))
+
+
+def _pools(record, key):
+    """A record's pools; records written before aux addresses were kept
+    have none."""
+    return [dict(p, aux=p.get("aux", [])) for p in record.get(key) or []]
 
 
 def _filled(interface, ep):

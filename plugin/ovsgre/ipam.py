@@ -88,30 +88,22 @@ class Ipam:
         return {"PoolID": pool_id, "Pool": str(net), "Data": {}}
 
     def _claim_pool(self, space, net, token):
+        """Hold the pool of net in space.  The overlap check and the write
+        are one transaction: two hosts claiming different, overlapping
+        subnets at the same moment cannot both succeed."""
         prefix = f"{POOLS}{space}/"
-        for other in self.kv.list(prefix).values():
-            theirs = ipaddress.ip_network(other["pool"])
-            if theirs != net and theirs.version == net.version and \
-                    theirs.overlaps(net):
-                raise Conflict(
-                    f"subnet {net} overlaps {theirs}, which is in use in "
-                    f"address space {space!r} (by another network, or by "
-                    f"this network with another subnet on another host); "
-                    f"use the same subnet on every host, or give a "
-                    f"different network its own space with --ipam-opt "
-                    f"{SPACE_OPT}=NAME")
         key = f"{prefix}{_q(str(net))}"
         for _ in range(CAS_TRIES):
-            record = self.kv.get(key)
-            if record is None:
-                # a new incarnation: addresses of a released pool of the
-                # same subnet can never mix with this one's
-                fresh = {"pool": str(net), "id": uuid.uuid4().hex,
-                         "holders": {token: self.host_id}}
-                if self.kv.create(key, fresh):
-                    return
-            elif self.kv.replace(key, record, _with_holder(
-                    record, token, self.host_id)):
+            pools, revision = self.kv.list_with_revision(prefix)
+            _check_no_overlap(space, net, pools.values())
+            record = pools.get(key)
+            # a new incarnation: addresses of a released pool of the same
+            # subnet can never mix with this one's
+            new = {"pool": str(net), "id": uuid.uuid4().hex,
+                   "holders": {token: self.host_id}} if record is None \
+                else _with_holder(record, token, self.host_id)
+            if self.kv.write_if_unchanged(prefix, revision, key, record,
+                                          new):
                 return
         raise Unavailable(f"pool {net}: too much contention, try again")
 
@@ -163,7 +155,7 @@ class Ipam:
         prefix = self._prefix(space, net, pool)
         for key, record in self.kv.list(prefix).items():
             if record.get("host") == self.host_id and \
-                    not record.get("gateway") and \
+                    not record.get("gateway") and not record.get("aux") and \
                     self.kv.delete_if(key, record):
                 count += 1
         return count
@@ -192,12 +184,49 @@ class Ipam:
             ip = self._gateway(prefix, net, address)
         elif address:
             ip = _address_in(address, net)
-            if not self.kv.create(prefix + str(ip), self._owner()):
-                raise Conflict(f"address {ip} is already in use")
+            self._claim(prefix + str(ip), ip)
         else:
             ip = self._allocate(prefix, self._last_key(space, net, pool),
                                 net, sub or net)
         return {"Address": f"{ip}/{net.prefixlen}", "Data": {}}
+
+    def _claim(self, key, ip):
+        """A given address.  One kept with --aux-address (see keep_aux) is
+        given to every host that asks: Docker asks on each host that creates
+        the network, with a request no different from a container's --ip
+        (the network driver refuses it to containers)."""
+        if self.kv.create(key, self._owner()):
+            return
+        record = self.kv.get(key)
+        if isinstance(record, dict) and record.get("aux") is True:
+            return
+        raise Conflict(f"address {ip} is already in use (by a container, or "
+                       "as --aux-address of a network another host is "
+                       "creating this moment: then try again)")
+
+    def keep_aux(self, pool, addresses):
+        """Make this host's claims of `addresses` in the pools of subnet
+        `pool` reservations of the pool: shared by every host, released
+        by none (ReleaseAddress leaves them), gone with the pool when its
+        last holder releases it."""
+        net = ipaddress.ip_network(pool)
+        for space, record in self._pools_of(net):
+            prefix = self._prefix(space, net, record)
+            for ip in addresses:
+                key = prefix + str(ip)
+                claim = self.kv.get(key)
+                if isinstance(claim, dict) and \
+                        claim.get("host") == self.host_id and \
+                        not claim.get("gateway") and not claim.get("aux"):
+                    self.kv.replace(key, claim, dict(claim, aux=True))
+
+    def _pools_of(self, net):
+        """(space, record) of every pool of subnet net."""
+        for key, record in self.kv.list(POOLS).items():
+            space, _, quoted = key[len(POOLS):].partition("/")
+            if urllib.parse.unquote(quoted) == str(net) and \
+                    isinstance(record, dict) and "id" in record:
+                yield space, record
 
     def _owner(self, gateway=False):
         return {"host": self.host_id, "gateway": gateway}
@@ -237,9 +266,27 @@ class Ipam:
         key = self._prefix(space, net, pool) + str(ip)
         record = self.kv.get(key)
         # Any host may release (a host's id changes with its address), but
-        # only the claim just read: compare-and-delete.
-        if record and not record.get("gateway"):
+        # only the claim just read: compare-and-delete.  The gateway and
+        # --aux-address reservations go with the pool.
+        if record and not record.get("gateway") and not record.get("aux"):
             self.kv.delete_if(key, record)
+
+
+def _check_no_overlap(space, net, records):
+    for other in records:
+        try:
+            theirs = ipaddress.ip_network(other["pool"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if theirs != net and theirs.version == net.version and \
+                theirs.overlaps(net):
+            raise Conflict(
+                f"subnet {net} overlaps {theirs}, which is in use in "
+                f"address space {space!r} (by another network, or by "
+                f"this network with another subnet on another host); "
+                f"use the same subnet on every host, or give a "
+                f"different network its own space with --ipam-opt "
+                f"{SPACE_OPT}=NAME")
 
 
 def _holders(record):

@@ -63,15 +63,16 @@ def build_app(settings):
              " %s", settings.bridge, dataplane.datapath,
              dataplane.port_type, mtu,
              f"tunnels from {local_ip}" if topology else "single host")
+    ipam = Ipam(kv, host_id)
     driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
-                    topology, settings.ready_timeout)
+                    topology, settings.ready_timeout, ipam)
     driver.scope = settings.scope
     Janitor(driver, DockerEndpoints(settings.docker_host),
             settings.stale_after).start()
     if settings.etcd:
         DeclaredNetworks(kv, settings.docker_host,
                          settings.driver_name).begin()
-    return create_app(driver, Ipam(kv, host_id))
+    return create_app(driver, ipam)
 
 
 def _cluster_kv(settings):

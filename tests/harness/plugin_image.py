@@ -18,8 +18,8 @@ exit, or across runs in $OVGT_PLUGIN_CACHE when that is set.
 
 The plugin runs in the host's network namespace (config.json: network host);
 its mounts are pointed at the host's own files with `docker plugin set`:
-the OVS run dir of the harness OVS (OVS_RUNDIR), a state dir and a netns
-dir under the host's run dir, the namespace dockerd's API socket.  Its
+the OVS run dir of the harness OVS (OVS_RUNDIR), a state dir under the
+host's run dir, the namespace dockerd's API socket.  Its
 stdout/stderr land in dockerd's log (lines tagged plugin=<id>).  It is stopped by dockerd (disable) or, as a
 last resort, by TestHost.stop() (every process left in the host's netns).
 """
@@ -134,7 +134,6 @@ class ManagedPlugin:
         self.docker = host.docker
         self.name = name
         self.state_dir = os.path.join(host.run_dir, "plugin-state")
-        self.netns_dir = os.path.join(host.run_dir, "plugin-netns")
         self.timings: dict = {}
         self._ids: set = set()        # every plugin ID seen (cgroup names)
 
@@ -170,14 +169,12 @@ class ManagedPlugin:
     def configure(self, **settings) -> None:
         """Point the mounts at this host's directories and set OVSGRE_*
         settings (`docker plugin set`, plugin disabled)."""
-        for d in (self.state_dir, self.netns_dir):
-            os.makedirs(d, exist_ok=True)
+        os.makedirs(self.state_dir, exist_ok=True)
         # netdev like every plugin the harness starts (plugin.py): the test
         # beds' vswitchds must not share a kernel datapath.
         settings.setdefault("OVSGRE_DATAPATH", "netdev")
         args = [f"ovs-rundir.source={self.host.ovs.rundir}",
                 f"state.source={self.state_dir}",
-                f"netns.source={self.netns_dir}",
                 f"docker-sock.source={self.docker.sock}"]
         args += [f"{k}={v}" for k, v in settings.items()]
         self.cli("plugin", "set", self.name, *args)

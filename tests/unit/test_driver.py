@@ -386,7 +386,7 @@ def test_ipv6_pool(api, store):
         "IPv6Data": [{"Pool": "fd00:1::/64", "Gateway": "fd00:1::1/64"}]}) \
         == {}
     assert store.get("networks", NET)["ipv6"] == [
-        {"pool": "fd00:1::/64", "gateway": "fd00:1::1/64"}]
+        {"pool": "fd00:1::/64", "gateway": "fd00:1::1/64", "aux": []}]
     status, reply, _ = api.call("CreateNetwork", {
         "NetworkID": make_id("x"), "IPv6Data": [{"Pool": "10.0.0.0/8"}]})
     assert status == 400 and "not IPv6" in reply["Err"]
@@ -661,3 +661,91 @@ def test_network_refused_for_want_of_a_vlan_is_not_recorded_in_the_cluster(
                                           pool="10.20.0.0/24")
     assert status == 409 and "VLAN" in reply["Err"]
     assert set(registry.list()) == {"blue"}
+
+
+# -- --aux-address -----------------------------------------------------------
+
+def _two_hosts_with_ovsgre_ipam(state_dir, tmp_path):
+    """Two hosts' drivers and IPAMs over one cluster store (as with etcd)."""
+    from ovsgre.cluster.kv import LocalKV
+    from ovsgre.ipam import Ipam
+    kv = LocalKV(state_dir)
+    hosts = []
+    for i in (1, 2):
+        store = LocalStore(str(tmp_path / f"h{i}"))
+        ipam = Ipam(kv, f"192.0.2.{i}")
+        driver = Driver(store, FakeDataplane(), DEFAULT_MTU, ipam=ipam)
+        hosts.append((Api(create_app(driver, ipam).test_client()), store))
+    return hosts
+
+
+def _network_create_with_aux(api, nid, aux):
+    """dockerd's calls for `network create --ipam-driver ovsgre
+    --subnet 10.10.0.0/24 --aux-address router=AUX`."""
+    ipam = "/IpamDriver."
+    code, pool, _ = api.call(ipam + "RequestPool", {
+        "AddressSpace": "ovsgre-local", "Pool": "10.10.0.0/24",
+        "SubPool": "", "Options": {}, "V6": False})
+    assert code == 200 and not pool.get("Error"), pool
+    for address, options in (("", {"RequestAddressType":
+                                    "com.docker.network.gateway"}),
+                             (aux, None)):
+        code, reply, _ = api.call(ipam + "RequestAddress", {
+            "PoolID": pool["PoolID"], "Address": address,
+            "Options": options})
+        if code != 200 or reply.get("Error"):
+            return code, reply
+    return api.call("CreateNetwork", {
+        "NetworkID": nid, "Options": {},
+        "IPv4Data": [{"AddressSpace": "ovsgre-local",
+                      "Pool": "10.10.0.0/24", "Gateway": "10.10.0.1/24",
+                      "AuxAddresses": {"router": f"{aux}/24"}}],
+        "IPv6Data": []})[:2]
+
+
+def test_aux_address_on_every_host_and_never_a_containers(state_dir,
+                                                           tmp_path):
+    (a1, s1), (a2, s2) = _two_hosts_with_ovsgre_ipam(state_dir, tmp_path)
+    assert _network_create_with_aux(a1, NET, "10.10.0.9") == (200, {})
+    assert _network_create_with_aux(a2, NET, "10.10.0.9") == (200, {})
+    assert s2.get("networks", NET)["ipv4"][0]["aux"] == ["10.10.0.9"]
+    # docker run --ip 10.10.0.9: the IPAM cannot tell it from an aux
+    # request, the driver refuses it
+    code, reply, _ = a2.create_endpoint(NET, EP, "10.10.0.9/24")
+    assert code == 409 and "reserved" in reply["Err"] and \
+        "--aux-address" in reply["Err"], reply
+    assert s2.get("endpoints", EP) is None
+    assert a1.create_endpoint(NET, EP, "10.10.0.10/24")[0] == 200
+
+
+def test_aux_addresses_outside_the_pool_or_malformed_are_left_out(api,
+                                                                 store):
+    """Docker checks them first; what is not an address of the pool cannot
+    be a container's address either."""
+    assert api.call("CreateNetwork", {
+        "NetworkID": NET, "Options": {},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.10.0.0/24",
+                      "AuxAddresses": {"a": "10.99.0.9/24", "b": "x",
+                                       "c": ["10.10.0.8"],
+                                       "d": "10.10.0.9"}}],
+        "IPv6Data": []})[:2] == (200, {})
+    assert store.get("networks", NET)["ipv4"][0]["aux"] == ["10.10.0.9"]
+
+
+def test_aux_addresses_not_an_object_are_400(api):
+    code, reply, _ = api.call("CreateNetwork", {
+        "NetworkID": NET, "Options": {},
+        "IPv4Data": [{"AddressSpace": "LocalDefault", "Pool": "10.10.0.0/24",
+                      "AuxAddresses": ["10.10.0.9"]}], "IPv6Data": []})
+    assert code == 400 and "AuxAddresses" in reply["Err"], reply
+
+
+def test_network_record_without_aux_is_the_same_network(api, store):
+    """A record written before aux addresses were kept equals a repeated
+    CreateNetwork without them."""
+    assert api.create_network(NET)[0] == 200
+    record = store.get("networks", NET)
+    for pool in record["ipv4"]:
+        del pool["aux"]
+    store.put("networks", NET, record)
+    assert api.create_network(NET)[:2] == (200, {})

@@ -14,6 +14,7 @@ from ovsgre.cluster.kv import LocalKV
 from ovsgre.errors import Conflict, InvalidRequest, NotFound, OvsgreError
 from ovsgre.ipam import ADDRS, Ipam
 
+from .conftest import pool_base
 from .conftest import pool_base as base
 from .fakes import InterleavingKV
 
@@ -648,6 +649,52 @@ def test_ipv6_overlap_conflicts(h1, h2):
         h2.request_pool("fd00:198:18:30::/56", "", {}, True)
 
 
+# -- overlapping RequestPools on two hosts at the same moment ----------------
+
+class ListInterleavingKV(InterleavingKV):
+    """Runs ``hook`` once, right after the pools of a space were read: the
+    other host claims its pool between this host's check and its write."""
+
+    def list(self, prefix):
+        result = super().list(prefix)
+        self._interleave(prefix)
+        return result
+
+    def list_with_revision(self, prefix):
+        result = super().list_with_revision(prefix)
+        self._interleave(prefix)
+        return result
+
+    def _interleave(self, prefix):
+        if prefix.startswith("/ovsgre/ipam/pools/") and self.hook:
+            hook, self.hook = self.hook, None
+            hook()
+
+
+@pytest.mark.parametrize("mine,theirs", [
+    ("10.1.0.0/24", "10.1.0.0/16"), ("10.1.0.0/16", "10.1.0.128/25")])
+def test_overlapping_pools_claimed_at_once_one_wins(state_dir, mine, theirs):
+    kv = ListInterleavingKV(state_dir)
+    a, b = Ipam(kv, "192.0.2.1"), Ipam(kv, "192.0.2.2")
+    kv.hook = lambda: b.request_pool(theirs, "", {}, False)
+    with pytest.raises(Conflict, match=f"overlaps {theirs}"):
+        a.request_pool(mine, "", {}, False)
+    pools = [v["pool"] for v in kv.list("/ovsgre/ipam/pools/").values()]
+    assert pools == [theirs]
+
+
+def test_the_same_pool_claimed_at_once_is_shared(state_dir):
+    kv = ListInterleavingKV(state_dir)
+    a, b = Ipam(kv, "192.0.2.1"), Ipam(kv, "192.0.2.2")
+    theirs = []
+    kv.hook = lambda: theirs.append(b.request_pool(POOL, "", {}, False))
+    mine = a.request_pool(POOL, "", {}, False)
+    (record,) = kv.list("/ovsgre/ipam/pools/").values()
+    assert sorted(record["holders"].values()) == ["192.0.2.1", "192.0.2.2"]
+    assert {pool_base(mine["PoolID"]), pool_base(theirs[0]["PoolID"])} == \
+        {PID}
+
+
 # -- ReleasePool racing RequestPool on another host --------------------------
 
 def test_release_pool_racing_request_keeps_addresses(state_dir):
@@ -711,3 +758,78 @@ def test_bad_token_is_unknown_pool_id(h1, suffix):
     network(h1)
     with pytest.raises(NotFound):
         h1.request_address(PID + suffix, "", None)
+
+
+# -- --aux-address -------------------------------------------------------------
+
+SMALL = "10.1.0.0/28"      # 14 addresses: gateway .1, aux .9, 12 for containers
+
+
+def create_with_aux(ipam, aux, pool=SMALL):
+    """What dockerd does for `network create --aux-address`: the pool,
+    the gateway, a plain RequestAddress per aux address; then the network
+    driver's CreateNetwork tells the IPAM which addresses were aux."""
+    pid = network(ipam, pool)
+    for ip in aux:
+        assert ip_of(addr(ipam, pid, ip)) == ip
+    ipam.keep_aux(pool, aux)
+    return pid
+
+
+def drain(ipam, pid):
+    """Every address the pool still gives."""
+    given = []
+    with pytest.raises(Conflict, match="no free address"):
+        while True:
+            given.append(ip_of(addr(ipam, pid)))
+    return given
+
+
+def test_aux_address_is_reserved_once_for_every_host(h1, h2, kv):
+    p1 = create_with_aux(h1, ["10.1.0.9"])
+    p2 = create_with_aux(h2, ["10.1.0.9"])     # was: "already in use"
+    claims = [v for k, v in kv.list(ADDRS).items() if k.endswith("/10.1.0.9")]
+    assert [v.get("aux") for v in claims] == [True]
+    given = drain(h1, p1)
+    assert len(given) == 12 and "10.1.0.9" not in given
+    assert drain(h2, p2) == []
+
+
+def test_aux_address_released_only_with_the_last_holder(h1, h2, kv):
+    p1 = create_with_aux(h1, ["10.1.0.9"])
+    p2 = create_with_aux(h2, ["10.1.0.9"])
+    # network rm on h1: dockerd releases the aux address, then the pool
+    h1.release_address(p1, "10.1.0.9")
+    h1.release_pool(p1)
+    assert "10.1.0.9" not in drain(h2, p2)
+    h2.release_address(p2, "10.1.0.9")      # a container refused it, or rm
+    assert "10.1.0.9" not in drain(h2, p2)
+    h2.release_pool(p2)
+    assert kv.list(ADDRS) == {}
+    # the subnet is free again; 10.1.0.9 is an ordinary address now
+    p3 = network(h1, SMALL)
+    assert ip_of(addr(h1, p3, "10.1.0.9")) == "10.1.0.9"
+    with pytest.raises(Conflict, match="already in use"):
+        addr(h2, p3, "10.1.0.9")
+
+
+def test_a_container_address_is_not_made_aux(h1, h2):
+    """--ip of a container on one host stays that container's when another
+    host creates the network asking the same address as aux."""
+    p1 = network(h1, SMALL)
+    addr(h1, p1, "10.1.0.9")
+    p2 = network(h2, SMALL)
+    with pytest.raises(Conflict, match="already in use"):
+        addr(h2, p2, "10.1.0.9")
+    h2.keep_aux(SMALL, ["10.1.0.9"])    # not h2's claim: left alone
+    with pytest.raises(Conflict, match="already in use"):
+        addr(h2, p2, "10.1.0.9")
+
+
+def test_aux_marks_only_this_hosts_claims_in_pools_of_the_subnet(h1, kv):
+    red = network(h1, SMALL, options=RED)
+    addr(h1, red, "10.1.0.7")
+    create_with_aux(h1, ["10.1.0.9"])
+    marked = sorted(k.rsplit("/", 1)[1] for k, v in kv.list(ADDRS).items()
+                    if v.get("aux"))
+    assert marked == ["10.1.0.9"]

@@ -136,7 +136,7 @@ def test_real_dockerd_body(api, store, fake, dockerd_requests, call):
         assert reply == {}
         net = store.get("networks", nid)
         assert net["ipv4"] == [{"pool": "198.19.10.0/24",
-                                "gateway": "198.19.10.128/24"}]
+                                "gateway": "198.19.10.128/24", "aux": []}]
         assert net["ipv6"] == [] and net["mtu"] == 1450
         assert 1 <= net["vlan"] <= 4094
     elif call == "AllocateNetwork":

@@ -138,6 +138,27 @@ class EtcdKV:
         return self.call("replace", lambda c: c.replace(key, old_data,
                                                         new_data))
 
+    def write_if_unchanged(self, prefix, revision, key, old, new):
+        """Write key := new in one transaction, if its value is still old
+        (None: absent) and no key under prefix was modified after
+        revision (a deletion there only ever removes a reason to refuse)."""
+        compare = [{"key": _b64(prefix), "range_end": _b64(_range_end(prefix)),
+                    "target": "MOD", "result": "LESS",
+                    "mod_revision": str(revision + 1)}]
+        if old is None:
+            compare.append({"key": _b64(key), "target": "CREATE",
+                            "result": "EQUAL", "create_revision": "0"})
+        else:
+            compare.append({"key": _b64(key), "target": "VALUE",
+                            "result": "EQUAL",
+                            "value": _b64(json.dumps(old, sort_keys=True))})
+        body = {"compare": compare, "failure": [], "success": [
+            {"request_put": {"key": _b64(key), "value": _b64(
+                json.dumps(new, sort_keys=True))}}]}
+        reply = self.call("write_if_unchanged",
+                          lambda c: c.transaction(body))
+        return bool(reply.get("succeeded"))
+
     def delete(self, key):
         self.call("delete", lambda c: c.delete(key))
 

@@ -6,6 +6,10 @@ implementations give the same guarantees to callers:
 - ``create(key, value)`` is atomic create-if-absent (returns False if the
   key exists) -- the building block for allocation without duplicates;
 - ``replace(key, old, new)`` is compare-and-swap on the whole value;
+- ``write_if_unchanged(prefix, revision, key, old, new)`` writes one key
+  only if nothing under ``prefix`` changed since ``list_with_revision``
+  read it: a decision about many keys (no overlapping subnets) made
+  atomic with the write that depends on it;
 - every call either completes or raises ``Unavailable`` within a bound.
 
 ``LocalKV`` serves one host (no etcd): one JSON file per key under the
@@ -34,6 +38,8 @@ class LocalKV:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._data = self._load()
+        self._revision = 0          # of this process's view: one per write
+        self._modified = {}         # key -> revision of its last change
 
     def _load(self):
         data = {}
@@ -55,6 +61,11 @@ class LocalKV:
     def _write(self, key, value):
         atomic_write(self._path(key), json.dumps(value).encode())
         self._data[key] = value
+        self._bump(key)
+
+    def _bump(self, key):
+        self._revision += 1
+        self._modified[key] = self._revision
 
     def get(self, key):
         with self._lock:
@@ -64,6 +75,21 @@ class LocalKV:
         with self._lock:
             return {k: _copy(v) for k, v in self._data.items()
                     if k.startswith(prefix)}
+
+    def list_with_revision(self, prefix):
+        with self._lock:
+            return ({k: _copy(v) for k, v in self._data.items()
+                     if k.startswith(prefix)}, self._revision)
+
+    def write_if_unchanged(self, prefix, revision, key, old, new):
+        """Write key := new if its value is still old (None: absent) and
+        no key under prefix was written or deleted after revision."""
+        with self._lock:
+            if any(r > revision for k, r in self._modified.items()
+                   if k.startswith(prefix)) or self._data.get(key) != old:
+                return False
+            self._write(key, new)
+            return True
 
     def put(self, key, value):
         with self._lock:
@@ -98,6 +124,7 @@ class LocalKV:
 
     def _remove(self, key):
         del self._data[key]
+        self._bump(key)
         try:
             os.unlink(self._path(key))
         except FileNotFoundError:
