@@ -10,6 +10,7 @@ scales with endpoints, concurrency and hosts.
   host 1 pings one on every other host.
 
     sudo python3 -m bench.control [--samples 100] [--counts 10,100,1000]
+    sudo python3 -m bench.control --only-mesh [--mesh-hosts 8]
 
 Writes bench/results/control.{json,md}; removes everything it made.
 """
@@ -29,7 +30,7 @@ from bench.stats import summary, write_results  # noqa: E402
 from tests.harness import TestHost  # noqa: E402
 from tests.harness.cluster import Capture, Cluster  # noqa: E402
 from tests.harness.plugin import PluginProcess  # noqa: E402
-from tests.harness.sites import (BLUE, IMAGE, start_mesh,  # noqa: E402
+from tests.harness.sites import (BLUE, IMAGE,  # noqa: E402
                                  start_site, stop_sites, tunnels, wait_for)
 
 CALL_LINE = re.compile(r"ovsgre\.calls: (\w+) network=\w+ endpoint=(\w+) "
@@ -353,8 +354,11 @@ def markdown(result):
     for name in ("ovsgre", "bridge"):
         lines.append(f"| {name} | {conc[name]['wall_s']['p50']} | "
                      f"{conc[name]['failures']} of {conc[name]['runs']} |")
-    mesh = result["mesh"]
-    lines += ["", "| mesh bring-up | value |", "|---|---|",
+    return "\n".join(lines + [""] + mesh_lines(result["mesh"])) + "\n"
+
+
+def mesh_lines(mesh):
+    lines = ["| mesh bring-up | value |", "|---|---|",
               f"| hosts | {mesh['hosts']} |",
               f"| all plugins answering | {mesh['plugins_started_s']} s |",
               f"| full mesh ({mesh['tunnels_per_host']} tunnels on every "
@@ -369,7 +373,7 @@ def markdown(result):
             f"| copies of one broadcast on the underlay, network on 2 of "
             f"{flood['hosts_holding']['blue']} hosts (flooded only to the "
             f"hosts that hold it) | {flood['pair']} |"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def main():
@@ -379,7 +383,15 @@ def main():
     parser.add_argument("--parallel", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mesh-hosts", type=int, default=8)
+    parser.add_argument("--only-mesh", action="store_true",
+                        help="only the mesh bring-up and broadcast copies "
+                             "(bench/results/control-mesh.*)")
     args = parser.parse_args()
+    if args.only_mesh:
+        result = {"mesh": mesh_bringup(args.mesh_hosts)}
+        write_results("control-mesh", result,
+                      "\n".join(mesh_lines(result["mesh"])) + "\n")
+        return
     counts = tuple(int(c) for c in args.counts.split(","))
     result = run(args.samples, counts, args.parallel, args.rounds,
                  args.mesh_hosts)

@@ -27,11 +27,15 @@ releases it.
 
 import ipaddress
 import itertools
+import logging
 import re
 import urllib.parse
 import uuid
 
+from .cluster.records import Malformed, MalformedLog, parse_claim, parse_pool
 from .errors import Conflict, InvalidRequest, NotFound, Unavailable
+
+LOG = logging.getLogger(__name__)
 
 POOLS = "/ovsgre/ipam/pools/"
 ADDRS = "/ovsgre/ipam/addrs/"
@@ -55,6 +59,35 @@ class Ipam:
     def __init__(self, kv, host_id):
         self.kv = kv
         self.host_id = host_id
+        # pools and claims are written by every host: parsed before use
+        self.malformed = MalformedLog(LOG, "IPAM")
+
+    def _parsed_pool(self, key, record):
+        """The Pool a record read at key holds, or None when it does not
+        parse (logged once; what it would decide is left alone)."""
+        try:
+            return parse_pool(key, record, POOLS)
+        except Malformed as exc:
+            self.malformed.skip(key, exc)
+            return None
+
+    def _parsed_claim(self, key, record):
+        try:
+            return parse_claim(key, record)
+        except Malformed as exc:
+            self.malformed.skip(key, exc)
+            return None
+
+    def _usable_pool(self, key, record):
+        """A pool this call must use: a malformed one is an error that
+        says which record to fix."""
+        pool = self._parsed_pool(key, record)
+        if pool is None:
+            raise Unavailable(
+                f"the IPAM record {key} is malformed "
+                f"({self.malformed.current().get(key)}): fix or delete it "
+                f"(etcdctl del {key})")
+        return pool
 
     @staticmethod
     def capabilities():
@@ -95,8 +128,12 @@ class Ipam:
         key = f"{prefix}{_q(str(net))}"
         for _ in range(CAS_TRIES):
             pools, revision = self.kv.list_with_revision(prefix)
-            _check_no_overlap(space, net, pools.values())
+            _check_no_overlap(space, net, [
+                p.net for p in map(self._parsed_pool, pools, pools.values())
+                if p is not None])
             record = pools.get(key)
+            if record is not None:
+                self._usable_pool(key, record)
             # a new incarnation: addresses of a released pool of the same
             # subnet can never mix with this one's
             new = {"pool": str(net), "id": uuid.uuid4().hex,
@@ -119,9 +156,11 @@ class Ipam:
         free the addresses its containers had.  Returns (pools, addresses)
         released."""
         pools = addresses = 0
-        for key in self.kv.list(POOLS):
-            space, _, quoted = key[len(POOLS):].partition("/")
-            net = ipaddress.ip_network(urllib.parse.unquote(quoted))
+        for key, record in self.kv.list(POOLS).items():
+            pool = self._parsed_pool(key, record)
+            if pool is None:
+                continue
+            space, net = pool.space, pool.net
             left, changed = self._let_go(
                 space, net, lambda r: _without_host(r, self.host_id))
             pools += changed
@@ -137,7 +176,9 @@ class Ipam:
         key = f"{POOLS}{space}/{_q(str(net))}"
         for _ in range(CAS_TRIES):
             record = self.kv.get(key)
-            rest = without(record) if record is not None else None
+            if record is None or self._parsed_pool(key, record) is None:
+                return None, False
+            rest = without(record)
             if rest is None:
                 return record, False
             if any(_holders(rest)):
@@ -154,17 +195,20 @@ class Ipam:
         count = 0
         prefix = self._prefix(space, net, pool)
         for key, record in self.kv.list(prefix).items():
-            if record.get("host") == self.host_id and \
-                    not record.get("gateway") and not record.get("aux") and \
+            claim = self._parsed_claim(key, record)
+            if claim and claim.host == self.host_id and \
+                    not claim.gateway and not claim.aux and \
                     self.kv.delete_if(key, record):
                 count += 1
         return count
 
     def _pool(self, space, net):
-        record = self.kv.get(f"{POOLS}{space}/{_q(str(net))}")
+        key = f"{POOLS}{space}/{_q(str(net))}"
+        record = self.kv.get(key)
         if record is None:
             raise NotFound(f"pool {net} in space {space!r} is not "
                            "allocated (released, or never requested)")
+        self._usable_pool(key, record)
         return record
 
     @staticmethod
@@ -198,7 +242,9 @@ class Ipam:
         if self.kv.create(key, self._owner()):
             return
         record = self.kv.get(key)
-        if isinstance(record, dict) and record.get("aux") is True:
+        claim = self._parsed_claim(key, record) if record is not None \
+            else None
+        if claim is not None and claim.aux:
             return
         raise Conflict(f"address {ip} is already in use (by a container, or "
                        "as --aux-address of a network another host is "
@@ -214,19 +260,19 @@ class Ipam:
             prefix = self._prefix(space, net, record)
             for ip in addresses:
                 key = prefix + str(ip)
-                claim = self.kv.get(key)
-                if isinstance(claim, dict) and \
-                        claim.get("host") == self.host_id and \
-                        not claim.get("gateway") and not claim.get("aux"):
-                    self.kv.replace(key, claim, dict(claim, aux=True))
+                record = self.kv.get(key)
+                claim = self._parsed_claim(key, record) \
+                    if record is not None else None
+                if claim and claim.host == self.host_id and \
+                        not claim.gateway and not claim.aux:
+                    self.kv.replace(key, record, dict(record, aux=True))
 
     def _pools_of(self, net):
         """(space, record) of every pool of subnet net."""
         for key, record in self.kv.list(POOLS).items():
-            space, _, quoted = key[len(POOLS):].partition("/")
-            if urllib.parse.unquote(quoted) == str(net) and \
-                    isinstance(record, dict) and "id" in record:
-                yield space, record
+            pool = self._parsed_pool(key, record)
+            if pool is not None and pool.net == net:
+                yield pool.space, record
 
     def _owner(self, gateway=False):
         return {"host": self.host_id, "gateway": gateway}
@@ -237,9 +283,13 @@ class Ipam:
         # hosts() of a /32 or /128 is a list, not an iterator
         ip = _address_in(address, net) if address else \
             next(iter(net.hosts()))
-        if self.kv.create(prefix + str(ip), self._owner(gateway=True)):
+        key = prefix + str(ip)
+        if self.kv.create(key, self._owner(gateway=True)):
             return ip
-        if (self.kv.get(prefix + str(ip)) or {}).get("gateway"):
+        record = self.kv.get(key)
+        claim = self._parsed_claim(key, record) if record is not None \
+            else None
+        if claim is not None and claim.gateway:
             return ip
         raise Conflict(f"gateway address {ip} is in use by a container")
 
@@ -260,24 +310,23 @@ class Ipam:
     def release_address(self, pool_id, address):
         space, net, _, _ = _parse_pool_id(pool_id)
         ip = _address_in(address, net)
-        pool = self.kv.get(f"{POOLS}{space}/{_q(str(net))}")
-        if pool is None:
+        pool_key = f"{POOLS}{space}/{_q(str(net))}"
+        pool = self.kv.get(pool_key)
+        if pool is None or self._parsed_pool(pool_key, pool) is None:
             return
         key = self._prefix(space, net, pool) + str(ip)
         record = self.kv.get(key)
+        claim = self._parsed_claim(key, record) if record is not None \
+            else None
         # Any host may release (a host's id changes with its address), but
         # only the claim just read: compare-and-delete.  The gateway and
         # --aux-address reservations go with the pool.
-        if record and not record.get("gateway") and not record.get("aux"):
+        if claim and not claim.gateway and not claim.aux:
             self.kv.delete_if(key, record)
 
 
-def _check_no_overlap(space, net, records):
-    for other in records:
-        try:
-            theirs = ipaddress.ip_network(other["pool"])
-        except (TypeError, KeyError, ValueError):
-            continue
+def _check_no_overlap(space, net, subnets):
+    for theirs in subnets:
         if theirs != net and theirs.version == net.version and \
                 theirs.overlaps(net):
             raise Conflict(

@@ -27,7 +27,10 @@ import subprocess
 import threading
 import time
 
-from .cluster.records import Malformed, parse_host, printable, shown_url
+from .cluster.networks import NETS
+from .ipam import POOLS
+from .cluster.records import (Malformed, parse_host, parse_network,
+                              parse_pool, printable, shown_url)
 from . import OWNER, names
 from .store import ENDPOINT_STATES, REQUIRED, malformed  # noqa: F401
 
@@ -609,6 +612,10 @@ class HostProbe:
     def etcd_hosts(self):
         """{etcd key: record as found} under /ovsgre/hosts/ (parsed by
         parse_hosts: other hosts write them)."""
+        return self.etcd_list(HOSTS_PREFIX)
+
+    def etcd_list(self, prefix):
+        """{etcd key: record as found} under prefix."""
         from .cluster.etcd import EtcdKV
         s = self.settings
         try:
@@ -617,7 +624,7 @@ class HostProbe:
         except ValueError as exc:
             raise ProbeError(str(exc)) from exc
         try:
-            items = kv.list(HOSTS_PREFIX)
+            items = kv.list(prefix)
         except Exception as exc:
             # some client errors carry no text: say what happened
             text = re.sub(r": (?=;|$)", ": no answer (connection failed or "
@@ -728,6 +735,7 @@ def collect(settings, probe, deep=False, docker=True):
         hosts = None
         if raw is not None:
             hosts, obs["etcd_malformed"] = parse_hosts(raw)
+            obs["etcd_malformed"] += _malformed_records(errors, probe)
             obs["registered"] = bool(obs["local_ip"]) and \
                 obs["local_ip"] in hosts
             obs["peers"] = {ip: dict(info, source="etcd")
@@ -918,6 +926,23 @@ def add_common_arguments(parser, what):
                         metavar="SECONDS",
                         help="bound of each external call "
                              f"(default {DEFAULT_TIMEOUT:g})")
+
+
+def _malformed_records(errors, probe):
+    """Network definitions and IPAM pools in etcd that do not parse (the
+    plugin skips them); an unreadable prefix is an error, not a finding."""
+    bad = []
+    for kind, prefix, parse in (("networks", NETS, parse_network),
+                                ("pools", POOLS, parse_pool)):
+        raw, _ = _try(errors, "etcd", probe.etcd_list, prefix)
+        for path, value in sorted((raw or {}).items()):
+            try:
+                parse(path, value, prefix)
+            except Malformed as exc:
+                bad.append({"kind": kind, "id": printable(
+                    path[len(prefix):]), "path": printable(path),
+                    "problems": [str(exc)]})
+    return bad
 
 
 def parse_hosts(items):

@@ -1,6 +1,7 @@
 """Several hosts: namespace hosts on one underlay, each with its own OVS,
 dockerd and ovsgre, sharing a real etcd (or a static peer list)."""
 
+import base64
 import concurrent.futures
 import json
 import os
@@ -272,6 +273,61 @@ def test_concurrent_starts_on_three_hosts_get_distinct_addresses(mesh):
     assert len(ips) == 18 and len(set(ips)) == 18, ips
     for site, name in jobs:
         site.docker("rm", "-f", name)
+
+
+AUX = "198.18.98.9"
+AUX_NET = ("--ipam-driver", "ovsgre", "--subnet", "198.18.98.0/28",
+           "--aux-address", f"router={AUX}", "-o", "ovsgre.network=auxn")
+
+
+def _ipam_claims(cluster, ip):
+    """The IPAM address records of ip in etcd."""
+    out = cluster.etcd.etcdctl("get", "--prefix", "/ovsgre/ipam/addrs/",
+                               "-w", "json").stdout
+    kvs = json.loads(out).get("kvs", [])
+    return [json.loads(base64.b64decode(kv["value"])) for kv in kvs
+            if base64.b64decode(kv["key"]).decode().endswith("/" + ip)]
+
+
+def test_aux_address_on_every_host_with_ovsgre_ipam(mesh):
+    """--aux-address on a network of ovsgre's IPAM: every host's create
+    succeeds (the second one used to fail: address already in use), no
+    container gets the address, and it stays reserved until the last host
+    removes the network."""
+    cluster, sites = mesh
+    made = []
+    try:
+        for site in sites:
+            site.docker("network", "create", "-d", "ovsgre", *AUX_NET,
+                        "auxn")
+            made.append(site)
+        assert [c.get("aux") for c in _ipam_claims(cluster, AUX)] == [True]
+        refused = sites[1].docker("run", "--rm", "--network", "auxn",
+                                  "--ip", AUX, IMAGE, "true", check=False)
+        assert refused.returncode != 0 and \
+            "reserved on this network (--aux-address)" in refused.stderr, \
+            refused.stderr
+        # addresses go in turn from .2: the 8th container would get .9
+        names = [(site, f"ax{i}{n}") for i, site in enumerate(sites)
+                 for n in range(3)]
+        for site, name in names:
+            site.run_bg(name, "auxn", "sleep", "600")
+        ips = {site.ip(name, "auxn") for site, name in names}
+        assert len(ips) == 9 and AUX not in ips, sorted(ips)
+        for site, name in names:
+            site.docker("rm", "-f", name)
+        # two hosts leave; the third still has the network: still reserved
+        for site in sites[:2]:
+            site.docker("network", "rm", "auxn")
+            made.remove(site)
+        assert [c.get("aux") for c in _ipam_claims(cluster, AUX)] == [True]
+        sites[2].docker("network", "rm", "auxn")
+        made.remove(sites[2])
+        assert _ipam_claims(cluster, AUX) == []       # with the last holder
+    finally:
+        for site in made:
+            site.host.docker.remove_all_containers()
+            site.docker("network", "rm", "auxn", check=False)
 
 
 class TunnelWatch(threading.Thread):

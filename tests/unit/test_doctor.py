@@ -6,6 +6,7 @@ import argparse
 import io
 import json
 
+from ovsgre import observe
 from ovsgre.commands import doctor
 
 from .test_status import (CTR, EP, GRE, HOST_IF, LOCAL, MTU, NET, PEER,
@@ -749,5 +750,19 @@ def test_doctor_reports_malformed_host_records_as_findings():
     subjects = {f["subject"] for f in got["store"]["findings"]}
     assert subjects == set(HOSTILE_HOSTS)
     assert all("etcdctl del" in f["fix"] for f in got["store"]["findings"])
+    rc, text = run(world)
+    assert rc != 0 and "\x1b" not in text
+
+
+def test_doctor_reports_malformed_network_and_pool_records():
+    from .test_status import GOOD_RECORDS, HOSTILE_RECORDS
+    world = World()
+    world.raw_etcd = dict(HOSTILE_RECORDS, **GOOD_RECORDS)
+    got = results(world)
+    found = {f["subject"]: f for f in got["store"]["findings"]}
+    assert set(found) == {observe.printable(k) for k in HOSTILE_RECORDS}
+    pool = found["/ovsgre/ipam/pools/default/10.9.0.0%2F24"]
+    assert "IPAM pool" in pool["problem"] and "etcdctl del" in pool["fix"]
+    assert "network record" in found["/ovsgre/networks/blue"]["problem"]
     rc, text = run(world)
     assert rc != 0 and "\x1b" not in text

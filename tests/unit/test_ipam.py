@@ -833,3 +833,58 @@ def test_aux_marks_only_this_hosts_claims_in_pools_of_the_subnet(h1, kv):
     marked = sorted(k.rsplit("/", 1)[1] for k, v in kv.list(ADDRS).items()
                     if v.get("aux"))
     assert marked == ["10.1.0.9"]
+
+
+# -- records other hosts wrote: parsed before use ------------------------------
+
+POOL_KEY = "/ovsgre/ipam/pools/default/10.1.0.0%2F24"
+BAD_POOLS = [
+    "garbage", ["10.9.0.0/24"], {"pool": "10.9.0.0/24"},        # no id
+    {"pool": "10.9.0.0/33", "id": "0" * 32},
+    {"pool": "10.9.0.0/24", "id": "0" * 32, "holders": ["x"]},
+    {"pool": "10.9.0.0/24", "id": "../../x" + "0" * 25},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_POOLS)
+def test_a_malformed_pool_is_skipped_and_named(h1, h2, kv, bad):
+    other = "/ovsgre/ipam/pools/default/10.9.0.0%2F24"
+    kv.put(other, bad)
+    pid = network(h1)                      # other subnets go on
+    assert ip_of(addr(h1, pid)) == "10.1.0.2"
+    assert other in h1.malformed.current()
+    assert h2.forget_host() == (0, 0)      # skipped, not a crash
+    h1.release_pool(pid)
+    assert kv.get(other) == bad            # left as it was
+
+
+@pytest.mark.parametrize("bad", BAD_POOLS)
+def test_a_malformed_pool_in_use_is_an_error_naming_it(h1, kv, bad):
+    pid = network(h1)
+    kv.put(POOL_KEY, bad)
+    for call in (lambda: h1.request_pool(POOL, "", {}, False),
+                 lambda: h1.request_address(pid, "", None)):
+        with pytest.raises(OvsgreError, match="malformed") as err:
+            call()
+        assert POOL_KEY in str(err.value)
+    h1.release_pool(pid)                   # quiet, and leaves it alone
+    h1.release_address(pid, "10.1.0.2")
+    assert kv.get(POOL_KEY) == bad
+
+
+@pytest.mark.parametrize("bad", ["x", {"host": ["h"]},
+                                 {"host": "h", "aux": "yes"},
+                                 {"host": "h", "gateway": 1}])
+def test_a_malformed_address_claim_stays_taken(h1, h2, kv, bad):
+    pid = network(h1, SMALL)
+    network(h2, SMALL)
+    (prefix,) = {k.rsplit("/", 1)[0] for k in kv.list(ADDRS)}
+    key = prefix + "/10.1.0.5"
+    kv.put(key, bad)
+    with pytest.raises(Conflict, match="already in use"):
+        addr(h1, pid, "10.1.0.5")
+    h1.release_address(pid, "10.1.0.5")
+    h1.keep_aux(SMALL, ["10.1.0.5"])
+    h2.forget_host()                  # h1 still holds the pool
+    assert kv.get(key) == bad
+    assert "10.1.0.5" not in drain(h1, pid)

@@ -664,3 +664,15 @@ def test_release_leaves_a_malformed_record_alone(r1, shared):
                                "hosts": ["192.0.2.1"]})
     r1.release("blue")                               # no crash
     assert shared.get(NETS + "blue")["key"] == "x"   # for an operator
+
+
+@pytest.mark.parametrize("owner", ["x", ["blue"], {"name": 7}, {}])
+def test_a_malformed_key_reservation_is_refused_not_a_crash(r1, shared,
+                                                            owner):
+    """A key reservation record another host wrote that does not parse:
+    the key is not taken over (a clear refusal), and nothing crashes."""
+    shared.put(KEYS + "42", owner)
+    with pytest.raises(Conflict, match="GRE key 42"):
+        r1.define("blue", V4, [], 42)
+    assert shared.get(KEYS + "42") == owner
+    assert KEYS + "42" in r1.malformed.current()

@@ -302,6 +302,13 @@ class FakeProbe:
         items.update(getattr(self.world, "raw_hosts", {}))
         return json.loads(json.dumps(items))
 
+    def etcd_list(self, prefix):
+        """Other records as written (world.raw_etcd: {key: value})."""
+        self._call("etcd_list")
+        return json.loads(json.dumps(
+            {k: v for k, v in getattr(self.world, "raw_etcd", {}).items()
+             if k.startswith(prefix)}))
+
     def docker(self):
         self._call("docker")
         return json.loads(json.dumps(self.world.docker_data))
@@ -982,3 +989,34 @@ def test_status_lists_malformed_host_records_and_shows_the_rest():
     assert bad == set(HOSTILE_HOSTS)
     rc, text = run_status(world)
     assert "\x1b" not in text and "/ovsgre/hosts/peer-a" in text
+
+
+HOSTILE_RECORDS = {
+    "/ovsgre/networks/blue": {"name": "blue", "key": "7,actions=drop"},
+    "/ovsgre/networks/red": "not an object",
+    "/ovsgre/ipam/pools/default/10.9.0.0%2F24": {"pool": "10.9.0.0/24"},
+    "/ovsgre/ipam/pools/default/10.8.0.0%2F24": {
+        "pool": "10.7.0.0/24", "id": "0" * 32},
+    "/ovsgre/ipam/pools/x\x1b[2J/10.6.0.0%2F24": {
+        "pool": "10.6.0.0/24", "id": "0" * 32},
+}
+GOOD_RECORDS = {
+    "/ovsgre/networks/green": {"name": "green", "key": 9, "ipv4": [],
+                               "ipv6": [], "hosts": ["198.18.0.2"]},
+    "/ovsgre/ipam/pools/default/10.1.0.0%2F24": {
+        "pool": "10.1.0.0/24", "id": "0" * 32,
+        "holders": {"0" * 12: "198.18.0.2"}},
+}
+
+
+def test_status_lists_malformed_network_and_pool_records():
+    world = World()
+    world.raw_etcd = dict(HOSTILE_RECORDS, **GOOD_RECORDS)
+    report = status_of(world)
+    bad = {(m["kind"], m["path"]) for m in report["malformed"]
+           if m["kind"] != "hosts"}
+    assert {p for _, p in bad} == {observe.printable(k)
+                                   for k in HOSTILE_RECORDS}
+    assert {k for k, _ in bad} == {"networks", "pools"}
+    rc, text = run_status(world)
+    assert "\x1b" not in text and "/ovsgre/networks/blue" in text

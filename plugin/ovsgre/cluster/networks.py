@@ -98,7 +98,7 @@ class NetworkRegistry:
         if key is None:
             key = self._allocate_key(name)
         elif not self.kv.create(f"{KEYS}{key}", {"name": name}):
-            owner = (self.kv.get(f"{KEYS}{key}") or {}).get("name")
+            owner = self._key_owner(key)
             if owner != name:
                 raise Conflict(f"GRE key {key} is already used by network "
                                f"{owner!r}")
@@ -115,7 +115,7 @@ class NetworkRegistry:
             key = derive_key(name)
             if self.kv.create(f"{KEYS}{key}", {"name": name}):
                 return key
-            owner = (self.kv.get(f"{KEYS}{key}") or {}).get("name")
+            owner = self._key_owner(key)
             if owner == name:
                 return key
             raise Conflict(
@@ -133,8 +133,20 @@ class NetworkRegistry:
         raise Conflict("no free GRE key")
 
     def _free_key(self, key, name):
-        if (self.kv.get(f"{KEYS}{key}") or {}).get("name") == name:
+        if self._key_owner(key) == name:
             self.kv.delete(f"{KEYS}{key}")
+
+    def _key_owner(self, key):
+        """The network a GRE key is reserved for; None when no record, or
+        "(malformed record)" when the record does not parse (logged)."""
+        record = self.kv.get(f"{KEYS}{key}")
+        if record is None:
+            return None
+        try:
+            return parse_key_owner(record)
+        except Malformed as exc:
+            self.malformed.skip(f"{KEYS}{key}", exc)
+            return "(malformed record)"
 
     def release(self, name):
         """This host no longer has the network; the last holder removes it

@@ -9,7 +9,6 @@ a malformed record (MalformedLog logs it once) and go on with the others.
 """
 
 import ipaddress
-import logging
 import re
 import threading
 import urllib.parse
@@ -166,6 +165,80 @@ def parse_key_owner(value):
     if not isinstance(value, dict):
         raise Malformed("key reservation is not a JSON object")
     return parse_name(value.get("name"), "reserved for")
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An IPAM pool held in an address space (see ipam.py)."""
+    space: str
+    net: object            # IPv4Network or IPv6Network
+    id: str                # incarnation: 32 hex digits
+    holders: tuple         # ((token, host id), ...) of RequestPool calls
+    hosts: tuple           # host ids of holds written before tokens
+    record: dict           # as stored, for compare-and-swap
+
+
+POOL_ID = re.compile(r"[0-9a-f]{32}")
+TOKEN = re.compile(r"[0-9a-f]{12}")
+
+
+def parse_pool(path, value, prefix):
+    """A pool at prefix + SPACE/QUOTED-SUBNET: the key, the subnet it
+    names and the record's own must agree."""
+    space, _, quoted = path[len(prefix):].partition("/") \
+        if path.startswith(prefix) else ("", "", "")
+    parse_name(space, "address space")
+    if not isinstance(value, dict):
+        raise Malformed(f"{printable(path)}: not a JSON object")
+    net = _subnet(value.get("pool"), "pool")
+    if urllib.parse.unquote(quoted) != str(net):
+        raise Malformed(f"{printable(path)}: pool {net} does not match the "
+                        "key it is stored under")
+    if not isinstance(value.get("id"), str) or \
+            not POOL_ID.fullmatch(value["id"]):
+        raise Malformed(f"id {_shown(value.get('id'))} is not 32 hex digits")
+    holders = value.get("holders") or {}
+    if not isinstance(holders, dict) or not all(
+            isinstance(t, str) and TOKEN.fullmatch(t) for t in holders):
+        raise Malformed(f"holders {_shown(holders)} are not TOKEN: HOST")
+    _strings(list(holders.values()), "holders")
+    return Pool(space=space, net=net, id=value["id"],
+                holders=tuple(sorted(holders.items())),
+                hosts=_strings(value.get("hosts") or [], "hosts"),
+                record=value)
+
+
+def _subnet(value, field):
+    try:
+        if isinstance(value, str):
+            return ipaddress.ip_network(value)
+    except ValueError:
+        pass
+    raise Malformed(f"{field} {_shown(value)} is not a subnet")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Who holds an address of a pool."""
+    host: str
+    gateway: bool          # the network's gateway: one for every host
+    aux: bool              # --aux-address: shared, goes with the pool
+
+
+def parse_claim(path, value):
+    if not isinstance(value, dict):
+        raise Malformed(f"{printable(path)}: not a JSON object")
+    host = value.get("host")
+    if not isinstance(host, str) or not host.isprintable() or \
+            not 0 < len(host) <= 128:
+        raise Malformed(f"host {_shown(host)} is not a host id")
+    flags = {}
+    for flag in ("gateway", "aux"):
+        flags[flag] = value.get(flag, False)
+        if not isinstance(flags[flag], bool):
+            raise Malformed(f"{flag} {_shown(flags[flag])} is not true or "
+                            "false")
+    return Claim(host=host, **flags)
 
 
 class MalformedLog:

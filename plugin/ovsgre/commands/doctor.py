@@ -607,12 +607,26 @@ def check_store(obs):
             hosts = len(obs["peers"]) + (1 if obs.get("registered") else 0)
             parts.append(f"etcd answers ({hosts} host(s) registered)")
         for bad in obs.get("etcd_malformed", ()):
+            what, effect, again = ETCD_MALFORMED.get(
+                bad.get("kind"), ETCD_MALFORMED["hosts"])
             found.append(finding(
-                bad["path"], "malformed host record in etcd ("
-                + ", ".join(bad["problems"]) + "): no host gets a tunnel "
-                "to it", f"fix or delete it (etcdctl del {bad['path']}); a "
-                "host's plugin writes its own record again when it starts"))
+                bad["path"], f"malformed {what} record in etcd ("
+                + ", ".join(bad["problems"]) + f"): {effect}",
+                f"fix or delete it (etcdctl del {bad['path']}); {again}"))
     return _result("store", found, "; ".join(parts))
+
+
+# kind of a malformed etcd record -> (what it is, what skipping it does,
+# what deleting it does)
+ETCD_MALFORMED = {
+    "hosts": ("host", "no host gets a tunnel to it",
+              "a host's plugin writes its own record again when it starts"),
+    "networks": ("network", "no host can create or join that network",
+                 "the next host creating the network defines it again"),
+    "pools": ("IPAM pool", "networks of that subnet cannot be created and "
+              "get no addresses", "the next network of that subnet "
+              "claims the pool again (its addresses with it)"),
+}
 
 
 def _names_of(bad):

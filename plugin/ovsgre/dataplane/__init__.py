@@ -7,11 +7,9 @@ import logging
 import os
 import socket
 import subprocess
-import time
 
 from pyroute2 import IPRoute
 
-from ..config import PORT_TYPES  # noqa: F401 (for the driver)
 from ..errors import DataplaneError, InvalidRequest, Unavailable
 
 from .links import Links
