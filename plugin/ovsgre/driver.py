@@ -20,7 +20,8 @@ from .faults import crash_point
 from .cluster.networks import derive_key
 from .cluster.records import KEY_MAX, KEY_MIN, printable
 from .config import PORT_TYPES
-from .errors import Conflict, DataplaneError, InvalidRequest, NotFound
+from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
+                     OvsgreError)
 
 LOG = logging.getLogger(__name__)
 
@@ -164,8 +165,15 @@ class Driver:
         if self.ipam is None:
             return
         for pool in record["ipv4"] + record["ipv6"]:
-            if pool["aux"]:
+            if not pool["aux"]:
+                continue
+            try:
                 self.ipam.keep_aux(pool["pool"], pool["aux"])
+            except OvsgreError as exc:
+                # the network works; other hosts' creates fail until then
+                LOG.warning("network %s: aux addresses %s not shared with "
+                            "other hosts: %s", record["network_id"][:12],
+                            ", ".join(pool["aux"]), exc)
 
     def _check_name_free(self, name):
         """One Docker network per cluster network on a host: two would share

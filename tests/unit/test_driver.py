@@ -749,3 +749,22 @@ def test_network_record_without_aux_is_the_same_network(api, store):
         del pool["aux"]
     store.put("networks", NET, record)
     assert api.create_network(NET)[:2] == (200, {})
+
+
+def test_aux_addresses_not_shared_when_etcd_fails_still_create(store, fake):
+    """Sharing the aux reservation needs etcd; when that fails the network
+    is created anyway (logged): other hosts' creates fail until retried."""
+    from ovsgre.errors import Unavailable
+
+    class DownIpam:
+        def keep_aux(self, pool, addresses):
+            raise Unavailable("etcd unreachable (get): refused")
+
+    api = Api(create_app(Driver(store, fake, DEFAULT_MTU, ipam=DownIpam()))
+              .test_client())
+    assert api.call("CreateNetwork", {
+        "NetworkID": NET, "Options": {},
+        "IPv4Data": [{"AddressSpace": "ovsgre-local", "Pool": "10.10.0.0/24",
+                      "AuxAddresses": {"r": "10.10.0.9/24"}}],
+        "IPv6Data": []})[:2] == (200, {})
+    assert store.get("networks", NET)["ipv4"][0]["aux"] == ["10.10.0.9"]
