@@ -27,9 +27,11 @@ import subprocess
 import threading
 import time
 
-from .cluster.networks import NETS
+from .cluster.networks import KEYS, NETS
+from .declared import PREFIX as DECLARED
 from .ipam import POOLS
-from .cluster.records import (Malformed, parse_host, parse_network,
+from .cluster.records import (Malformed, parse_declared, parse_host,
+                              parse_key, parse_key_owner, parse_network,
                               parse_pool, printable, shown_url)
 from . import OWNER, names
 from .store import ENDPOINT_STATES, REQUIRED, malformed  # noqa: F401
@@ -933,6 +935,8 @@ def _malformed_records(errors, probe):
     plugin skips them); an unreadable prefix is an error, not a finding."""
     bad = []
     for kind, prefix, parse in (("networks", NETS, parse_network),
+                                ("keys", KEYS, _parse_key_record),
+                                ("declared", DECLARED, parse_declared),
                                 ("pools", POOLS, parse_pool)):
         raw, _ = _try(errors, "etcd", probe.etcd_list, prefix)
         for path, value in sorted((raw or {}).items()):
@@ -943,6 +947,13 @@ def _malformed_records(errors, probe):
                     path[len(prefix):]), "path": printable(path),
                     "problems": [str(exc)]})
     return bad
+
+
+def _parse_key_record(path, value, prefix):
+    """A GRE key reservation at prefix + KEY: {"name": NAME}."""
+    parse_key(int(path[len(prefix):])
+              if path[len(prefix):].isdigit() else path[len(prefix):])
+    return parse_key_owner(value)
 
 
 def parse_hosts(items):

@@ -764,5 +764,7 @@ def test_doctor_reports_malformed_network_and_pool_records():
     pool = found["/ovsgre/ipam/pools/default/10.9.0.0%2F24"]
     assert "IPAM pool" in pool["problem"] and "etcdctl del" in pool["fix"]
     assert "network record" in found["/ovsgre/networks/blue"]["problem"]
+    assert "GRE key reservation" in found["/ovsgre/keys/7"]["problem"]
+    assert "declared network" in found["/ovsgre/declared/web"]["problem"]
     rc, text = run(world)
     assert rc != 0 and "\x1b" not in text

@@ -999,6 +999,9 @@ HOSTILE_RECORDS = {
         "pool": "10.7.0.0/24", "id": "0" * 32},
     "/ovsgre/ipam/pools/x\x1b[2J/10.6.0.0%2F24": {
         "pool": "10.6.0.0/24", "id": "0" * 32},
+    "/ovsgre/keys/7": {"name": ["blue"]},
+    "/ovsgre/keys/abc": {"name": "blue"},
+    "/ovsgre/declared/web": {"name": "web", "subnets": "10.5.0.0/24"},
 }
 GOOD_RECORDS = {
     "/ovsgre/networks/green": {"name": "green", "key": 9, "ipv4": [],
@@ -1006,6 +1009,8 @@ GOOD_RECORDS = {
     "/ovsgre/ipam/pools/default/10.1.0.0%2F24": {
         "pool": "10.1.0.0/24", "id": "0" * 32,
         "holders": {"0" * 12: "198.18.0.2"}},
+    "/ovsgre/keys/9": {"name": "green"},
+    "/ovsgre/declared/db": {"name": "db", "subnets": ["10.4.0.0/24"]},
 }
 
 
@@ -1017,6 +1022,6 @@ def test_status_lists_malformed_network_and_pool_records():
            if m["kind"] != "hosts"}
     assert {p for _, p in bad} == {observe.printable(k)
                                    for k in HOSTILE_RECORDS}
-    assert {k for k, _ in bad} == {"networks", "pools"}
+    assert {k for k, _ in bad} == {"networks", "pools", "keys", "declared"}
     rc, text = run_status(world)
     assert "\x1b" not in text and "/ovsgre/networks/blue" in text

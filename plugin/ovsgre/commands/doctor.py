@@ -623,6 +623,11 @@ ETCD_MALFORMED = {
               "a host's plugin writes its own record again when it starts"),
     "networks": ("network", "no host can create or join that network",
                  "the next host creating the network defines it again"),
+    "keys": ("GRE key reservation", "the network it names cannot be "
+             "defined with that key", "the network's next definition "
+             "reserves its key again"),
+    "declared": ("declared network", "no host creates that network",
+                 "declare it again with `ovsgre network create`"),
     "pools": ("IPAM pool", "networks of that subnet cannot be created and "
               "get no addresses", "the next network of that subnet "
               "claims the pool again (its addresses with it)"),
