@@ -71,6 +71,13 @@ class Ipam:
             self.malformed.skip(key, exc)
             return None
 
+    def _read_claim(self, key):
+        """(record as stored, its Claim) at key; (None, None) when absent,
+        (record, None) when it does not parse (logged once)."""
+        record = self.kv.get(key)
+        return record, (self._parsed_claim(key, record)
+                        if record is not None else None)
+
     def _parsed_claim(self, key, record):
         try:
             return parse_claim(key, record)
@@ -241,9 +248,7 @@ class Ipam:
         (the network driver refuses it to containers)."""
         if self.kv.create(key, self._owner()):
             return
-        record = self.kv.get(key)
-        claim = self._parsed_claim(key, record) if record is not None \
-            else None
+        _, claim = self._read_claim(key)
         if claim is not None and claim.aux:
             return
         raise Conflict(f"address {ip} is already in use (by a container, or "
@@ -256,13 +261,11 @@ class Ipam:
         by none (ReleaseAddress leaves them), gone with the pool when its
         last holder releases it."""
         net = ipaddress.ip_network(pool)
-        for space, record in self._pools_of(net):
-            prefix = self._prefix(space, net, record)
+        for space, pool in self._pools_of(net):
+            prefix = self._prefix(space, net, pool)
             for ip in addresses:
                 key = prefix + str(ip)
-                record = self.kv.get(key)
-                claim = self._parsed_claim(key, record) \
-                    if record is not None else None
+                record, claim = self._read_claim(key)
                 if claim and claim.host == self.host_id and \
                         not claim.gateway and not claim.aux:
                     self.kv.replace(key, record, dict(record, aux=True))
@@ -286,9 +289,7 @@ class Ipam:
         key = prefix + str(ip)
         if self.kv.create(key, self._owner(gateway=True)):
             return ip
-        record = self.kv.get(key)
-        claim = self._parsed_claim(key, record) if record is not None \
-            else None
+        _, claim = self._read_claim(key)
         if claim is not None and claim.gateway:
             return ip
         raise Conflict(f"gateway address {ip} is in use by a container")
@@ -315,9 +316,7 @@ class Ipam:
         if pool is None or self._parsed_pool(pool_key, pool) is None:
             return
         key = self._prefix(space, net, pool) + str(ip)
-        record = self.kv.get(key)
-        claim = self._parsed_claim(key, record) if record is not None \
-            else None
+        record, claim = self._read_claim(key)
         # Any host may release (a host's id changes with its address), but
         # only the claim just read: compare-and-delete.  The gateway and
         # --aux-address reservations go with the pool.

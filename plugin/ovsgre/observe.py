@@ -931,8 +931,9 @@ def add_common_arguments(parser, what):
 
 
 def _malformed_records(errors, probe):
-    """Network definitions and IPAM pools in etcd that do not parse (the
-    plugin skips them); an unreadable prefix is an error, not a finding."""
+    """Network definitions, GRE key reservations, declared networks and
+    IPAM pools in etcd that do not parse (the plugin skips them); an
+    unreadable prefix is an error, not a finding."""
     bad = []
     for kind, prefix, parse in (("networks", NETS, parse_network),
                                 ("keys", KEYS, _parse_key_record),

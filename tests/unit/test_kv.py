@@ -198,3 +198,30 @@ def test_concurrent_replace_one_winner(kv):
 
 def test_not_shared(kv):
     assert LocalKV.shared is False and kv.shared is False
+
+
+def test_write_if_unchanged_sees_writes_under_the_prefix(kv):
+    _, rev = kv.list_with_revision("/ovsgre/p/")
+    assert kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/a", None, 1)
+    assert not kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/b",
+                                     None, 2)
+    _, rev = kv.list_with_revision("/ovsgre/p/")
+    kv.put("/ovsgre/q/x", 1)                       # another prefix
+    assert not kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/a",
+                                     None, 3)      # exists
+    assert not kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/a", 9, 3)
+    assert kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/a", 1, 3)
+    assert kv.get("/ovsgre/p/a") == 3
+
+
+def test_write_if_unchanged_remembers_only_keys_that_exist(kv):
+    """Like etcd's range compare: a deletion is no reason to refuse, and
+    what it remembers stays bounded by what is stored."""
+    for i in range(100):
+        kv.put(f"/ovsgre/p/{i}", i)
+        kv.delete(f"/ovsgre/p/{i}")
+    _, rev = kv.list_with_revision("/ovsgre/p/")
+    kv.put("/ovsgre/p/x", 1)
+    kv.delete("/ovsgre/p/x")
+    assert kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/y", None, 1)
+    assert len(kv._modified) == 1

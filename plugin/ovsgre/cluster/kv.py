@@ -38,8 +38,8 @@ class LocalKV:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self._lock = threading.Lock()
         self._data = self._load()
-        self._revision = 0          # of this process's view: one per write
-        self._modified = {}         # key -> revision of its last change
+        self._revision = 0          # of this process's view: one per change
+        self._modified = {}         # existing key -> revision of its write
 
     def _load(self):
         data = {}
@@ -61,9 +61,6 @@ class LocalKV:
     def _write(self, key, value):
         atomic_write(self._path(key), json.dumps(value).encode())
         self._data[key] = value
-        self._bump(key)
-
-    def _bump(self, key):
         self._revision += 1
         self._modified[key] = self._revision
 
@@ -83,7 +80,8 @@ class LocalKV:
 
     def write_if_unchanged(self, prefix, revision, key, old, new):
         """Write key := new if its value is still old (None: absent) and
-        no key under prefix was written or deleted after revision."""
+        no key under prefix was written after revision (as with etcd, a
+        deletion there only ever removes a reason to refuse)."""
         with self._lock:
             if any(r > revision for k, r in self._modified.items()
                    if k.startswith(prefix)) or self._data.get(key) != old:
@@ -124,7 +122,8 @@ class LocalKV:
 
     def _remove(self, key):
         del self._data[key]
-        self._bump(key)
+        self._modified.pop(key, None)      # bounded by the keys that exist
+        self._revision += 1
         try:
             os.unlink(self._path(key))
         except FileNotFoundError:
