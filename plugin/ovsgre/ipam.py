@@ -32,7 +32,8 @@ import re
 import urllib.parse
 import uuid
 
-from .cluster.records import Malformed, MalformedLog, parse_claim, parse_pool
+from .cluster.records import (TOKEN, TOKEN_LEN, Malformed, MalformedLog,
+                              parse_claim, parse_pool)
 from .errors import Conflict, InvalidRequest, NotFound, Unavailable
 
 LOG = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ MAX_SCAN = 1 << 16
 CAS_TRIES = 50
 _SPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOKEN_SEP = "#"
-TOKEN_LEN = 12
-_TOKEN = re.compile(r"[0-9a-f]{%d}" % TOKEN_LEN)
 
 
 def _q(cidr):
@@ -428,7 +427,7 @@ def _never_given(net):
 def _parse_pool_id(pool_id):
     """SPACE/SUBNET[/RANGE][#TOKEN] -> (space, net, range, token)."""
     text, sep, token = (pool_id or "").partition(TOKEN_SEP)
-    if sep and not _TOKEN.fullmatch(token):
+    if sep and not TOKEN.fullmatch(token):
         raise NotFound(f"unknown PoolID {pool_id!r}")
     parts = text.split("/")
     if len(parts) not in (3, 5) or not _SPACE.fullmatch(parts[0]):

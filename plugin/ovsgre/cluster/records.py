@@ -179,7 +179,8 @@ class Pool:
 
 
 POOL_ID = re.compile(r"[0-9a-f]{32}")
-TOKEN = re.compile(r"[0-9a-f]{12}")
+TOKEN_LEN = 12     # a RequestPool's holder token (the end of a uuid4 hex)
+TOKEN = re.compile(r"[0-9a-f]{%d}" % TOKEN_LEN)
 
 
 def parse_pool(path, value, prefix):
