@@ -15,6 +15,7 @@ import pytest
 from tests.e2e.test_one_host import fetch_md5, received, start_file_server
 from tests.harness import import_busybox
 from tests.harness.cluster import LEASE_TTL, Capture, Cluster
+from tests.harness.datapath import DATAPATH
 from tests.harness.sites import (BLUE, IMAGE, docker_networks, ovsgre_cli,
                                  start_mesh, start_plugin, stop_sites,
                                  tunnels, wait_for)
@@ -246,11 +247,11 @@ def test_one_tunnel_per_peer_whatever_the_number_of_networks(mesh):
             peers = sorted(ip for j, ip in enumerate(ips) if j != i)
             assert tunnels(site) == peers, (site.host.hostname,
                                             site.host.ovs.vsctl("show"))
-            # and every bridge of every host's OVS is a netdev one, the
-            # datapath the harness gave the plugin (not `auto`'s choice)
+            # and every bridge of every host's OVS has the datapath the
+            # harness gave the plugin (datapath.py; not `auto`'s choice)
             assert set(site.host.ovs.datapath_types().values()) == \
-                {"netdev"}, site.host.ovs.datapath_types()
-            assert site.plugin.environ().get("OVSGRE_DATAPATH") == "netdev"
+                {DATAPATH}, site.host.ovs.datapath_types()
+            assert site.plugin.environ().get("OVSGRE_DATAPATH") == DATAPATH
     finally:
         for site in sites:
             site.host.docker.remove_all_containers()

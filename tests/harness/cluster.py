@@ -11,7 +11,11 @@ Layout (prefix = e.g. "ovgt-ab12cd"):
                   every port, MAC pinned to 02:00:c6:12:00:fe), 198.18.0.254
                   on br0, etcd listening there.
                   Files: /tmp/ovgt/<prefix>-sw/{etcd0.data,etcd0.log}
-  <prefix>-hN     TestHost N (own OVS + dockerd).  Its underlay veth eth0 is
+  <prefix>-hN     TestHost N (own OVS + dockerd).  With the kernel
+                  datapath (datapath.KERNEL) the underlay address
+                  198.18.0.N/24 sits on its veth eth0, an ordinary kernel
+                  interface: container -> kernel OVS -> kernel GRE -> eth0,
+                  as on a real host.  With the userspace datapath eth0 is
                   a port of the OVS netdev bridge br-phy, and the host's
                   underlay address 198.18.0.N/24 sits on br-phy (the internal
                   port), so vswitchd itself can route/ARP for userspace
@@ -36,6 +40,7 @@ from typing import List, Optional, Union
 
 from ._proc import cmdline, pid_alive, run, terminate, unmount_under
 from .etcd import EtcdServer
+from .datapath import KERNEL
 from .host import BASE_ROOT, TestHost, Underlay, _register, _unregister
 from .netns import Netns, link_json, unique_prefix
 
@@ -208,7 +213,10 @@ class Cluster:
         self.daemon_config = dict(DAEMON_CONFIG if daemon_config is None
                                   else daemon_config)
         self.host_kw = dict(host_kw)
-        self.underlay = Underlay(self.prefix, subnet=subnet, tx_off=True)
+        # TX checksum offload off where the userspace datapath carries
+        # the hosts' own TCP (testbed.md); the kernel path needs nothing.
+        self.underlay = Underlay(self.prefix, subnet=subnet,
+                                 tx_off=not KERNEL)
         self.switch_ip = str(self.network.broadcast_address - 1)  # .254
         self.switch_dir = os.path.join(base_root, f"{self.prefix}-sw")
         self.etcd: Optional[EtcdServer] = (
@@ -318,7 +326,8 @@ class Cluster:
         with self._lock:
             self.underlay.add(h, ip=ip)
         h.switch_port = self._switch_port_of(h)
-        self._setup_br_phy(h)
+        if not KERNEL:
+            self._setup_br_phy(h)
         self.wait_host_ready(h)
         h.timings["cluster_up"] = time.monotonic() - t0
 

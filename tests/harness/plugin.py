@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from .datapath import DATAPATH
+
 
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout=30):
@@ -52,12 +54,10 @@ def ovsgre_argv():
     return [exe] if exe else [sys.executable, "-m", "ovsgre"]
 
 
-# The test beds have no openvswitch kernel module, and `auto` would pick the
-# kernel datapath where there is one (and modprobe it): every vswitchd the
-# harness starts would then share the one kernel datapath, and the tests'
-# netdev-only expectations (offload, br-phy) would not hold.  Tests that
-# want another datapath say so in extra_env.
-DEFAULT_DATAPATH = "netdev"
+# The run's datapath (datapath.py), never `auto`: the test beds have no
+# openvswitch module, and inside the test VM the kernel datapath is chosen
+# on purpose.  Tests that want another datapath say so in extra_env.
+DEFAULT_DATAPATH = DATAPATH
 
 
 class PluginProcess:

@@ -36,6 +36,7 @@ import time
 from typing import Optional
 
 from ._proc import CommandError, pids_in_cgroup, run
+from .datapath import DATAPATH
 from .dockerd import DOCKER_CLI
 from .host import BASE_ROOT
 from .image import BUSYBOX_TAG
@@ -170,9 +171,8 @@ class ManagedPlugin:
         """Point the mounts at this host's directories and set OVSGRE_*
         settings (`docker plugin set`, plugin disabled)."""
         os.makedirs(self.state_dir, exist_ok=True)
-        # netdev like every plugin the harness starts (plugin.py): the test
-        # beds' vswitchds must not share a kernel datapath.
-        settings.setdefault("OVSGRE_DATAPATH", "netdev")
+        # the run's datapath, like every plugin the harness starts
+        settings.setdefault("OVSGRE_DATAPATH", DATAPATH)
         args = [f"ovs-rundir.source={self.host.ovs.rundir}",
                 f"state.source={self.state_dir}",
                 f"docker-sock.source={self.docker.sock}"]

@@ -11,7 +11,8 @@ import pytest
 from tests.harness.plugin import PluginProcess
 from tests.integration.test_dataplane import create_network
 
-pytestmark = pytest.mark.integration
+# Also run with the kernel datapath, in the test VM (tests/vm).
+pytestmark = [pytest.mark.integration, pytest.mark.kernel_datapath]
 
 TUN = "br-ovsgre-tun"
 LIMIT = 100

@@ -71,6 +71,7 @@ def _stopped(pid):
         os.kill(pid, signal.SIGCONT)
 
 
+@pytest.mark.kernel_datapath
 @pytest.mark.reliability("load", "Join waits for ovs-vswitchd (held with "
                          "SIGSTOP) and the first ping afterwards is answered")
 def test_join_waits_for_vswitchd_and_the_first_ping_is_answered(ovs_ns):
