@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-NEEDS_ROOT = ("integration", "e2e")
+NEEDS_ROOT = ("integration", "e2e", "vm")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -449,6 +449,35 @@ class HostProbe:
             errors.append(f"{ctl}: {err.strip() or f'exit {rc}'}")
         raise ProbeError("ovs-vswitchd does not answer: " + "; ".join(errors))
 
+    def upcalls(self, ctl):
+        """{"lost": N, "missed": N} of the kernel datapath, from
+        `ovs-appctl dpctl/show` (what `ovs-dpctl show` prints): lost counts
+        packets that missed the datapath's flow cache and never reached
+        ovs-vswitchd."""
+        rc, out, err = run_argv(["ovs-appctl", "-T",
+                                 str(max(1, int(self.timeout))), "-t", ctl,
+                                 "dpctl/show"], self.timeout + 1)
+        if rc != 0:
+            raise ProbeError(f"ovs-appctl dpctl/show: "
+                             f"{err.strip() or f'exit {rc}'}")
+        return parse_lookups(out)
+
+    def vswitchd_started(self):
+        """Seconds after boot ovs-vswitchd started (None when its PID is
+        not visible here, e.g. from a managed plugin's PID namespace)."""
+        try:
+            with open(os.path.join(self.settings.rundir, "ovs-vswitchd.pid"),
+                      encoding="ascii") as fh:
+                pid = int(fh.read().strip())
+            with open(f"/proc/{pid}/stat", encoding="ascii",
+                      errors="replace") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        # field 22 of stat (the 20th after the command): start time in
+        # clock ticks since boot
+        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
     def dump_flows(self, bridge):
         target = f"unix:{os.path.join(self.settings.rundir, bridge)}.mgmt"
         rc, out, err = run_argv(["ovs-ofctl", "-O", "OpenFlow13", "-t",
@@ -537,26 +566,10 @@ class HostProbe:
             raise ProbeError(f"route lookup: {exc}") from exc
 
     def kernel_module(self):
-        """State of the openvswitch kernel module, read only (never
-        modprobe): "loaded" (/sys/module/openvswitch), "builtin"
-        (modules.builtin), "available" (in modules.dep: modprobe would load
-        it) or "absent"."""
-        if os.path.isdir("/sys/module/openvswitch"):
-            return "loaded"
-        base = os.path.join("/lib/modules", os.uname().release)
-        for listing, state in (("modules.builtin", "builtin"),
-                               ("modules.dep", "available")):
-            try:
-                with open(os.path.join(base, listing),
-                          encoding="utf-8", errors="replace") as fh:
-                    for line in fh:
-                        path = line.split(":", 1)[0].strip()
-                        if os.path.basename(path).split(".", 1)[0] == \
-                                "openvswitch":
-                            return state
-            except OSError:
-                continue
-        return "absent"
+        """State of the openvswitch kernel module (never modprobe):
+        dataplane.openvswitch_module."""
+        from .dataplane import openvswitch_module
+        return openvswitch_module()
 
     def datapath(self, existing="", module=None):
         """(datapath, why) the plugin uses, decided without side effects
@@ -690,6 +703,21 @@ def _try(errors, what, func, *args):
         return None, str(exc)
 
 
+def parse_lookups(text):
+    """{"lost": N, "missed": N} summed over the datapaths `dpctl/show`
+    lists ("lookups: hit:H missed:M lost:L")."""
+    total = {"lost": 0, "missed": 0}
+    found = False
+    for match in re.finditer(r"lookups: hit:(\d+) missed:(\d+) lost:(\d+)",
+                             text):
+        found = True
+        total["missed"] += int(match.group(2))
+        total["lost"] += int(match.group(3))
+    if not found:
+        raise ProbeError("dpctl/show shows no datapath lookups")
+    return total
+
+
 def collect(settings, probe, deep=False, docker=True):
     """The observation: one dict of everything status shows and doctor
     checks.  deep=True also reads what only doctor needs (offload of
@@ -803,6 +831,10 @@ def _collect_deep(settings, probe, obs, errors):
             p["peer"] for p in tunnel_ports(obs).values() if p["peer"])
         obs["ping"] = probe.ping(sorted(targets), obs["local_ip"])
 
+    obs["upcalls"] = None
+    if datapath == "system" and obs["vswitchd"]:
+        obs["upcalls"] = _upcalls(probe, obs["vswitchd"]["ctl"], errors)
+
     # the tunnel bridge's table
     obs["flows"] = None
     ovsdb = obs["ovsdb"]
@@ -810,6 +842,28 @@ def _collect_deep(settings, probe, obs, errors):
             settings.tunnel_bridge in ovsdb["bridges"]:
         obs["flows"], _ = _try(errors, "flows", probe.dump_flows,
                                settings.tunnel_bridge)
+
+
+UPCALL_SAMPLE = 1.0   # seconds between the two reads of the lost count
+
+
+def _upcalls(probe, ctl, errors):
+    """The kernel datapath's lost upcalls: a second read UPCALL_SAMPLE
+    later when some were lost, to tell losing now from lost once; and when
+    ovs-vswitchd started (the OVS 3.1.0 trap: started within 10 s of boot
+    it runs no upcall handlers)."""
+    first, _ = _try(errors, "upcalls", probe.upcalls, ctl)
+    if first is None:
+        return None
+    out = {"lost": first["lost"], "lost_now": 0,
+           "started": probe.vswitchd_started()}
+    if first["lost"]:
+        time.sleep(UPCALL_SAMPLE)
+        second, _ = _try(errors, "upcalls", probe.upcalls, ctl)
+        if second is not None:
+            out["lost"] = second["lost"]
+            out["lost_now"] = max(0, second["lost"] - first["lost"])
+    return out
 
 
 def _container_offload(probe, obs, ep, host):

@@ -18,6 +18,7 @@ from ovsgre import names
 from ovsgre.observe import HostProbe
 from tests.harness import TestHost
 from tests.harness.cluster import PHY_BRIDGE, Cluster
+from tests.harness.datapath import DATAPATH
 from tests.harness.plugin import ovsgre_argv
 from tests.harness.sites import BLUE, start_mesh, start_site, stop_sites
 
@@ -123,6 +124,7 @@ def endpoint_of(site, container):
     return eid, "ovgh" + eid[:11], "ovgc" + eid[:11]
 
 
+@pytest.mark.kernel_datapath
 def test_one_host_healthy_status_table_and_json(one):
     report = wait_healthy(one)
     assert [c["name"] for c in report["checks"]] == [
@@ -132,7 +134,7 @@ def test_one_host_healthy_status_table_and_json(one):
     assert rc == 0, text
     eid, host_if, _ = endpoint_of(one, "dc")
     for word in ("NETWORKS", "ENDPOINTS", "dn", "dc", SUBNET, host_if,
-                 "joined", "netdev", "OVS PORT", "OFPORT", "TAG"):
+                 "joined", DATAPATH, "OVS PORT", "OFPORT", "TAG"):
         assert word in text, text
     row = next(l for l in text.splitlines() if l.startswith("dc "))
     assert row.count(host_if) == 2, text   # host veth and OVS port
@@ -288,6 +290,7 @@ def test_bridge_with_the_kernel_datapath_without_its_module(one):
     wait_healthy(one, 30)
 
 
+@pytest.mark.kernel_datapath
 def test_host_veth_down(one):
     _, host_if, _ = endpoint_of(one, "dc")
     one.host.run(["ip", "link", "set", host_if, "down"])
@@ -299,6 +302,7 @@ def test_host_veth_down(one):
     wait_healthy(one)
 
 
+@pytest.mark.kernel_datapath
 def test_host_veth_missing(one):
     _, host_if, _ = endpoint_of(one, "dc")
     one.host.run(["ip", "link", "del", host_if])   # takes the pair along
@@ -369,6 +373,7 @@ def pair():
         stop_sites(cluster, getattr(cluster, "mesh_sites", []))
 
 
+@pytest.mark.kernel_datapath
 def test_two_hosts_healthy_and_status_json(pair):
     cluster, sites = pair
     for site in sites:
@@ -395,6 +400,7 @@ def test_two_hosts_healthy_and_status_json(pair):
     assert "PEERS (1)" in text and sites[1].host.underlay_ip in text, text
 
 
+@pytest.mark.kernel_datapath
 def test_tunnel_port_deleted(pair):
     cluster, (s1, s2) = pair
     port = "gre-" + bytes(int(b) for b in

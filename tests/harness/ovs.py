@@ -162,9 +162,32 @@ class OvsInstance:
             except Exception as e:  # keep going
                 log.error("stopping %s failed: %s", d, e)
 
-    def restart_vswitchd(self, timeout: float = 15) -> None:
+    def restart_vswitchd(self, timeout: float = 15,
+                         keep_flows: bool = False) -> None:
+        """Stop and start ovs-vswitchd.  keep_flows: as ovs-ctl restart
+        (Debian's `systemctl restart openvswitch-switch`) does it: save
+        every bridge's OpenFlow flows, start with flow-restore-wait=true
+        (vswitchd then leaves the datapath's flows alone), put the flows
+        back, clear flow-restore-wait."""
+        saved = {br: self.saved_flows(br) for br in
+                 self.vsctl("list-br").split()} if keep_flows else {}
+        if keep_flows:
+            self.vsctl("--no-wait", "set", "Open_vSwitch", ".",
+                       "other_config:flow-restore-wait=true")
         self.stop_vswitchd()
         self.start_vswitchd(timeout=timeout)
+        if keep_flows:
+            for br, flows in saved.items():
+                run(["ovs-ofctl", "add-flows", br, "-"], env=self.env,
+                    input=flows)
+            self.vsctl("remove", "Open_vSwitch", ".", "other_config",
+                       "flow-restore-wait")
+
+    def saved_flows(self, bridge: str) -> str:
+        """bridge's OpenFlow flows as `ovs-ofctl add-flows` reads them."""
+        out = self.ofctl("dump-flows", "--no-stats", "--no-names", bridge)
+        return "".join(line.strip() + "\n" for line in out.splitlines()
+                       if line.strip() and "_FLOW reply" not in line)
 
     def restart_ovsdb(self, timeout: float = 20) -> None:
         """Restart ovsdb-server on the same conf.db; waits for vswitchd to
@@ -182,8 +205,7 @@ class OvsInstance:
 
     def datapath_types(self) -> dict:
         """{bridge: datapath_type} of every bridge ("" = the default,
-        i.e. the kernel datapath, reported as "system").  Every bridge of a
-        harness OVS must be netdev: instances never share the kernel's."""
+        i.e. the kernel datapath, reported as "system")."""
         out = self.vsctl("--format=json", "--columns=name,datapath_type",
                          "list", "Bridge")
         rows = json.loads(out)["data"]

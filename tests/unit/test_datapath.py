@@ -7,15 +7,19 @@ from ovsgre.dataplane import container_mtu, detect_datapath
 
 
 class Host:
-    """The module's presence, and what modprobe would do."""
+    """The module's state (dataplane.openvswitch_module), and what
+    modprobe would do."""
 
-    def __init__(self, loaded=False, loadable=False):
-        self.loaded, self.loadable = loaded, loadable
+    def __init__(self, loaded=False, loadable=False, builtin=False):
+        self.loaded, self.loadable, self.builtin = loaded, loadable, builtin
         self.modprobes = 0
 
-    def isdir(self, path):
-        assert path == "/sys/module/openvswitch", path
-        return self.loaded
+    def module(self):
+        if self.loaded:
+            return "loaded"
+        if self.builtin:
+            return "builtin"
+        return "available" if self.loadable else "absent"
 
     def run(self, argv, **kwargs):
         assert argv[:1] == ["modprobe"] and "openvswitch" in argv
@@ -26,7 +30,7 @@ class Host:
 @pytest.fixture
 def host(monkeypatch):
     h = Host()
-    monkeypatch.setattr(dataplane.os.path, "isdir", h.isdir)
+    monkeypatch.setattr(dataplane, "openvswitch_module", h.module)
     monkeypatch.setattr(dataplane.subprocess, "run", h.run)
     return h
 
@@ -50,6 +54,13 @@ def test_loadable_module_is_loaded_and_used(host):
     host.loadable = True
     assert detect_datapath("auto") == "system"
     assert host.modprobes == 1
+
+
+def test_builtin_module_means_system_without_modprobe(host):
+    """Built into the kernel, openvswitch has no /sys/module entry."""
+    host.builtin = True
+    assert detect_datapath("auto") == "system"
+    assert host.modprobes == 0
 
 
 def test_no_module_means_netdev(host):

@@ -6,6 +6,8 @@ import argparse
 import io
 import json
 
+import pytest
+
 from ovsgre import observe
 from ovsgre.commands import doctor
 
@@ -172,6 +174,66 @@ def test_kernel_datapath_without_the_module():
     world = World(multi_host=False, datapath="system")
     world.module = "builtin"
     assert not results(world)["bridge"]["findings"]
+
+
+def kernel_world(lost, started=300.0):
+    world = World(multi_host=False, datapath="system")
+    world.module = "loaded"
+    world.lost = list(lost)
+    world.vswitchd_started = started
+    return world
+
+
+def test_kernel_datapath_losing_upcalls_now(monkeypatch):
+    monkeypatch.setattr(observe, "UPCALL_SAMPLE", 0.0)
+    item = only_finding(kernel_world([5, 12]), "bridge")
+    assert item["subject"] == "upcalls"
+    assert "losing upcalls: 7 in" in item["problem"]
+    assert "systemctl restart openvswitch-switch" in item["fix"]
+    assert "within 10 s of boot" in item["fix"]
+
+
+def test_kernel_datapath_started_too_early_for_ovs_3_1_0(monkeypatch):
+    """Debian's OVS 3.1.0 started within 10 s of boot runs no upcall
+    handlers: named before any packet is lost, and as the cause when some
+    are."""
+    monkeypatch.setattr(observe, "UPCALL_SAMPLE", 0.0)
+    item = only_finding(kernel_world([0], started=4.2), "bridge")
+    assert item["subject"] == "ovs-vswitchd"
+    assert "started 4 s after boot" in item["problem"]
+    assert "no upcall handler threads" in item["problem"]
+    item = only_finding(kernel_world([3, 9], started=4.2), "bridge")
+    assert item["subject"] == "upcalls"
+    assert item["fix"].startswith("ovs-vswitchd started 4 s after boot")
+    world = kernel_world([0], started=4.2)
+    world.vswitchd_data["version"] = "ovs-vswitchd (Open vSwitch) 3.1.1"
+    assert not results(world)["bridge"]["findings"]
+
+
+def test_kernel_datapath_upcalls_lost_once_is_a_note(monkeypatch):
+    monkeypatch.setattr(observe, "UPCALL_SAMPLE", 0.0)
+    got = results(kernel_world([40, 40]))["bridge"]
+    assert got["status"] == "ok" and not got["findings"], got
+    assert any("40 upcalls lost since" in n for n in got["notes"]), got
+    healthy = results(kernel_world([0]))["bridge"]
+    assert healthy["status"] == "ok" and not healthy["notes"], healthy
+
+
+def test_userspace_datapath_reads_no_upcalls():
+    world = World(multi_host=False)
+    world.lost = [5, 12]
+    probe = FakeProbe(world, settings(False, "netdev"))
+    observe.collect(settings(False, "netdev"), probe, deep=True)
+    assert "upcalls" not in probe.calls
+
+
+def test_lookups_of_dpctl_show_are_parsed():
+    text = ("system@ovs-system:\n  lookups: hit:120 missed:31 lost:7\n"
+            "  flows: 4\n  masks: hit:300 total:2 hit/pkt:1.99\n"
+            "  port 0: ovs-system (internal)\n")
+    assert observe.parse_lookups(text) == {"lost": 7, "missed": 31}
+    with pytest.raises(observe.ProbeError):
+        observe.parse_lookups("nothing here")
 
 
 def test_datapath_auto_takes_the_bridge_and_never_modprobes(monkeypatch):

@@ -122,6 +122,10 @@ class World:
         self.vswitchd_data = {"ctl": "/run/ovs/ovs-vswitchd.ctl",
                               "version": "ovs-vswitchd (Open vSwitch) 3.1.0"}
         self.module = "absent"   # the openvswitch kernel module
+        # kernel datapath: the lost-upcall count at each read, and when
+        # ovs-vswitchd started (seconds after boot)
+        self.lost = [0]
+        self.vswitchd_started = 300.0
         self.fail = {}       # method name: message -> ProbeError
         if multi_host:
             self.add_bridge("br-ovsgre-tun", fail_mode="secure")
@@ -243,6 +247,15 @@ class FakeProbe:
     def vswitchd(self):
         self._call("vswitchd")
         return dict(self.world.vswitchd_data)
+
+    def upcalls(self, ctl):
+        self._call("upcalls")
+        lost = self.world.lost.pop(0) if len(self.world.lost) > 1 \
+            else self.world.lost[0]
+        return {"lost": lost, "missed": 10}
+
+    def vswitchd_started(self):
+        return self.world.vswitchd_started
 
     def dump_flows(self, bridge):
         self._call("dump_flows")

@@ -11,7 +11,11 @@ under not_checked, also for the parts of a check that could not be done):
              (--datapath; with auto the bridge's own, as the plugin
              chose it; never loads a kernel module), and a system
              datapath only where the openvswitch module is loaded; with
-             several hosts also the tunnel bridge and its patch port
+             several hosts also the tunnel bridge and its patch port;
+             with the kernel datapath, no upcalls being lost (the lost
+             count of `ovs-appctl dpctl/show`, read twice) and
+             ovs-vswitchd not started within 10 s of boot (OVS 3.1.0
+             then runs no upcall handlers)
   endpoints  each endpoint's host veth is there, up, with the recorded MTU
              and an OVS port ovs-vswitchd took (ofport)
              (at most underlay MTU - 42 for cluster networks), the port's
@@ -37,7 +41,8 @@ import json
 import sys
 
 from .. import names
-from ..observe import (GRE_OVERHEAD, PATCH_INT, PATCH_TUN, HostProbe,
+from ..observe import (GRE_OVERHEAD, PATCH_INT, PATCH_TUN, UPCALL_SAMPLE,
+                       HostProbe,
                        add_common_arguments, collect, compare_flows,
                        expected_flows, expected_peers, ours,
                        owned_endpoint_ports, port_of, tunnel_port_name,
@@ -48,6 +53,10 @@ OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
 RESTART_PLUGIN = ("restart the plugin (run: systemctl restart ovsgre, or "
                   "stop and start `ovsgre serve`)")
 MAX_LISTED_FLOWS = 6
+# OVS 3.1.0's count_cpu_cores() answers 0 this long after boot, and an
+# ovs-vswitchd started then runs no upcall handler threads (fixed in 3.1.1).
+BOOT_SETTLE = 10
+RESTART_VSWITCHD = "restart it (run: systemctl restart openvswitch-switch)"
 EXIT_OK, EXIT_PROBLEMS, EXIT_NOT_CHECKED = 0, 1, 2
 
 
@@ -210,6 +219,9 @@ def check_bridge(obs):
                         patch, f"patch port missing on {on}",
                         f"{RESTART_PLUGIN}: it re-creates the patch ports"))
         parts.append(f"{name} ({actual}{extra})")
+    upcall_found, upcall_notes = _upcall_findings(obs)
+    found += upcall_found
+    notes += upcall_notes
     if module == "loaded" and obs.get("datapath_source") == "bridge" and \
             want == "netdev":
         notes.append("the openvswitch module is loaded now: started again "
@@ -217,6 +229,39 @@ def check_bridge(obs):
                       "kernel datapath; set --datapath=netdev to keep this "
                       "one")
     return _result("bridge", found, ", ".join(parts), notes=notes)
+
+
+def _upcall_findings(obs):
+    """Kernel datapath: packets that miss its flow cache go up to
+    ovs-vswitchd (an upcall); lost ones are dropped."""
+    up = obs.get("upcalls")
+    if obs.get("datapath") != "system" or not up:
+        return [], []
+    version = (obs.get("vswitchd") or {}).get("version", "")
+    started = up.get("started")
+    early = started is not None and started < BOOT_SETTLE
+    trap = early and version.endswith(" 3.1.0")
+    if up["lost_now"]:
+        why = (f"ovs-vswitchd started {started:.0f} s after boot: OVS 3.1.0"
+               " then runs no upcall handlers; " if trap else "")
+        return [finding(
+            "upcalls", f"the kernel datapath is losing upcalls: "
+            f"{up['lost_now']} in {UPCALL_SAMPLE:g} s (packets that miss "
+            "its flow cache: first packets, ARP, new flows, are dropped)",
+            why + ("" if trap else "if ovs-vswitchd started within "
+                   f"{BOOT_SETTLE} s of boot (OVS 3.1.0 then runs no "
+                   "upcall handlers) or is short of CPU, ") +
+            RESTART_VSWITCHD + "; see ovs-appctl upcall/show")], []
+    if trap:
+        return [finding(
+            "ovs-vswitchd", f"started {started:.0f} s after boot: OVS "
+            "3.1.0 then runs no upcall handler threads, and the kernel "
+            "datapath drops every packet that misses its flow cache",
+            RESTART_VSWITCHD)], []
+    if up["lost"]:
+        return [], [f"{up['lost']} upcalls lost since the kernel datapath "
+                    f"was created, none in the last {UPCALL_SAMPLE:g} s"]
+    return [], []
 
 
 def check_endpoints(obs):

@@ -46,14 +46,38 @@ def detect_datapath(wanted, existing=""):
         return wanted
     if existing == "netdev":
         return "netdev"
+    state = openvswitch_module()
+    if state not in ("loaded", "builtin"):
+        try:  # loaded on demand on real hosts (modprobe knows best where)
+            subprocess.run(["modprobe", "-q", "openvswitch"], check=False,
+                           timeout=10, capture_output=True)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        state = openvswitch_module()
+    return "system" if state in ("loaded", "builtin") else "netdev"
+
+
+def openvswitch_module(release=None):
+    """State of the openvswitch kernel module, read only: "loaded"
+    (/sys/module/openvswitch), "builtin" (modules.builtin: part of the
+    kernel, with no /sys/module entry of its own), "available" (in
+    modules.dep: modprobe would load it) or "absent"."""
     if os.path.isdir("/sys/module/openvswitch"):
-        return "system"
-    try:  # loaded on demand on real hosts; absent on this kind of test bed
-        subprocess.run(["modprobe", "-q", "openvswitch"], check=False,
-                       timeout=10, capture_output=True)
-    except (OSError, subprocess.TimeoutExpired):
-        pass
-    return "system" if os.path.isdir("/sys/module/openvswitch") else "netdev"
+        return "loaded"
+    base = os.path.join("/lib/modules", release or os.uname().release)
+    for listing, state in (("modules.builtin", "builtin"),
+                           ("modules.dep", "available")):
+        try:
+            with open(os.path.join(base, listing),
+                      encoding="utf-8", errors="replace") as fh:
+                for line in fh:
+                    path = line.split(":", 1)[0].strip()
+                    if os.path.basename(path).split(".", 1)[0] == \
+                            "openvswitch":
+                        return state
+        except OSError:
+            continue
+    return "absent"
 
 
 def mem_available():
