@@ -1,8 +1,8 @@
 #!/bin/sh
 # Run the whole ovsgre test suite (unit, integration, end-to-end) as root on
 # a Debian 12 host.  Installs what the tests need first: Debian packages
-# (Open vSwitch, Docker, busybox-static, ...) and a virtualenv with the
-# package and pytest.  Extra arguments go to pytest, e.g.
+# (Open vSwitch, Docker, busybox-static, qemu for the kernel-datapath
+# guest, ...) and a virtualenv with the package and pytest.  Extra arguments go to pytest, e.g.
 #   sudo ./scripts/test.sh tests/unit        # the fast tier only
 #   sudo ./scripts/test.sh -m "not e2e"      # skip the dockerd tier
 # Environment: OVSGRE_SKIP_APT=1 skips apt; OVSGRE_TEST_VENV picks the venv.
@@ -20,6 +20,7 @@ if [ "${OVSGRE_SKIP_APT:-0}" != 1 ]; then
         openvswitch-switch docker.io containerd runc busybox-static \
         iproute2 ethtool iperf3 tcpdump iputils-ping kmod procps \
         etcd-server etcd-client openssl debootstrap \
+        qemu-system-x86 cpio \
         python3 python3-venv python3-pip >/dev/null
 fi
 

@@ -30,6 +30,7 @@ def mesh():
         stop_sites(cluster, getattr(cluster, "mesh_sites", []))
 
 
+@pytest.mark.kernel_datapath
 def test_all_pairs_ping_and_tcp_across_hosts(mesh):
     _, sites = mesh
     for i, site in enumerate(sites):
@@ -93,6 +94,7 @@ def test_overlapping_subnets_stay_isolated_across_hosts(mesh):
             site.docker("network", "rm", "red", "green", check=False)
 
 
+@pytest.mark.kernel_datapath
 def test_layer2_isolation_across_hosts(mesh):
     _, (s1, s2, _) = mesh
     for site in (s1, s2):
@@ -132,6 +134,7 @@ def outer_ips(lines, what):
     return out
 
 
+@pytest.mark.kernel_datapath
 def test_one_broadcast_reaches_each_other_host_exactly_once(mesh):
     cluster, sites = mesh
     ips = [cluster.host_ip(site.host) for site in sites]
@@ -359,6 +362,7 @@ class TunnelWatch(threading.Thread):
         self.join(10)
 
 
+@pytest.mark.kernel_datapath
 @pytest.mark.reliability("fault", "a host dies without leaving: its lease expires, every mesh drops it")
 def test_fourth_host_joins_and_leaves(mesh):
     cluster, sites = mesh
@@ -646,6 +650,7 @@ def test_network_declared_once_appears_on_every_host(mesh):
         cluster.stop_host(host)
 
 
+@pytest.mark.kernel_datapath
 @pytest.mark.reliability("fault", "ovs-vswitchd restarted: tunnel flows reinstalled (3 hosts)")
 def test_vswitchd_restart_restores_tunnel_flows(mesh):
     cluster, (s1, s2, _) = mesh
