@@ -9,6 +9,7 @@ This test passes only when the guest ran exactly the tests the marker
 selects here, and every one passed: nothing skipped, nothing missing.
 """
 import os
+import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -78,3 +79,4 @@ def test_kernel_datapath_tier_in_a_guest():
     assert set(got) == wanted, {"missing": sorted(wanted - set(got)),
                                 "unexpected": sorted(set(got) - wanted)}
     assert result.returncode == 0, result.output[-4000:]
+    shutil.rmtree(result.outdir)   # kept for a look when the tier fails
