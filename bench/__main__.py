@@ -23,11 +23,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from bench import (control, dataplane, density, forwarding,  # noqa: E402
-                   lifecycle, multihost)
+                   kernel, lifecycle, multihost)
 from bench.stats import RESULTS, write_results  # noqa: E402
 
 PARTS = ("lifecycle", "forwarding", "density", "dataplane", "control",
-         "multihost")
+         "multihost", "kernel")
 
 
 def machine():
@@ -76,6 +76,11 @@ def run_parts(parts, quick, log):
             counts=(10, 100) if quick else (10, 100, 1000),
             rounds=1 if quick else 3, mesh_hosts=4 if quick else 8,
             log=log)
+    if "kernel" in parts:
+        log("== the kernel datapath, in a guest under qemu")
+        results["kernel"] = kernel.run(
+            seconds=5, reps=2 if quick else 5, runs=5 if quick else 10,
+            log=log)
     if "multihost" in parts:
         log("== a new host joins")
         results["multihost"] = multihost.run(1 if quick else 3, log)
@@ -90,10 +95,21 @@ def targets(results):
                         ("density", _density_targets),
                         ("control", _control_targets),
                         ("dataplane", _dataplane_targets),
-                        ("multihost", _multihost_targets)):
+                        ("multihost", _multihost_targets),
+                        ("kernel", _kernel_targets)):
         if results.get(part):
             rows += check(results[part])
     return rows
+
+
+def _kernel_targets(result):
+    return [(f"kernel datapath, cross-host TCP: ovsgre ≥ {goal} × "
+             f"{kernel.LABELS[x]} (one guest boot, emulated)",
+             f"{result['ratios'][x]['gbps']} × "
+             f"({result['configs']['a']['gbps']} vs "
+             f"{result['configs'][x]['gbps']} Gbit/s)",
+             result["ratios"][x]["gbps"] >= goal)
+            for x, goal in kernel.TARGETS.items()]
 
 
 def _lifecycle_targets(life):
@@ -237,7 +253,8 @@ def markdown(report):
                         ("forwarding", "Join to forwarding"),
                         ("density", "ovs-vswitchd memory per port type"),
                         ("control", "Control plane"),
-                        ("multihost", "Hosts joining")):
+                        ("multihost", "Hosts joining"),
+                        ("kernel", "Kernel datapath (in a VM)")):
         if part in results:
             module = globals()[part]
             lines += ["", f"### {title}", "", module.markdown(results[part])]

@@ -34,6 +34,7 @@ Writes bench/results/dataplane.{json,md}; removes everything it made.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -358,15 +359,32 @@ def build_hand(cluster, names, hosts, port_type, placement):
 
 # ------------------------------------------------------------ (c) VXLAN
 
-def build_vxlan(cluster, names, hosts, placement):
-    made_ns, made_links = [], []
-
+def remover(made_links, made_ns):
+    """cleanup() for a builder: deletes made_links (newest first), then
+    made_ns; both lists may still grow after this call."""
     def cleanup():
         for host, link in reversed(made_links):
             ipn(host.netns.name, "link", "del", link, check=False)
         for ns in made_ns:
             delete_ns(ns)
+    return cleanup
 
+
+def vxlan_container(cluster, names, host, i, made_ns, made_links):
+    """Container i (VX_NET.i) on host's bridge vxbr; returns its Endpoint."""
+    link = names("vd")
+    ns = make_container_ns(cluster, host, names, link, f"{VX_NET}{i}",
+                           VXLAN_MTU, tx_off=False)
+    made_ns.append(ns)
+    made_links.append((host, link))
+    ipn(host.netns.name, "link", "set", link, "master", "vxbr", "up")
+    return Endpoint(f"{host.hostname}/{ns.name}", f"{VX_NET}{i}",
+                    netns=ns.name)
+
+
+def build_vxlan(cluster, names, hosts, placement):
+    made_ns, made_links = [], []
+    cleanup = remover(made_links, made_ns)
     try:
         h1 = hosts[0]
         h2 = hosts[0] if placement == "same-host" else hosts[1]
@@ -392,16 +410,8 @@ def build_vxlan(cluster, names, hosts, placement):
                     "dev", "vxu")
                 made_links.append((host, "vx42"))
                 ipn(hns, "link", "set", "vx42", "master", "vxbr", "up")
-        eps = []
-        for i, host in enumerate((h1, h2), start=1):
-            link = names("vd")
-            ns = make_container_ns(cluster, host, names, link,
-                                   f"{VX_NET}{i}", VXLAN_MTU, tx_off=False)
-            made_ns.append(ns)
-            made_links.append((host, link))
-            ipn(host.netns.name, "link", "set", link, "master", "vxbr", "up")
-            eps.append(Endpoint(f"{host.hostname}/{ns.name}", f"{VX_NET}{i}",
-                                netns=ns.name))
+        eps = [vxlan_container(cluster, names, host, i, made_ns, made_links)
+               for i, host in enumerate((h1, h2), start=1)]
         return eps[1], eps[0], cleanup, {}
     except BaseException:
         cleanup()
@@ -902,11 +912,10 @@ def _tear_down(cluster, ovsgre, log):
     cluster.stop()
 
 
-def run_same_host_pairs(pairs=SAME_HOST_PAIRS, seconds=PAIR_SECONDS,
-                        variants=DEFAULT_VARIANTS, log=print):
-    """Only the same-host pairs (and variants), on a test bed of their own
-    (2 namespace hosts, etcd, dockerd, ovsgre with system ports)."""
-    t_start = time.monotonic()
+@contextlib.contextmanager
+def two_hosts(log):
+    """(names, cluster, ovsgre): 2 namespace hosts with etcd, dockerd and
+    ovsgre (system ports) up, and the network made; all removed after."""
     names = Names()
     cluster = Cluster(n_hosts=2, etcd=True, docker=True)
     ovsgre = Ovsgre(cluster)
@@ -916,10 +925,19 @@ def run_same_host_pairs(pairs=SAME_HOST_PAIRS, seconds=PAIR_SECONDS,
         for host in cluster.hosts:
             import_busybox(host.docker)
         ovsgre.start("system", log)
-        result = same_host_pairs(cluster, ovsgre, names, pairs, seconds, log,
-                                 variants)
+        yield names, cluster, ovsgre
     finally:
         _tear_down(cluster, ovsgre, log)
+
+
+def run_same_host_pairs(pairs=SAME_HOST_PAIRS, seconds=PAIR_SECONDS,
+                        variants=DEFAULT_VARIANTS, log=print):
+    """Only the same-host pairs (and variants), on a test bed of their own
+    (2 namespace hosts, etcd, dockerd, ovsgre with system ports)."""
+    t_start = time.monotonic()
+    with two_hosts(log) as (names, cluster, ovsgre):
+        result = same_host_pairs(cluster, ovsgre, names, pairs, seconds, log,
+                                 variants)
     result["duration_s"] = round(time.monotonic() - t_start, 1)
     return result
 

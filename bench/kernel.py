@@ -35,10 +35,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 
 from bench.dataplane import (GRE_MTU, HAND_BRIDGE, HAND_KEY,  # noqa: E402
-                             HAND_NET, VNI, VX_NET, VXLAN_MTU, Endpoint,
-                             Names, Ovsgre, _clean_up, _tear_down,
+                             HAND_NET, VNI, Endpoint, _clean_up,
                              delete_ns, ipn, make_container_ns,
-                             measure_interleaved, wait_port)
+                             measure_interleaved, remover, two_hosts,
+                             vxlan_container, wait_port)
 from bench.stats import write_results  # noqa: E402
 from tests.harness import vm  # noqa: E402
 
@@ -89,13 +89,7 @@ def build_hand_kernel(cluster, names, hosts):
 def build_vxlan_eth0(cluster, names, hosts):
     """(c) over each host's eth0, the same underlay as (a) and (b)."""
     made_ns, made_links = [], []
-
-    def cleanup():
-        for host, link in reversed(made_links):
-            ipn(host.netns.name, "link", "del", link, check=False)
-        for ns in made_ns:
-            delete_ns(ns)
-
+    cleanup = remover(made_links, made_ns)
     try:
         eps = []
         for i, (host, peer) in enumerate(((hosts[0], hosts[1]),
@@ -110,14 +104,8 @@ def build_vxlan_eth0(cluster, names, hosts):
             made_links.append((host, "vx42"))
             ipn(hns, "link", "set", "vxbr", "up")
             ipn(hns, "link", "set", "vx42", "master", "vxbr", "up")
-            link = names("vd")
-            ns = make_container_ns(cluster, host, names, link,
-                                   f"{VX_NET}{i}", VXLAN_MTU, tx_off=False)
-            made_ns.append(ns)
-            made_links.append((host, link))
-            ipn(hns, "link", "set", link, "master", "vxbr", "up")
-            eps.append(Endpoint(f"{host.hostname}/{ns.name}", f"{VX_NET}{i}",
-                                netns=ns.name))
+            eps.append(vxlan_container(cluster, names, host, i, made_ns,
+                                       made_links))
         return eps[1], eps[0], cleanup, {}
     except BaseException:
         cleanup()
@@ -126,30 +114,21 @@ def build_vxlan_eth0(cluster, names, hosts):
 
 def dataplane(seconds, reps, log):
     """(a), (b), (c) across two hosts, interleaved; one dict per letter."""
-    from tests.harness import import_busybox
-    from tests.harness.cluster import Cluster
-    names = Names()
-    cluster = Cluster(n_hosts=2, etcd=True, docker=True)
-    ovsgre = Ovsgre(cluster)
     built = []
-    try:
-        log(f"starting 2 namespace hosts ({cluster.prefix}) ...")
-        cluster.start()
-        for host in cluster.hosts:
-            import_busybox(host.docker)
-        ovsgre.start("system", log)
-        hosts = cluster.hosts
-        built.append(ovsgre.build(names, "cross-host"))
-        built.append(build_hand_kernel(cluster, names, hosts))
-        built.append(build_vxlan_eth0(cluster, names, hosts))
-        dps = {host.hostname: host.ovs.datapath_types() for host in hosts}
-        pairs = [(x, client, server) for x, (client, server, _, _)
-                 in zip("abc", built)]
-        got = measure_interleaved(pairs, seconds, reps, log)
-        return dict(zip("abc", got)), dps
-    finally:
-        _clean_up(built, log)
-        _tear_down(cluster, ovsgre, log)
+    with two_hosts(log) as (names, cluster, ovsgre):
+        try:
+            hosts = cluster.hosts
+            built.append(ovsgre.build(names, "cross-host"))
+            built.append(build_hand_kernel(cluster, names, hosts))
+            built.append(build_vxlan_eth0(cluster, names, hosts))
+            dps = {host.hostname: host.ovs.datapath_types()
+                   for host in hosts}
+            pairs = [(x, client, server) for x, (client, server, _, _)
+                     in zip("abc", built)]
+            got = measure_interleaved(pairs, seconds, reps, log)
+            return dict(zip("abc", got)), dps
+        finally:
+            _clean_up(built, log)
 
 
 def in_guest(seconds, reps, runs, out):
@@ -178,7 +157,6 @@ def ratios(configs):
 def markdown(result):
     c, r, life = result["configs"], result["ratios"], result["lifecycle"]
     lines = [
-        "# Kernel datapath (one guest boot)", "",
         f"Debian kernel {result['uname']} under qemu TCG (software "
         "emulation, 2 vCPUs on the 2-core development VM), two namespace "
         f"hosts, {result['reps']} x {result['seconds']} s iperf3 each, "
@@ -208,6 +186,34 @@ def markdown(result):
     return "\n".join(lines) + "\n"
 
 
+def run(seconds=5, reps=5, runs=10, log=print):
+    """Boot the guest, measure inside, return the result (ratios added)."""
+    why = vm.available()
+    if why:
+        raise RuntimeError(f"the guest cannot boot: {why}")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    guest = vm.Guest()
+    log(f"  booting {guest.kernel.version} under qemu (TCG) ...")
+    res = guest.run([sys.executable, "-m", "bench.kernel",
+                     "--seconds", str(seconds), "--reps", str(reps),
+                     "--runs", str(runs), "--in-guest",
+                     os.path.join(vm.GUEST_OUT, "kernel.json")],
+                    env={"OVSGRE_TEST_DATAPATH": "system"}, cwd=repo,
+                    timeout=3600)
+    path = os.path.join(res.outdir, "kernel.json")
+    if res.returncode != 0 or not os.path.exists(path):
+        raise RuntimeError(f"the guest run failed (exit {res.returncode}); "
+                           f"files in {res.outdir}:\n{res.output[-3000:]}")
+    with open(path) as fh:
+        result = json.load(fh)
+    result["ratios"] = ratios(result["configs"])
+    result["boot_s"] = round(res.seconds, 1)
+    result["kernel_package"] = "linux-image-" + guest.kernel.version
+    for x in "abc":
+        log(f"  ({x}) {LABELS[x]}: {result['configs'][x]['gbps']} Gbit/s")
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=int, default=5)
@@ -218,30 +224,13 @@ def main():
     if args.in_guest:
         in_guest(args.seconds, args.reps, args.runs, args.in_guest)
         return 0
-    why = vm.available()
-    if why:
-        print(f"bench.kernel: the guest cannot boot: {why}", file=sys.stderr)
+    try:
+        result = run(args.seconds, args.reps, args.runs)
+    except RuntimeError as exc:
+        print(f"bench.kernel: {exc}", file=sys.stderr)
         return 1
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    guest = vm.Guest()
-    res = guest.run([sys.executable, "-m", "bench.kernel",
-                     "--seconds", str(args.seconds), "--reps",
-                     str(args.reps), "--runs", str(args.runs), "--in-guest",
-                     os.path.join(vm.GUEST_OUT, "kernel.json")],
-                    env={"OVSGRE_TEST_DATAPATH": "system"}, cwd=repo,
-                    timeout=3600)
-    print(res.output[-6000:])
-    path = os.path.join(res.outdir, "kernel.json")
-    if res.returncode != 0 or not os.path.exists(path):
-        print(f"bench.kernel: the guest run failed (exit {res.returncode}); "
-              f"files in {res.outdir}", file=sys.stderr)
-        return 1
-    with open(path) as fh:
-        result = json.load(fh)
-    result["ratios"] = ratios(result["configs"])
-    result["boot_s"] = round(res.seconds, 1)
-    result["kernel_package"] = "linux-image-" + guest.kernel.version
-    write_results("kernel", result, markdown(result))
+    write_results("kernel", result, "# Kernel datapath (one guest boot)\n\n"
+                  + markdown(result))
     return 0
 
 

@@ -9,6 +9,8 @@ import os
 
 import pytest
 
+from tests.harness.datapath import KERNEL
+
 NEEDS_ROOT = ("integration", "e2e", "vm")
 
 
@@ -18,6 +20,18 @@ def pytest_collection_modifyitems(config, items):
         for tier in NEEDS_ROOT:
             if f"/tests/{tier}/" in path:
                 item.add_marker(getattr(pytest.mark, tier))
+    if KERNEL:
+        # With the kernel datapath only the tests that say they hold for it
+        # run (@pytest.mark.kernel_datapath); the others state userspace
+        # behaviour (br-phy, offload, port types) or were not chosen for
+        # the guest (docs/datapaths.md).
+        keep = [item for item in items
+                if item.get_closest_marker("kernel_datapath")
+                or not any(item.get_closest_marker(tier)
+                           for tier in NEEDS_ROOT)]
+        config.hook.pytest_deselected(
+            items=[item for item in items if item not in keep])
+        items[:] = keep
 
 
 def pytest_runtest_setup(item):

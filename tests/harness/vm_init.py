@@ -63,6 +63,7 @@ def run_job(out, log):
         job = json.load(fh)
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                    "/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
+           "PYTHONUNBUFFERED": "1",   # output.log shows progress
            **job["env"]}
     child = subprocess.Popen(job["argv"], cwd=job["cwd"], env=env,
                              stdin=subprocess.DEVNULL, stdout=log,
