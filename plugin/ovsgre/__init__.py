@@ -2,4 +2,4 @@
 
 __version__ = "0.1.0"
 
-OWNER = "ovsgre"
+from .definitions import OWNER  # noqa: F401 (ovsgre.OWNER)

@@ -12,6 +12,7 @@ import os
 import urllib.parse
 
 from .cluster.records import Malformed, parse_peer_ip, shown_url
+from .definitions import MTU_MAX, MTU_MIN
 
 PORT_TYPES = ("system", "afxdp-nonpmd", "afxdp")
 
@@ -25,8 +26,9 @@ def _positive_int(text):
 
 def _mtu(text):
     value = int(text)
-    if value != 0 and not 1280 <= value <= 65000:
-        raise ValueError("MTU must be 0 (auto) or between 1280 and 65000")
+    if value != 0 and not MTU_MIN <= value <= MTU_MAX:
+        raise ValueError(f"MTU must be 0 (auto) or between {MTU_MIN} and "
+                         f"{MTU_MAX}")
     return value
 
 

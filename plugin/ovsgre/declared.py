@@ -25,7 +25,8 @@ import logging
 import threading
 
 from .cluster.etcd import Watcher
-from .cluster.records import NAME, Malformed, MalformedLog, parse_declared
+from .cluster.records import Malformed, MalformedLog, parse_declared
+from .definitions import valid_name
 from .errors import InvalidRequest
 
 LOG = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ DOCKER_TIMEOUT = 30
 
 
 def check_name(name):
-    if not isinstance(name, str) or not NAME.fullmatch(name):
+    if not valid_name(name):
         raise InvalidRequest(f"network name {name!r}: 1-64 letters, digits, "
                              "'_', '.', '-', starting with a letter or digit")
     return name

@@ -18,7 +18,9 @@ import time
 from . import names
 from .faults import crash_point
 from .cluster.networks import derive_key
-from .cluster.records import KEY_MAX, KEY_MIN, printable
+from .cluster.records import printable
+from .definitions import (CREATED, DELETING, JOINED, KEY_MAX, KEY_MIN,
+                          MTU_MAX, MTU_MIN, NAME_RULE, valid_name)
 from .config import PORT_TYPES
 from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
                      OvsgreError)
@@ -35,13 +37,10 @@ OPT_INTERNAL = "com.docker.network.internal"
 OPT_IPV6 = "com.docker.network.enable_ipv6"
 OWN_PREFIX = "ovsgre."
 KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE, OPT_NAME, OPT_KEY, OPT_PORT_TYPE)
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 VLAN_MIN, VLAN_MAX = 1, 4094
-MTU_MIN, MTU_MAX = 1280, 65000
 
 _MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
 
-CREATED, JOINED, DELETING = "created", "joined", "deleting"
 READY_TIMEOUT = 10.0   # seconds Join waits for the port to forward
 
 
@@ -565,10 +564,8 @@ def _cluster_name(options):
     name = _generic(options).get(OPT_NAME)
     if name in (None, ""):
         return ""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidRequest(f"option {OPT_NAME}={name!r}: 1-64 letters, "
-                             "digits, '_', '.', '-', starting with a letter "
-                             "or digit")
+    if not valid_name(name):
+        raise InvalidRequest(f"option {OPT_NAME}={name!r}: {NAME_RULE}")
     return name
 
 

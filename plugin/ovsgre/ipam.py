@@ -28,10 +28,10 @@ releases it.
 import ipaddress
 import itertools
 import logging
-import re
 import urllib.parse
 import uuid
 
+from .definitions import valid_name
 from .cluster.records import (TOKEN, TOKEN_LEN, Malformed, MalformedLog,
                               parse_claim, parse_pool)
 from .errors import Conflict, InvalidRequest, NotFound, Unavailable
@@ -46,7 +46,6 @@ DEFAULT_SPACE = "default"
 GATEWAY_TYPE = "com.docker.network.gateway"
 MAX_SCAN = 1 << 16
 CAS_TRIES = 50
-_SPACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 TOKEN_SEP = "#"
 
 
@@ -117,7 +116,7 @@ class Ipam:
                                 not sub.subnet_of(net)):
             raise InvalidRequest(f"SubPool {subpool} is not inside {pool}")
         space = (options or {}).get(SPACE_OPT) or DEFAULT_SPACE
-        if not isinstance(space, str) or not _SPACE.fullmatch(space):
+        if not valid_name(space):
             raise InvalidRequest(f"option {SPACE_OPT}={space!r}: letters, "
                                  "digits, '_', '.', '-' (at most 64)")
         token = uuid.uuid4().hex[-TOKEN_LEN:]
@@ -430,7 +429,7 @@ def _parse_pool_id(pool_id):
     if sep and not TOKEN.fullmatch(token):
         raise NotFound(f"unknown PoolID {pool_id!r}")
     parts = text.split("/")
-    if len(parts) not in (3, 5) or not _SPACE.fullmatch(parts[0]):
+    if len(parts) not in (3, 5) or not valid_name(parts[0]):
         raise NotFound(f"unknown PoolID {pool_id!r}")
     net = _network("/".join(parts[1:3]), "PoolID")
     sub = _network("/".join(parts[3:5]), "PoolID") if len(parts) == 5 \

@@ -18,7 +18,6 @@ formats and `doctor` checks.  Tests give `collect()` a fake probe.
 
 import concurrent.futures
 import glob
-import ipaddress
 import json
 import os
 import re
@@ -34,20 +33,11 @@ from .cluster.records import (Malformed, parse_declared, parse_host,
                               parse_key, parse_key_owner, parse_network,
                               parse_pool, printable, shown_url)
 from . import OWNER, names
+from .definitions import (DELETING, HOSTS_PREFIX, OWNER_KEY, PATCH_INT,
+                          PEER_KEY, ROLE_KEY)
 from .store import ENDPOINT_STATES, REQUIRED, malformed  # noqa: F401
 
 DEFAULT_TIMEOUT = 3.0
-# The same values as in dataplane/ (not imported here: that pulls in
-# ovsdbapp, which `status` does not need; a unit test keeps them equal).
-GRE_OVERHEAD = 42
-OWNER_KEY = "owner"
-ROLE_KEY = "ovsgre_role"
-NETWORK_KEY = "ovsgre_network"
-ENDPOINT_KEY = "ovsgre_endpoint"
-PEER_KEY = "ovsgre_peer"
-PATCH_INT = "ovgp-int"     # tunnel bridge side of the patch
-PATCH_TUN = "ovgp-tun"     # integration bridge side of the patch
-HOSTS_PREFIX = "/ovsgre/hosts/"
 STORE_KINDS = ("networks", "endpoints")
 
 
@@ -63,10 +53,6 @@ class ProbeUnavailable(ProbeError):
 
 
 # ---------------------------------------------------------------- helpers
-
-def tunnel_port_name(peer_ip):
-    return "gre-" + ipaddress.IPv4Address(peer_ip).packed.hex()
-
 
 def run_argv(argv, timeout, input_text=None):
     """(returncode, stdout, stderr) of argv, bounded; ProbeError when it
@@ -798,7 +784,7 @@ def _collect_deep(settings, probe, obs, errors):
                 value, err = _try({}, "", probe.tx_checksum, peer)
                 offload[eid] = {"where": "host", "ifname": peer,
                                 "tx": value, "error": err}
-            elif ep.get("state") != "deleting":
+            elif ep.get("state") != DELETING:
                 inside.append(ep)
         if inside:   # a few subprocesses each: in parallel, each bounded
             with concurrent.futures.ThreadPoolExecutor(

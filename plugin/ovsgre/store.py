@@ -17,6 +17,7 @@ import threading
 import time
 
 from .cluster.records import Malformed, parse_key
+from .definitions import ENDPOINT_STATES  # noqa: F401 (re-exported)
 from .errors import Unavailable
 
 LOG = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ REQUIRED = {
     "endpoints": {"network_id": str, "endpoint_id": str, "host_if": str,
                   "peer_if": str, "mac": str, "mtu": int, "state": str},
 }
-ENDPOINT_STATES = ("created", "joined", "deleting")
 
 
 def malformed(kind, record):

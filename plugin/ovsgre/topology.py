@@ -19,11 +19,12 @@ from .cluster.etcd import Registration, Watcher
 from .cluster.networks import NETS
 from .cluster.records import (Malformed, MalformedLog, parse_host,
                               parse_network)
+from .definitions import HOSTS_PREFIX
 from .errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
 
-HOSTS = "/ovsgre/hosts/"
+HOSTS = HOSTS_PREFIX
 MAX_PEERS = 128      # default of --max-peers
 # Seconds between idle checks for a vswitchd restart: a restarted vswitchd
 # has no tunnel flows, and other hosts' containers cannot reach this one's

@@ -19,6 +19,7 @@ import pytest
 from ovsgre import config, observe
 from ovsgre.commands import status
 from ovsgre.dataplane.tunnels import build_flows
+from ovsgre.definitions import HOSTS_PREFIX
 from ovsgre.observe import ProbeError
 
 LOCAL, PEER = "198.18.0.1", "198.18.0.2"
@@ -310,7 +311,7 @@ class FakeProbe:
         """As etcd holds them: under /ovsgre/hosts/IP (world.hosts is
         keyed by IP; world.raw_hosts are extra records as written)."""
         self._call("etcd_hosts")
-        items = {observe.HOSTS_PREFIX + ip: rec
+        items = {HOSTS_PREFIX + ip: rec
                  for ip, rec in self.world.hosts.items()}
         items.update(getattr(self.world, "raw_hosts", {}))
         return json.loads(json.dumps(items))
@@ -962,20 +963,6 @@ def test_etcd_hosts_and_a_silent_etcd(monkeypatch):
     seen["fail"] = True
     with pytest.raises(ProbeError, match="2379: no answer"):
         probe.etcd_hosts()
-
-
-def test_constants_match_the_dataplane():
-    from ovsgre import dataplane
-    from ovsgre.dataplane import ovsdb, tunnels
-    assert observe.GRE_OVERHEAD == dataplane.GRE_OVERHEAD
-    assert (observe.OWNER_KEY, observe.ROLE_KEY, observe.NETWORK_KEY,
-            observe.ENDPOINT_KEY) == (ovsdb.OWNER_KEY, ovsdb.ROLE_KEY,
-                                      ovsdb.NETWORK_KEY, ovsdb.ENDPOINT_KEY)
-    assert (observe.PEER_KEY, observe.PATCH_INT, observe.PATCH_TUN) == (
-        tunnels.PEER_KEY, tunnels.PATCH_INT, tunnels.PATCH_TUN)
-    assert observe.tunnel_port_name(PEER) == tunnels.tunnel_port_name(PEER)
-    from ovsgre.topology import HOSTS
-    assert observe.HOSTS_PREFIX == HOSTS
 
 
 HOSTILE_HOSTS = {

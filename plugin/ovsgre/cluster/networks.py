@@ -18,9 +18,10 @@ last holder to let go deletes it and frees the key (compare-and-delete).
 import logging
 import zlib
 
+from ..definitions import KEY_MAX, KEY_MIN
 from ..errors import Conflict, Unavailable
-from .records import (KEY_MAX, KEY_MIN, Malformed, MalformedLog,
-                      parse_key_owner, parse_network)
+from .records import (Malformed, MalformedLog, parse_key_owner,
+                      parse_network)
 
 LOG = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Any host of the cluster (or anyone, where etcd runs without TLS and auth)
 can write under /ovsgre/.  Nothing read from there reaches OVS, a log line
 or a terminal as it came: each record is parsed here into a frozen value
-(integers in range, ``ipaddress`` objects, names matching NAME) or refused
+(integers in range, ``ipaddress`` objects, names matching definitions.NAME) or refused
 with Malformed, which says what is wrong in printable text.  Callers skip
 a malformed record (MalformedLog logs it once) and go on with the others.
 """
@@ -14,8 +14,8 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-KEY_MIN, KEY_MAX = 1, (1 << 24) - 1       # GRE keys of networks (24 bits)
+from ..definitions import KEY_MAX, KEY_MIN, valid_name
+
 HOSTNAME_MAX = 253
 SHOWN_MAX = 80     # characters of a bad value quoted back
 
@@ -50,7 +50,7 @@ def parse_key(value):
 
 
 def parse_name(value, what="name"):
-    if not isinstance(value, str) or not NAME.fullmatch(value):
+    if not valid_name(value):
         raise Malformed(f"{what} {_shown(value)} is not 1-64 letters, "
                         "digits, '_', '.', '-'")
     return value

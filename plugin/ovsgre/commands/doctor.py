@@ -41,11 +41,12 @@ import json
 import sys
 
 from .. import names
-from ..observe import (GRE_OVERHEAD, PATCH_INT, PATCH_TUN, UPCALL_SAMPLE,
-                       HostProbe,
+from ..definitions import (DELETING, GRE_OVERHEAD, JOINED, PATCH_INT,
+                           PATCH_TUN, tunnel_port_name)
+from ..observe import (UPCALL_SAMPLE, HostProbe,
                        add_common_arguments, collect, compare_flows,
                        expected_flows, expected_peers, ours,
-                       owned_endpoint_ports, port_of, tunnel_port_name,
+                       owned_endpoint_ports, port_of,
                        tunnel_ports)
 
 OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
@@ -286,7 +287,7 @@ def check_endpoints(obs):
     checked = 0
     for eid, ep in sorted(store["endpoints"].items()):
         net = networks.get(ep.get("network_id"))
-        if ep.get("state") == "deleting" or net is None:
+        if ep.get("state") == DELETING or net is None:
             continue   # the stale check names these
         checked += 1
         who = _who(eid, containers)
@@ -372,7 +373,7 @@ def _missing_veth_fix(ep, obs):
     name = docker.get("endpoints", {}).get(ep["endpoint_id"])
     network = docker.get("networks", {}).get(ep["network_id"]) or \
         ep["network_id"][:12]
-    if ep.get("state") == "joined":
+    if ep.get("state") == JOINED:
         if name:   # Docker still has the container on the network
             return (f"reconnect its container: run: docker network "
                     f"disconnect -f {network} {name} && docker network "
@@ -585,7 +586,7 @@ def check_stale(obs):
                     f"run: ip link del {name} (or {RESTART_PLUGIN})"))
     for eid, ep in sorted(endpoints.items()):
         who = _who(eid, containers)
-        if ep.get("state") == "deleting":
+        if ep.get("state") == DELETING:
             found.append(finding(
                 eid[:12], f"deletion of {who} was interrupted",
                 f"{RESTART_PLUGIN}: start-up finishes it"))

@@ -11,8 +11,9 @@ Exit status: 0, or 1 when the state directory cannot be read.
 import json
 import sys
 
+from ..definitions import tunnel_port_name
 from ..observe import (HostProbe, add_common_arguments, collect, port_of,
-                       tunnel_port_name, tunnel_ports)
+                       tunnel_ports)
 
 
 def add_arguments(parser):

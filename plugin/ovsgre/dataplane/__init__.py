@@ -12,13 +12,13 @@ from pyroute2 import IPRoute
 
 from ..errors import DataplaneError, InvalidRequest, Unavailable
 
+from ..definitions import GRE_OVERHEAD
 from .links import Links
 from .ovsdb import Ovsdb, owner_ids
 from .reaper import VSWITCHD_WAIT, Reaper
 
 LOG = logging.getLogger(__name__)
 
-GRE_OVERHEAD = 42   # outer IPv4 20 + GRE with key 8 + inner Ethernet 14
 DEFAULT_UNDERLAY_MTU = 1500
 AFXDP_TYPES = ("afxdp-nonpmd", "afxdp")
 # Native XDP on a veth needs the frame in one page (4 KiB minus headroom).

@@ -14,7 +14,8 @@ from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 from ovsdbapp.backend.ovs_idl import transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from .. import OWNER
+from ..definitions import (ENDPOINT_KEY, NETWORK_KEY,  # noqa: F401
+                           OWNER, OWNER_KEY, ROLE_KEY)
 from ..errors import DataplaneError, Unavailable
 
 LOG = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ COLUMNS = {
     "Interface": ("name", "type", "options", "ofport", "error",
                   "mtu_request", "external_ids"),
 }
-OWNER_KEY = "owner"
-NETWORK_KEY = "ovsgre_network"
-ENDPOINT_KEY = "ovsgre_endpoint"
-ROLE_KEY = "ovsgre_role"      # endpoint (default), patch or tunnel
 BRIDGE_MTU = 1500
 
 

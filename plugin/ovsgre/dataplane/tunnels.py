@@ -18,23 +18,19 @@ The table is computed whole (`build_flows`) and installed in one atomic
 step with `ovs-ofctl --bundle replace-flows`.
 """
 
-import ipaddress
 import logging
 import os
 import subprocess
 import time
 
-from .. import OWNER
-from ..cluster.records import KEY_MAX, KEY_MIN
+from ..definitions import (KEY_MAX, KEY_MIN, OWNER, OWNER_KEY,  # noqa
+                           PATCH_INT, PATCH_TUN, PEER_KEY, ROLE_KEY,
+                           tunnel_port_name)
 from ..errors import DataplaneError
-from .ovsdb import OWNER_KEY, ROLE_KEY
 
 LOG = logging.getLogger(__name__)
 
-PEER_KEY = "ovsgre_peer"
 LOCAL_KEY = "ovsgre_local_ip"
-PATCH_INT = "ovgp-int"     # on the tunnel bridge, towards br-ovsgre
-PATCH_TUN = "ovgp-tun"     # on br-ovsgre, towards the tunnel bridge
 LEARN = ("learn(table=2,hard_timeout=300,priority=1,"
          "NXM_OF_VLAN_TCI[0..11],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],"
          "load:0->NXM_OF_VLAN_TCI[],load:NXM_NX_TUN_ID[]->NXM_NX_TUN_ID[],"
@@ -49,10 +45,6 @@ COOKIE = "0x6f7667"         # "ovg": marks the flows ovsgre installs
 PRIME_KEY = 0               # below every network's key (KEY_MIN)
 # broadcast, from a locally administered MAC, IEEE local experimental type
 PRIME_FRAME = ("ff" * 6 + "02" + "6f7667" + "0000" + "88b5").ljust(120, "0")
-
-
-def tunnel_port_name(peer_ip):
-    return "gre-" + ipaddress.IPv4Address(peer_ip).packed.hex()
 
 
 def _is_int(value, low, high):
