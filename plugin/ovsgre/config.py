@@ -182,6 +182,9 @@ OPTIONS = (
            "always uses system"),
 )
 
+# Each setting's default lives in its Option; Settings takes it from here.
+DEFAULTS = {opt.name: opt.default for opt in OPTIONS}
+
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
@@ -195,23 +198,23 @@ class Settings:
     log_level: str
     threads: int
     ovsdb_timeout: int
-    ovs_rundir: str = ""
-    ready_timeout: float = 10.0
-    scope: str = "local"
-    docker_host: str = "unix:///var/run/docker.sock"
-    driver_name: str = "ovsgre"
-    etcd: tuple = ()
-    etcd_ca: str = ""
-    etcd_cert: str = ""
-    etcd_key: str = ""
-    etcd_timeout: float = 2.0
-    lease_ttl: int = 10
-    peers: tuple = ()
-    learned_macs: int = 8192
-    max_peers: int = 128
-    local_ip: str = ""
-    stale_after: int = 60
-    port_type: str = "system"
+    ovs_rundir: str = DEFAULTS["ovs_rundir"]
+    ready_timeout: float = DEFAULTS["ready_timeout"]
+    scope: str = DEFAULTS["scope"]
+    docker_host: str = DEFAULTS["docker_host"]
+    driver_name: str = DEFAULTS["driver_name"]
+    etcd: tuple = DEFAULTS["etcd"]
+    etcd_ca: str = DEFAULTS["etcd_ca"]
+    etcd_cert: str = DEFAULTS["etcd_cert"]
+    etcd_key: str = DEFAULTS["etcd_key"]
+    etcd_timeout: float = DEFAULTS["etcd_timeout"]
+    lease_ttl: int = DEFAULTS["lease_ttl"]
+    peers: tuple = DEFAULTS["peers"]
+    learned_macs: int = DEFAULTS["learned_macs"]
+    max_peers: int = DEFAULTS["max_peers"]
+    local_ip: str = DEFAULTS["local_ip"]
+    stale_after: int = DEFAULTS["stale_after"]
+    port_type: str = DEFAULTS["port_type"]
 
     @property
     def multi_host(self):

@@ -19,6 +19,7 @@ from . import names
 from .faults import crash_point
 from .cluster.networks import derive_key
 from .cluster.records import printable
+from .config import DEFAULTS
 from .definitions import (CREATED, DELETING, JOINED, KEY_MAX, KEY_MIN,
                           MTU_MAX, MTU_MIN, NAME_RULE, valid_name)
 from .config import PORT_TYPES
@@ -41,7 +42,7 @@ VLAN_MIN, VLAN_MAX = 1, 4094
 
 _MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
 
-READY_TIMEOUT = 10.0   # seconds Join waits for the port to forward
+READY_TIMEOUT = DEFAULTS["ready_timeout"]   # s Join waits for forwarding
 
 
 class Driver:

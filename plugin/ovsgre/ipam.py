@@ -31,6 +31,7 @@ import logging
 import urllib.parse
 import uuid
 
+from .cluster.kv import RETRY, compare_and_swap
 from .definitions import valid_name
 from .cluster.records import (TOKEN, TOKEN_LEN, Malformed, MalformedLog,
                               parse_claim, parse_pool)
@@ -45,7 +46,6 @@ SPACE_OPT = "ovsgre.network"
 DEFAULT_SPACE = "default"
 GATEWAY_TYPE = "com.docker.network.gateway"
 MAX_SCAN = 1 << 16
-CAS_TRIES = 50
 TOKEN_SEP = "#"
 
 
@@ -131,7 +131,8 @@ class Ipam:
         subnets at the same moment cannot both succeed."""
         prefix = f"{POOLS}{space}/"
         key = f"{prefix}{_q(str(net))}"
-        for _ in range(CAS_TRIES):
+
+        def attempt():
             pools, revision = self.kv.list_with_revision(prefix)
             _check_no_overlap(space, net, [
                 p.net for p in map(self._parsed_pool, pools, pools.values())
@@ -144,10 +145,9 @@ class Ipam:
             new = {"pool": str(net), "id": uuid.uuid4().hex,
                    "holders": {token: self.host_id}} if record is None \
                 else _with_holder(record, token, self.host_id)
-            if self.kv.write_if_unchanged(prefix, revision, key, record,
-                                          new):
-                return
-        raise Unavailable(f"pool {net}: too much contention, try again")
+            return None if self.kv.write_if_unchanged(
+                prefix, revision, key, record, new) else RETRY
+        compare_and_swap(f"pool {net}", attempt)
 
     def release_pool(self, pool_id):
         space, net, _, token = _parse_pool_id(pool_id)
@@ -179,7 +179,8 @@ class Ipam:
         deletes the pool, and this incarnation's addresses go with it.
         Returns (the record as left or None when gone, whether it changed)."""
         key = f"{POOLS}{space}/{_q(str(net))}"
-        for _ in range(CAS_TRIES):
+
+        def attempt():
             record = self.kv.get(key)
             if record is None or self._parsed_pool(key, record) is None:
                 return None, False
@@ -187,14 +188,15 @@ class Ipam:
             if rest is None:
                 return record, False
             if any(_holders(rest)):
-                if self.kv.replace(key, record, rest):
-                    return rest, True
-            elif self.kv.delete_if(key, record):
-                for addr in self.kv.list(self._prefix(space, net, record)):
-                    self.kv.delete(addr)
-                self.kv.delete(self._last_key(space, net, record))
-                return None, True
-        raise Unavailable(f"pool {net}: too much contention, try again")
+                return (rest, True) if self.kv.replace(key, record, rest) \
+                    else RETRY
+            if not self.kv.delete_if(key, record):
+                return RETRY
+            for addr in self.kv.list(self._prefix(space, net, record)):
+                self.kv.delete(addr)
+            self.kv.delete(self._last_key(space, net, record))
+            return None, True
+        return compare_and_swap(f"pool {net}", attempt)
 
     def _forget_addresses(self, space, net, pool):
         count = 0

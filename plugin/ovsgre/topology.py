@@ -19,13 +19,14 @@ from .cluster.etcd import Registration, Watcher
 from .cluster.networks import NETS
 from .cluster.records import (Malformed, MalformedLog, parse_host,
                               parse_network)
+from .config import DEFAULTS
 from .definitions import HOSTS_PREFIX
 from .errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
 
 HOSTS = HOSTS_PREFIX
-MAX_PEERS = 128      # default of --max-peers
+MAX_PEERS = DEFAULTS["max_peers"]
 # Seconds between idle checks for a vswitchd restart: a restarted vswitchd
 # has no tunnel flows, and other hosts' containers cannot reach this one's
 # until they are back.  A check reads one pid file.

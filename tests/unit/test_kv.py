@@ -225,3 +225,16 @@ def test_write_if_unchanged_remembers_only_keys_that_exist(kv):
     kv.delete("/ovsgre/p/x")
     assert kv.write_if_unchanged("/ovsgre/p/", rev, "/ovsgre/p/y", None, 1)
     assert len(kv._modified) == 1
+
+
+def test_compare_and_swap_retries_lost_races_then_gives_up():
+    from ovsgre.cluster.kv import RETRY, compare_and_swap
+    from ovsgre.errors import Unavailable
+    results = iter([RETRY, RETRY, "won"])
+    assert compare_and_swap("pool x", lambda: next(results)) == "won"
+    tries = []
+    with pytest.raises(Unavailable, match="pool x: too much contention"):
+        compare_and_swap("pool x", lambda: tries.append(1) or RETRY,
+                         tries=5)
+    assert len(tries) == 5
+    assert compare_and_swap("pool x", lambda: None) is None

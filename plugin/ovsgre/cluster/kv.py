@@ -21,9 +21,23 @@ import os
 import threading
 import urllib.parse
 
+from ..errors import Unavailable
 from ..store import atomic_write, fsync_dir
 
 PREFIX = "/ovsgre/"
+CAS_TRIES = 50
+RETRY = object()   # what an attempt returns when it lost a race
+
+
+def compare_and_swap(what, attempt, tries=CAS_TRIES):
+    """Run attempt() (read, decide, conditional write) until it returns
+    anything but RETRY; other hosts writing the same keys make it lose
+    races, never forever: Unavailable naming `what` after `tries`."""
+    for _ in range(tries):
+        result = attempt()
+        if result is not RETRY:
+            return result
+    raise Unavailable(f"{what}: too much contention, try again")
 
 
 def _copy(value):

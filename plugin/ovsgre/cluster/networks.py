@@ -19,7 +19,8 @@ import logging
 import zlib
 
 from ..definitions import KEY_MAX, KEY_MIN
-from ..errors import Conflict, Unavailable
+from ..errors import Conflict
+from .kv import RETRY, compare_and_swap
 from .records import (Malformed, MalformedLog, parse_key_owner,
                       parse_network)
 
@@ -28,7 +29,6 @@ LOG = logging.getLogger(__name__)
 NETS = "/ovsgre/networks/"
 KEYS = "/ovsgre/keys/"
 SWARM = "swarm"   # swarm network IDs reserving a definition (manager)
-CAS_TRIES = 50
 
 
 def derive_key(name):
@@ -57,12 +57,13 @@ class NetworkRegistry:
 
     def _hold(self, name, ipv4, ipv6, key, field, holder):
         wanted = {"name": name, "ipv4": sorted(ipv4), "ipv6": sorted(ipv6)}
-        for _ in range(CAS_TRIES):
+
+        def attempt():
             current = self.kv.get(NETS + name)
             if current is None:
                 current = self._create(wanted, key, field, holder)
                 if current is None:
-                    continue   # lost a race; look again
+                    return RETRY   # lost a race; look again
             net = self._trusted(name, current)
             _check_same(net, wanted, key)
             held = list(getattr(net, field))
@@ -70,7 +71,8 @@ class NetworkRegistry:
                     NETS + name, current,
                     dict(current, **{field: sorted(held + [holder])})):
                 return net.key
-        raise Unavailable(f"network {name!r}: too much contention, retry")
+            return RETRY
+        return compare_and_swap(f"network {name!r}", attempt)
 
     def _trusted(self, name, record):
         """The record at NETS + name as a typed value, refused unless it
@@ -165,28 +167,29 @@ class NetworkRegistry:
         return names
 
     def _drop(self, name, field, holder):
-        for _ in range(CAS_TRIES):
+        def attempt():
             current = self.kv.get(NETS + name)
             if current is None:
-                return
+                return None
             try:
                 net = parse_network(NETS + name, current, NETS)
             except Malformed as exc:     # left for an operator: see status
                 self.malformed.skip(NETS + name, exc)
-                return
+                return None
             if holder not in getattr(net, field):
-                return
+                return None
             rest = [h for h in getattr(net, field) if h != holder]
             updated = dict(current, **{field: rest})
             if not updated.get(SWARM):
                 updated.pop(SWARM, None)   # plain records keep their shape
             if updated.get("hosts") or updated.get(SWARM):
-                if self.kv.replace(NETS + name, current, updated):
-                    return
-            elif self.kv.delete_if(NETS + name, current):
-                self._free_key(net.key, name)
-                return
-        raise Unavailable(f"network {name!r}: too much contention, retry")
+                return None if self.kv.replace(NETS + name, current,
+                                               updated) else RETRY
+            if not self.kv.delete_if(NETS + name, current):
+                return RETRY
+            self._free_key(net.key, name)
+            return None
+        compare_and_swap(f"network {name!r}", attempt)
 
     def list(self):
         """{name: Network} of the records that parse; the others are

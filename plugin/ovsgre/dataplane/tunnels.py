@@ -23,6 +23,7 @@ import os
 import subprocess
 import time
 
+from ..config import DEFAULTS
 from ..definitions import (KEY_MAX, KEY_MIN, OWNER, OWNER_KEY,  # noqa
                            PATCH_INT, PATCH_TUN, PEER_KEY, ROLE_KEY,
                            tunnel_port_name)
@@ -37,7 +38,7 @@ LEARN = ("learn(table=2,hard_timeout=300,priority=1,"
          "output:OXM_OF_IN_PORT[])")
 LEARNED_TABLE = 2           # where LEARN puts the MACs behind tunnels
 LEARN_GROUP = "NXM_OF_VLAN_TCI[0..11]"   # eviction groups: one per network
-LEARNED_MACS = 8192         # default of --learned-macs
+LEARNED_MACS = DEFAULTS["learned_macs"]
 UNICAST = "00:00:00:00:00:00/01:00:00:00:00:00"
 MULTICAST = "01:00:00:00:00:00/01:00:00:00:00:00"
 OFCTL_TIMEOUT = 10
