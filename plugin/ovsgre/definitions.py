@@ -38,6 +38,9 @@ NAME_RULE = ("1-64 letters, digits, '_', '.', '-', starting with a letter "
              "or digit")
 
 
+MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")   # fullmatch it
+
+
 def valid_name(value):
     return isinstance(value, str) and NAME.fullmatch(value) is not None
 

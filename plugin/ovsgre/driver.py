@@ -11,7 +11,6 @@ A delete the dataplane refused leaves a "deleting" record for a retry.
 
 import ipaddress
 import logging
-import re
 import threading
 import time
 
@@ -20,7 +19,7 @@ from .faults import crash_point
 from .cluster.networks import derive_key
 from .cluster.records import printable
 from .config import DEFAULTS
-from .definitions import (CREATED, DELETING, JOINED, KEY_MAX, KEY_MIN,
+from .definitions import (CREATED, DELETING, JOINED, KEY_MAX, KEY_MIN, MAC,
                           MTU_MAX, MTU_MIN, NAME_RULE, valid_name)
 from .config import PORT_TYPES
 from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
@@ -40,7 +39,6 @@ OWN_PREFIX = "ovsgre."
 KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE, OPT_NAME, OPT_KEY, OPT_PORT_TYPE)
 VLAN_MIN, VLAN_MAX = 1, 4094
 
-_MAC = re.compile(r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")
 
 READY_TIMEOUT = DEFAULTS["ready_timeout"]   # s Join waits for forwarding
 
@@ -522,7 +520,7 @@ def _check_not_aux(net, interface):
 
 def _check_interface(interface):
     mac = interface.get("MacAddress") or ""
-    if mac and not _MAC.fullmatch(mac):
+    if mac and not MAC.fullmatch(mac):
         raise InvalidRequest(f"Interface.MacAddress {mac!r} is not a MAC "
                              "address")
     for field, version in (("Address", 4), ("AddressIPv6", 6)):

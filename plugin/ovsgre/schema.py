@@ -8,6 +8,7 @@ newer Docker releases add fields (e.g. com.docker.network.enable_ipv4).
 
 import re
 
+from .definitions import MAC as MAC_ADDRESS
 from .errors import InvalidRequest
 
 # Docker sends one entry per exposed and per published port in
@@ -16,7 +17,6 @@ from .errors import InvalidRequest
 MAX_BODY = 32 << 20
 
 _ID = re.compile(r"^[A-Za-z0-9]{1,128}$")
-_MAC = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}")
 
 ID = "id"
 STR = "string"
@@ -129,7 +129,7 @@ def _unicast_mac(value):
     kernel refuses multicast (broadcast too) and all-zero ones."""
     if not isinstance(value, str):
         return False
-    return not value or (bool(_MAC.fullmatch(value))
+    return not value or (bool(MAC_ADDRESS.fullmatch(value))
                          and not int(value[:2], 16) & 1
                          and int(value.replace(":", ""), 16) != 0)
 
