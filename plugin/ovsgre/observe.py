@@ -620,8 +620,7 @@ class HostProbe:
         from .cluster.etcd import EtcdKV
         s = self.settings
         try:
-            kv = EtcdKV(s.etcd, min(self.timeout, s.etcd_timeout), s.etcd_ca,
-                        s.etcd_cert, s.etcd_key)
+            kv = EtcdKV.from_settings(s, self.timeout)
         except ValueError as exc:
             raise ProbeError(str(exc)) from exc
         try:

@@ -78,8 +78,7 @@ def build_app(settings):
 def _cluster_kv(settings):
     if not settings.etcd:
         return LocalKV(settings.state_dir)
-    return EtcdKV(settings.etcd, settings.etcd_timeout, settings.etcd_ca,
-                  settings.etcd_cert, settings.etcd_key)
+    return EtcdKV.from_settings(settings)
 
 
 def _topology(settings, store, dataplane, kv, local_ip):

@@ -479,3 +479,17 @@ def test_registration_comes_back_after_losing_its_lease_or_key(lose):
     finally:
         r.stop(revoke=False)
         r.join(5)
+
+
+def test_one_client_factory_for_the_plugin_and_the_commands():
+    from ovsgre.config import resolve
+    s = resolve(environ={"OVSGRE_ETCD": "https://etcd:2379",
+                         "OVSGRE_ETCD_TIMEOUT": "2.5",
+                         "OVSGRE_ETCD_CA": "/ca.pem",
+                         "OVSGRE_ETCD_CERT": "/c.pem",
+                         "OVSGRE_ETCD_KEY": "/k.pem"})
+    kv = EtcdKV.from_settings(s)
+    assert kv.endpoints == ["https://etcd:2379"] and kv.timeout == 2.5
+    assert kv._clients[0].session.cert == ("/c.pem", "/k.pem")
+    assert EtcdKV.from_settings(s, timeout=1.0).timeout == 1.0
+    assert EtcdKV.from_settings(s, timeout=9.0).timeout == 2.5

@@ -938,6 +938,9 @@ def test_etcd_hosts_and_a_silent_etcd(monkeypatch):
     seen = {}
 
     class FakeKV:
+        # the plugin's own factory, building this fake
+        from_settings = classmethod(etcd.EtcdKV.from_settings.__func__)
+
         def __init__(self, endpoints, timeout, ca, cert, key):
             seen.update(endpoints=endpoints, timeout=timeout)
 

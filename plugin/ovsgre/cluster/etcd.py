@@ -60,6 +60,15 @@ class EtcdKV:
         self._index = 0
         self._clients = [self._client(url) for url in self.endpoints]
 
+    @classmethod
+    def from_settings(cls, settings, timeout=None):
+        """The client the plugin and every command build from settings
+        (--etcd, --etcd-timeout or a shorter timeout, the TLS files)."""
+        wait = settings.etcd_timeout if timeout is None else \
+            min(timeout, settings.etcd_timeout)
+        return cls(settings.etcd, wait, settings.etcd_ca,
+                   settings.etcd_cert, settings.etcd_key)
+
     def _client(self, url):
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:

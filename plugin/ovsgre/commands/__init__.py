@@ -11,5 +11,4 @@ def cluster_kv(settings, command):
               file=sys.stderr)
         return None
     from ..cluster.etcd import EtcdKV
-    return EtcdKV(settings.etcd, settings.etcd_timeout, settings.etcd_ca,
-                  settings.etcd_cert, settings.etcd_key)
+    return EtcdKV.from_settings(settings)
