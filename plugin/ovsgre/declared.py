@@ -80,17 +80,21 @@ class DeclaredNetworks(threading.Thread):
         self._wanted = None       # {name: Declared}, None until first read
         self._dirty = False
         self._halt = False
+        self._timer = None
         self.malformed = MalformedLog(LOG, "declared network")
         self.watcher = Watcher(kv, PREFIX, self._changed)
 
     def begin(self):
-        timer = threading.Timer(START_DELAY, self._start_all)
-        timer.daemon = True
-        timer.start()
+        self._timer = threading.Timer(START_DELAY, self._start_all)
+        self._timer.daemon = True
+        self._timer.start()
 
     def _start_all(self):
-        self.watcher.start()
-        self.start()
+        with self._cond:
+            if self._halt:
+                return
+            self.watcher.start()
+            self.start()
 
     def _changed(self, items):
         wanted = {}
@@ -210,7 +214,12 @@ class DeclaredNetworks(threading.Thread):
         return True
 
     def stop(self):
+        """Stop the delayed start, the watch and the thread."""
         with self._cond:
             self._halt = True
             self._cond.notify_all()
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.watcher.is_alive():
+                self.watcher.stop()
         self.watcher.stop()

@@ -45,8 +45,10 @@ READY_TIMEOUT = DEFAULTS["ready_timeout"]   # s Join waits for forwarding
 
 class Driver:
     def __init__(self, store, dataplane, default_mtu, registry=None,
-                 topology=None, ready_timeout=READY_TIMEOUT, ipam=None):
+                 topology=None, ready_timeout=READY_TIMEOUT, ipam=None,
+                 scope="local"):
         self.store = store
+        self.scope = scope           # see capabilities()
         self.ipam = ipam             # ovsgre's IPAM: keeps aux addresses
         self.dataplane = dataplane
         self.default_mtu = default_mtu
@@ -64,8 +66,6 @@ class Driver:
             return result
 
     # -- capabilities -----------------------------------------------------
-    scope = "local"
-
     def capabilities(self):
         # Local scope: each daemon keeps its own network definitions;
         # global (managed plugin in a swarm): swarm-scope networks.

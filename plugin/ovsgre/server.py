@@ -40,39 +40,68 @@ def setup_logging(level):
         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def build_app(settings):
-    """Open the stores and OVSDB, reconcile, start the peer reconciler,
-    return the WSGI app.  Never waits for etcd: it may be down, and the
-    registration and watch threads catch up when it returns."""
-    store = LocalStore(settings.state_dir, validate=True)
-    dataplane = _connect(settings)
-    reconcile(store, dataplane)
+class Runtime:
+    """Every long-lived part of the plugin, built from settings in this one
+    place: start() opens the stores and OVSDB, reconciles, starts the
+    background parts (peers and tunnels, the janitor, declared networks)
+    and returns the WSGI app; stop() stops what start() started, the
+    topology last (it leaves the cluster, revoking this host's lease).
+    Never waits for etcd: it may be down, and the registration and watch
+    threads catch up when it returns."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.running = []    # started parts, each with stop()
+
+    def start(self):
+        settings = self.settings
+        store = LocalStore(settings.state_dir, validate=True)
+        dataplane = _connect(settings)
+        reconcile(store, dataplane)
+        local_ip = _local_ip(settings)
+        kv = _cluster_kv(settings)
+        host_id = local_ip or "local"
+        topology = None
+        if settings.multi_host:
+            topology = _topology(settings, store, dataplane, kv, local_ip)
+            self.running.append(topology)
+        mtu = container_mtu(settings.mtu, local_ip)
+        LOG.info("ready: bridge %s datapath %s port type %s container MTU "
+                 "%d, %s", settings.bridge, dataplane.datapath,
+                 dataplane.port_type, mtu,
+                 f"tunnels from {local_ip}" if topology else "single host")
+        ipam = Ipam(kv, host_id)
+        driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
+                        topology, settings.ready_timeout, ipam,
+                        settings.scope)
+        janitor = Janitor(driver, DockerEndpoints(settings.docker_host),
+                          settings.stale_after)
+        janitor.start()
+        self.running.append(janitor)
+        if settings.etcd:
+            declared = DeclaredNetworks(kv, settings.docker_host,
+                                        settings.driver_name)
+            declared.begin()
+            self.running.append(declared)
+        return create_app(driver, ipam)
+
+    def stop(self):
+        while self.running:
+            part = self.running.pop()
+            try:
+                part.stop()
+            except Exception as exc:   # stop the others all the same
+                LOG.warning("stopping %s: %s", type(part).__name__, exc)
+
+
+def _local_ip(settings):
     local_ip = settings.local_ip or (
         detect_local_ip(settings.tunnel_targets())
         if settings.multi_host else "")
     if settings.multi_host and not local_ip:
         raise Unavailable("cannot tell the tunnel source address: set "
                           "--local-ip")
-    kv = _cluster_kv(settings)
-    host_id = local_ip or "local"
-    topology = None
-    if settings.multi_host:
-        topology = _topology(settings, store, dataplane, kv, local_ip)
-    mtu = container_mtu(settings.mtu, local_ip)
-    LOG.info("ready: bridge %s datapath %s port type %s container MTU %d,"
-             " %s", settings.bridge, dataplane.datapath,
-             dataplane.port_type, mtu,
-             f"tunnels from {local_ip}" if topology else "single host")
-    ipam = Ipam(kv, host_id)
-    driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
-                    topology, settings.ready_timeout, ipam)
-    driver.scope = settings.scope
-    Janitor(driver, DockerEndpoints(settings.docker_host),
-            settings.stale_after).start()
-    if settings.etcd:
-        DeclaredNetworks(kv, settings.docker_host,
-                         settings.driver_name).begin()
-    return create_app(driver, ipam)
+    return local_ip
 
 
 def _cluster_kv(settings):
@@ -141,15 +170,15 @@ class PluginServer(BaseApplication):
         LOG.info("listening on %s", self.settings.socket)
 
     def load(self):
-        app = build_app(self.settings)
-        self._driver = app.config["ovsgre.driver"]
-        return app
+        self.runtime = Runtime(self.settings)
+        return self.runtime.start()
 
     def _worker_exit(self, _server, _worker):
-        """Leave the cluster at once (lease revoked) on a clean stop."""
-        topology = getattr(getattr(self, "_driver", None), "topology", None)
-        if topology is not None:
-            topology.stop()
+        """Stop the background parts; the topology leaves the cluster at
+        once (lease revoked) on a clean stop."""
+        runtime = getattr(self, "runtime", None)
+        if runtime is not None:
+            runtime.stop()
 
 
 def serve(settings):

@@ -210,6 +210,31 @@ def test_resync_repairs_hand_removed_network(monkeypatch):
         kv.closed.set()
 
 
+def test_stop_ends_the_watch_and_the_thread_and_a_start_not_yet_due(
+        monkeypatch):
+    """The plugin stops every background part on a clean exit: a stopped
+    reconciler leaves no thread, no watch, and never calls Docker."""
+    monkeypatch.setattr(declared, "START_DELAY", 0.0)
+    client = FakeClient()
+    monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
+    kv = QuietKV({declared.PREFIX + "decl": RECORD})
+    rec = declared.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
+    rec.begin()
+    wait_until(lambda: len(client.created) == 1)
+    rec.stop()
+    kv.closed.set()         # the fake stream ends as a kicked one would
+    rec.join(2)
+    rec.watcher.join(2)
+    assert not rec.is_alive() and not rec.watcher.is_alive()
+    monkeypatch.setattr(declared, "START_DELAY", 0.2)
+    early = declared.DeclaredNetworks(QuietKV({}), "unix:///x.sock",
+                                      "ovsgre")
+    early.begin()
+    early.stop()            # before the delayed start
+    time.sleep(0.4)
+    assert not early.is_alive() and not early.watcher.is_alive()
+
+
 @pytest.mark.parametrize("bad", [
     "text", [1], {"name": "other", "subnets": ["198.19.1.0/24"]},
     {"name": "bad", "subnets": "198.19.1.0/24"},
