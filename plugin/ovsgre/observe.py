@@ -393,20 +393,23 @@ class HostProbe:
         return read_ovsdb(self.settings.ovsdb,
                           min(self.timeout, self.settings.ovsdb_timeout))
 
+    def _vswitchd_pid(self):
+        """PID in <rundir>/ovs-vswitchd.pid, or None."""
+        try:
+            with open(os.path.join(self.settings.rundir, "ovs-vswitchd.pid"),
+                      encoding="ascii") as fh:
+                return int(fh.read().strip() or 0) or None
+        except (OSError, ValueError):
+            return None
+
     def vswitchd_ctl_candidates(self):
         """Control sockets of ovs-vswitchd: <rundir>/ovs-vswitchd.<pid>.ctl
         (Debian's default) and <rundir>/ovs-vswitchd.ctl (--unixctl)."""
         rundir = self.settings.rundir
         found = []
-        try:
-            with open(os.path.join(rundir, "ovs-vswitchd.pid"),
-                      encoding="ascii") as fh:
-                pid = int(fh.read().strip() or 0)
-            if pid:
-                found.append(os.path.join(rundir,
-                                          f"ovs-vswitchd.{pid}.ctl"))
-        except (OSError, ValueError):
-            pass
+        pid = self._vswitchd_pid()
+        if pid:
+            found.append(os.path.join(rundir, f"ovs-vswitchd.{pid}.ctl"))
         found.append(os.path.join(rundir, "ovs-vswitchd.ctl"))
         found += sorted(glob.glob(os.path.join(rundir, "ovs-vswitchd.*.ctl")))
         seen, out = set(), []
@@ -451,18 +454,19 @@ class HostProbe:
     def vswitchd_started(self):
         """Seconds after boot ovs-vswitchd started (None when its PID is
         not visible here, e.g. from a managed plugin's PID namespace)."""
+        pid = self._vswitchd_pid()
+        if not pid:
+            return None
         try:
-            with open(os.path.join(self.settings.rundir, "ovs-vswitchd.pid"),
-                      encoding="ascii") as fh:
-                pid = int(fh.read().strip())
             with open(f"/proc/{pid}/stat", encoding="ascii",
                       errors="replace") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
+            # field 22 of stat (the 20th after the command): start time
+            # in clock ticks since boot
+            ticks = int(fields[19])
         except (OSError, ValueError, IndexError):
             return None
-        # field 22 of stat (the 20th after the command): start time in
-        # clock ticks since boot
-        return int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def dump_flows(self, bridge):
         target = f"unix:{os.path.join(self.settings.rundir, bridge)}.mgmt"
