@@ -15,7 +15,7 @@ import threading
 import time
 
 from . import names
-from .faults import crash_point
+from .crash_points import crash_point
 from .cluster.networks import derive_key
 from .cluster.records import printable
 from .config import DEFAULTS

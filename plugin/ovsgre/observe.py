@@ -27,7 +27,7 @@ import threading
 import time
 
 from .cluster.networks import KEYS, NETS
-from .declared import PREFIX as DECLARED
+from .declared_networks import PREFIX as DECLARED
 from .ipam import POOLS
 from .cluster.records import (Malformed, parse_declared, parse_host,
                               parse_key, parse_key_owner, parse_network,

@@ -16,16 +16,12 @@ its own state).  The store is the source of truth:
 """
 
 import logging
-import threading
 import time
 
-from . import OWNER
-from .dataplane.ovsdb import ENDPOINT_KEY, NETWORK_KEY, OWNER_KEY
-from .driver import CREATED, DELETING, JOINED
+from .definitions import (CREATED, DELETING, ENDPOINT_KEY, JOINED,
+                          NETWORK_KEY, OWNER, OWNER_KEY)
 
 LOG = logging.getLogger(__name__)
-
-GC_EVERY = 60.0   # seconds between runs of the janitor
 
 
 def reconcile(store, dataplane):
@@ -129,84 +125,3 @@ def collect_garbage(store, dataplane, stale_after=None, now=None):
     if any(counts.values()):
         LOG.info("janitor: %s", counts)
     return counts
-
-
-def stale_endpoints(store, docker, stale_after, now=None):
-    """IDs of endpoints older than stale_after that Docker does not have on
-    their network.  docker.endpoints(network_id) gives the IDs Docker has,
-    or None when it cannot tell (unreachable, network unknown): then
-    nothing of that network is touched."""
-    now = time.time() if now is None else now
-    by_network = {}
-    for ep in store.list("endpoints").values():
-        if ep["state"] == DELETING or \
-                now - ep.get("created_at", 0) < stale_after:
-            continue
-        by_network.setdefault(ep["network_id"], []).append(ep["endpoint_id"])
-    stale = []
-    for network_id, ids in sorted(by_network.items()):
-        known = docker.endpoints(network_id)
-        if known is not None:
-            stale += [eid for eid in ids if eid not in known]
-    return stale
-
-
-class DockerEndpoints:
-    """Which endpoints Docker has on a network, through the Docker API.
-    Only ever used from the janitor's thread: never inside a call dockerd
-    waits for, never at start-up."""
-
-    def __init__(self, docker_host, timeout=10):
-        self.docker_host = docker_host
-        self.timeout = timeout
-        self._client = None
-
-    def endpoints(self, network_id):
-        import docker   # the SDK is only needed here
-        try:
-            if self._client is None:
-                self._client = docker.APIClient(base_url=self.docker_host,
-                                                timeout=self.timeout)
-            info = self._client.inspect_network(network_id)
-        except docker.errors.NotFound:
-            return None
-        except Exception as exc:   # dockerd down or restarting
-            LOG.debug("janitor: Docker API: %s", exc)
-            self._client = None
-            return None
-        return {c.get("EndpointID") for c in
-                (info.get("Containers") or {}).values()}
-
-
-class Janitor(threading.Thread):
-    """Now and then, between calls (under the driver's lock, so never in
-    the middle of one): collect_garbage, and endpoints Docker does not know
-    any more (after stale_after seconds) are removed."""
-
-    def __init__(self, driver, docker=None, stale_after=60, every=None):
-        super().__init__(name="janitor", daemon=True)
-        self.driver = driver
-        self.docker = docker
-        self.stale_after = stale_after
-        self.every = every or max(1.0, min(GC_EVERY, stale_after / 2))
-        self._halt = threading.Event()
-
-    def run(self):
-        while not self._halt.wait(self.every):
-            try:
-                self.run_once()
-            except Exception as exc:   # OVSDB down: try again later
-                LOG.warning("janitor: %s", exc)
-
-    def run_once(self):
-        driver = self.driver
-        driver.locked(collect_garbage, driver.store, driver.dataplane,
-                      self.stale_after)
-        if self.docker is None:
-            return
-        for endpoint_id in stale_endpoints(driver.store, self.docker,
-                                           self.stale_after):
-            driver.locked(driver.forget_stale, endpoint_id)
-
-    def stop(self):
-        self._halt.set()

@@ -6,7 +6,7 @@ from ovsgre.cluster.kv import LocalKV
 from ovsgre.cluster.networks import NetworkRegistry
 from ovsgre.commands.host import forget
 from ovsgre.ipam import ADDRS, Ipam
-from ovsgre.topology import HOSTS
+from ovsgre.definitions import HOSTS_PREFIX as HOSTS
 
 from .conftest import pool_base
 

@@ -572,7 +572,7 @@ def test_network_ls_marks_hosts_whose_registration_expired(r1, r2, shared,
     import argparse
     import json
     from ovsgre.commands import network as cmd
-    from ovsgre.topology import HOSTS
+    from ovsgre.definitions import HOSTS_PREFIX as HOSTS
     r1.define("blue", V4, [])
     r2.define("blue", V4, [])
     r1.reserve("sw", ["10.41.0.0/24"], [], "swarm-1")

@@ -343,7 +343,7 @@ def test_janitor_with_nothing_to_do_changes_nothing(store, fake):
 def test_janitor_thread_survives_errors_and_uses_the_lock(store, fake):
     import threading
     from ovsgre.driver import Driver
-    from ovsgre.reconcile import Janitor
+    from ovsgre.janitor import Janitor
     driver = Driver(store, fake, 1450)
     runs = []
     real = driver.locked
@@ -390,7 +390,7 @@ def _aged(store, label, age, now, state="created"):
 
 
 def test_stale_endpoints_are_old_and_unknown_to_docker(store):
-    from ovsgre.reconcile import stale_endpoints
+    from ovsgre.janitor import stale_endpoints
     _net(store)
     now = 10_000.0
     known = _aged(store, "known", 300, now, "joined")
@@ -403,7 +403,7 @@ def test_stale_endpoints_are_old_and_unknown_to_docker(store):
 
 
 def test_nothing_is_stale_when_docker_cannot_tell(store):
-    from ovsgre.reconcile import stale_endpoints
+    from ovsgre.janitor import stale_endpoints
     _net(store)
     now = 10_000.0
     _aged(store, "lost", 300, now)
@@ -411,7 +411,7 @@ def test_nothing_is_stale_when_docker_cannot_tell(store):
 
 
 def test_records_without_a_creation_time_count_as_old(store):
-    from ovsgre.reconcile import stale_endpoints
+    from ovsgre.janitor import stale_endpoints
     _net(store)
     ep = _ep(store, "old-release")
     assert "created_at" not in ep
@@ -421,7 +421,7 @@ def test_records_without_a_creation_time_count_as_old(store):
 
 def test_janitor_removes_what_docker_forgot(store, fake):
     from ovsgre.driver import Driver
-    from ovsgre.reconcile import Janitor
+    from ovsgre.janitor import Janitor
     _net(store)
     driver = Driver(store, fake, 1450)
     now = __import__("time").time()
@@ -439,7 +439,7 @@ def test_janitor_removes_what_docker_forgot(store, fake):
 
 
 def test_janitor_interval_follows_stale_after():
-    from ovsgre.reconcile import GC_EVERY, Janitor
+    from ovsgre.janitor import GC_EVERY, Janitor
     assert Janitor(None, stale_after=4).every == 2
     assert Janitor(None, stale_after=0.5).every == 1.0
     assert Janitor(None, stale_after=3600).every == GC_EVERY

@@ -16,7 +16,7 @@ import sys
 from ..cluster.networks import NetworkRegistry
 from ..errors import OvsgreError
 from ..ipam import Ipam
-from ..topology import HOSTS
+from ..definitions import HOSTS_PREFIX
 from . import cluster_kv
 
 
@@ -48,7 +48,7 @@ def run(settings, args):
 
 def forget(kv, ip, force=False):
     ip = str(ipaddress.ip_address(ip))
-    if not force and kv.get(HOSTS + ip) is not None:
+    if not force and kv.get(HOSTS_PREFIX + ip) is not None:
         raise ValueError(f"host {ip} is registered (its plugin runs); stop "
                          "it first, or use --force")
     registry = NetworkRegistry(kv, ip)

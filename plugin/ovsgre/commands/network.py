@@ -21,9 +21,9 @@ import sys
 
 from ..cluster.networks import NetworkRegistry
 from ..cluster.records import Malformed, parse_declared, printable
-from ..declared import PREFIX, check_name
+from ..declared_networks import PREFIX, check_name
 from ..errors import OvsgreError
-from ..topology import HOSTS
+from ..definitions import HOSTS_PREFIX
 from . import cluster_kv
 
 
@@ -143,7 +143,7 @@ def _list(kv, args):
 def _live_hosts(kv):
     """Host IDs (tunnel addresses) registered now: a registration lives
     under a lease, so a host whose plugin died is gone within the TTL."""
-    return {key[len(HOSTS):] for key in kv.list(HOSTS)}
+    return {key[len(HOSTS_PREFIX):] for key in kv.list(HOSTS_PREFIX)}
 
 
 def _remove(kv, args):

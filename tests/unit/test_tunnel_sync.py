@@ -1,4 +1,4 @@
-"""The peer reconciler thread (Topology) with fake tunnels and peer sources."""
+"""The tunnel sync thread (TunnelSync) and the peer sources, with fakes."""
 
 import threading
 import time
@@ -6,9 +6,10 @@ import types
 
 import pytest
 
-from ovsgre import topology as topology_mod
+from ovsgre import tunnel_sync
 from ovsgre.errors import DataplaneError
-from ovsgre.topology import EtcdPeers, StaticPeers, Topology
+from ovsgre.peers import EtcdPeers, StaticPeers
+from ovsgre.tunnel_sync import TunnelSync
 
 from .fakes import FakePeers, FakeTunnels
 from .conftest import eventually
@@ -31,7 +32,7 @@ class FakeStore:
 def fast_retry(monkeypatch):
     """The thread sleeps 1 s after a failed sync; 10 ms is enough here."""
     real_sleep = time.sleep
-    monkeypatch.setattr(topology_mod, "time", types.SimpleNamespace(
+    monkeypatch.setattr(tunnel_sync, "time", types.SimpleNamespace(
         monotonic=time.monotonic, sleep=lambda s: real_sleep(min(s, 0.01))))
 
 
@@ -53,7 +54,7 @@ def peers():
 
 @pytest.fixture
 def topo(store, tunnels, peers):
-    t = Topology(store, tunnels, peers)
+    t = TunnelSync(store, tunnels, peers)
     t.begin()
     yield t
     t.stop()
@@ -110,7 +111,7 @@ def test_networks_without_key_excluded(tunnels, peers):
                        "b": {"vlan": 2, "key": None},
                        "c": {"vlan": 3},
                        "d": {"vlan": 4, "key": 0}})
-    t = Topology(store, tunnels, peers)
+    t = TunnelSync(store, tunnels, peers)
     t.begin()
     try:
         peers.report({"192.0.2.2"})
@@ -164,7 +165,7 @@ def test_requests_coalesce(store, peers):
             return super().sync(peers, networks, holders)
 
     tunnels = SlowTunnels()
-    t = Topology(store, tunnels, peers)
+    t = TunnelSync(store, tunnels, peers)
     t.begin()
     try:
         peers.report({"192.0.2.2"})
@@ -218,8 +219,8 @@ def test_static_peers_without_local_ip():
     src.stop()
 
 
-def test_topology_with_static_peers(store, tunnels):
-    t = Topology(store, tunnels, StaticPeers(["192.0.2.1", "192.0.2.5"],
+def test_tunnel_sync_with_static_peers(store, tunnels):
+    t = TunnelSync(store, tunnels, StaticPeers(["192.0.2.1", "192.0.2.5"],
                                              "192.0.2.1"))
     t.begin()
     try:
@@ -254,13 +255,13 @@ def test_announcement_is_repeated_on_schedule(topo, tunnels):
     not leave peers sending the MAC to its old host."""
     start = time.monotonic()
     topo.announce("ovgh-a", "02:42:c6:13:c8:05")
-    n = len(topology_mod.ANNOUNCE_AT)
+    n = len(tunnel_sync.ANNOUNCE_AT)
     assert n >= 3
     assert eventually(lambda: len(tunnels.announced) == n, timeout=5)
     assert {(p, m) for _, p, m in tunnels.announced} == \
         {("ovgh-a", "02:42:c6:13:c8:05")}
     offsets = [t - start for t, _, _ in tunnels.announced]
-    for got, planned in zip(offsets, topology_mod.ANNOUNCE_AT):
+    for got, planned in zip(offsets, tunnel_sync.ANNOUNCE_AT):
         assert planned - 0.01 <= got <= planned + 0.5
     time.sleep(0.3)
     assert len(tunnels.announced) == n        # no more than planned
@@ -296,7 +297,7 @@ def test_announcements_do_not_delay_syncs(topo, tunnels, peers):
 
 @pytest.fixture
 def fast_verify(monkeypatch):
-    monkeypatch.setattr(topology_mod, "VERIFY_EVERY", 0.02)
+    monkeypatch.setattr(tunnel_sync, "VERIFY_EVERY", 0.02)
 
 
 def test_flows_not_read_while_vswitchd_stays(fast_verify, topo, tunnels,
@@ -382,7 +383,7 @@ def test_without_a_pid_file_flows_are_read_every_time(fast_verify, topo,
 
 def test_full_check_now_and_then(fast_verify, monkeypatch, topo, tunnels,
                                  peers):
-    monkeypatch.setattr(topology_mod, "FULL_CHECK_EVERY", 0.1)
+    monkeypatch.setattr(tunnel_sync, "FULL_CHECK_EVERY", 0.1)
     peers.report({"192.0.2.2"})
     assert topo.request(wait=WAIT)
     assert eventually(lambda: tunnels.flow_checks >= 3)
@@ -390,7 +391,7 @@ def test_full_check_now_and_then(fast_verify, monkeypatch, topo, tunnels,
 
 def test_full_check_also_primes_the_tunnels(fast_verify, monkeypatch, topo,
                                              tunnels, peers):
-    monkeypatch.setattr(topology_mod, "FULL_CHECK_EVERY", 0.1)
+    monkeypatch.setattr(tunnel_sync, "FULL_CHECK_EVERY", 0.1)
     peers.report({"192.0.2.2"})
     assert topo.request(wait=WAIT)
     assert eventually(lambda: tunnels.primes >= 2)
@@ -399,13 +400,13 @@ def test_full_check_also_primes_the_tunnels(fast_verify, monkeypatch, topo,
 # -- host records other hosts wrote --------------------------------------------
 
 def _peers(items, max_peers=128, local="198.18.0.1"):
-    from ovsgre.topology import EtcdPeers
+    from ovsgre.peers import EtcdPeers
     peers = EtcdPeers.__new__(EtcdPeers)
     peers.local_ip = local
     peers.max_peers = max_peers
     from ovsgre.cluster.records import MalformedLog
     import logging
-    peers.malformed = MalformedLog(logging.getLogger("ovsgre.topology"),
+    peers.malformed = MalformedLog(logging.getLogger("ovsgre.peers"),
                                    "host")
     peers._over_limit = None
     return peers
@@ -424,7 +425,7 @@ def test_a_malformed_host_record_is_skipped_and_the_others_kept(bad, caplog):
              H + "198.18.0.2": {"ip": "198.18.0.2", "hostname": "b"},
              H + "198.18.0.9": {"ip": bad, "hostname": "evil"}}
     peers = _peers(items)
-    with caplog.at_level("WARNING", logger="ovsgre.topology"):
+    with caplog.at_level("WARNING", logger="ovsgre.peers"):
         assert peers.peers_in(items) == {"198.18.0.2"}
         assert peers.peers_in(items) == {"198.18.0.2"}
     logged = [r.getMessage() for r in caplog.records]
@@ -442,7 +443,7 @@ def test_peers_are_bounded_with_a_clear_log(caplog):
     items = {H + f"198.18.{i // 250}.{i % 250 + 2}":
              {"ip": f"198.18.{i // 250}.{i % 250 + 2}"} for i in range(1000)}
     peers = _peers(items, max_peers=16)
-    with caplog.at_level("WARNING", logger="ovsgre.topology"):
+    with caplog.at_level("WARNING", logger="ovsgre.peers"):
         got = peers.peers_in(items)
         assert peers.peers_in(items) == got
     assert len(got) == 16
@@ -475,7 +476,7 @@ def test_broadcasts_go_only_to_the_peers_holding_the_network():
 def test_etcd_network_records_give_the_holders():
     import logging
     from ovsgre.cluster.records import MalformedLog
-    from ovsgre.topology import EtcdPeers
+    from ovsgre.peers import EtcdPeers
     peers = EtcdPeers.__new__(EtcdPeers)
     peers.bad_networks = MalformedLog(logging.getLogger("t"), "network")
     items = {"/ovsgre/networks/blue": {"name": "blue", "key": 7,

@@ -24,6 +24,7 @@ import json
 import logging
 import threading
 
+from . import docker_api
 from .cluster.etcd import Watcher
 from .cluster.records import Malformed, MalformedLog, parse_declared
 from .definitions import valid_name
@@ -134,9 +135,7 @@ class DeclaredNetworks(threading.Thread):
 
     def _apply(self, wanted):
         """Make Docker's labelled networks match; True when all done."""
-        import docker   # only here: the plugin itself never needs it
-        client = docker.DockerClient(base_url=self.docker_host,
-                                     timeout=DOCKER_TIMEOUT)
+        client = docker_api.client(self.docker_host, DOCKER_TIMEOUT)
         try:
             have = {n.attrs["Labels"].get(LABEL): n for n in
                     client.networks.list(filters={"label": LABEL})}

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 PLUGIN = os.path.join(os.path.dirname(__file__), "..", "..", "plugin")
-SCRIPT = ("import sys; from ovsgre.faults import crash_point; "
+SCRIPT = ("import sys; from ovsgre.crash_points import crash_point; "
           "crash_point(sys.argv[1]); print('alive')")
 
 

@@ -1,32 +1,22 @@
-"""The peer reconciler: tunnels and flows follow the peers and networks.
+"""The tunnel sync thread: tunnels and flows follow the peers and networks.
 
-Peers come from etcd (host registry under a lease, watched) or from the
-static `--peers` list.  Whenever the peer set or this host's networks
+Whenever the peer set (from a source in `peers`) or this host's networks
 change, one background thread recomputes the tunnel ports and the flow
 table.  Until the first peer list is known (etcd down at start-up) nothing
 is touched, so a restart never tears down tunnels that carry traffic; and
-an etcd outage keeps the last known peers, so traffic keeps flowing.
+an etcd outage keeps the last known peers, so traffic keeps flowing.  The
+same thread puts the flows back when ovs-vswitchd restarts, and sends the
+gratuitous announcements of a joined container's MAC.
 """
 
-import ipaddress
 import logging
-import socket
 import threading
 import time
 
-from . import __version__
-from .cluster.etcd import Registration, Watcher
-from .cluster.networks import NETS
-from .cluster.records import (Malformed, MalformedLog, parse_host,
-                              parse_network)
-from .config import DEFAULTS
-from .definitions import HOSTS_PREFIX
 from .errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
 
-HOSTS = HOSTS_PREFIX
-MAX_PEERS = DEFAULTS["max_peers"]
 # Seconds between idle checks for a vswitchd restart: a restarted vswitchd
 # has no tunnel flows, and other hosts' containers cannot reach this one's
 # until they are back.  A check reads one pid file.
@@ -43,103 +33,13 @@ FULL_CHECK_EVERY = 30.0
 ANNOUNCE_AT = (0.0, 0.2, 0.6, 1.5)
 
 
-class StaticPeers:
-    def __init__(self, peers, local_ip):
-        self.peers = set(peers) - {local_ip}
+class TunnelSync(threading.Thread):
+    """Keeps this host's tunnel ports and flow table in line with the
+    peers and networks; Join waits on it (wait_installed) before
+    answering."""
 
-    def start(self, on_change, on_holders=None):
-        on_change(set(self.peers))   # holders stay unknown: flood to all
-
-    def stop(self):
-        pass
-
-
-class EtcdPeers:
-    """Registers this host under a lease and watches the others."""
-
-    def __init__(self, kv, local_ip, ttl, max_peers=MAX_PEERS):
-        self.local_ip = local_ip
-        self.max_peers = max_peers
-        self.malformed = MalformedLog(LOG, "host")
-        self._over_limit = None
-        info = {"ip": local_ip, "hostname": socket.gethostname(),
-                "version": __version__}
-        self.registration = Registration(kv, HOSTS + local_ip, info, ttl,
-                                         on_trouble=self._trouble)
-        self.watcher = Watcher(kv, HOSTS, self._changed)
-        self.networks = Watcher(kv, NETS, self._networks_changed)
-        self.bad_networks = MalformedLog(LOG, "network")
-        self._on_change = None
-        self._on_holders = None
-
-    def start(self, on_change, on_holders=None):
-        self._on_change = on_change
-        self._on_holders = on_holders
-        self.registration.start()
-        self.watcher.start()
-        if on_holders is not None:
-            self.networks.start()
-
-    def _changed(self, items):
-        self._on_change(self.peers_in(items))
-
-    def peers_in(self, items):
-        """Peer addresses (text) of the host records that parse, at most
-        max_peers of them (lowest addresses first, so every host picks
-        the same ones); the others are left out and logged once."""
-        peers = set()
-        for path, record in items.items():
-            try:
-                peers.add(parse_host(path, record, HOSTS).ip)
-            except Malformed as exc:
-                self.malformed.skip(path, exc)
-        self.malformed.keep_only(
-            set(items) - {HOSTS + str(ip) for ip in peers})
-        peers.discard(ipaddress.ip_address(self.local_ip))
-        kept = sorted(peers)[:self.max_peers]
-        if len(peers) > self.max_peers:
-            if self._over_limit != len(peers):
-                LOG.warning("%d peers registered in etcd, more than "
-                            "--max-peers %d: tunnels only to the first %d "
-                            "(lowest addresses); raise --max-peers if "
-                            "they are all yours", len(peers),
-                            self.max_peers, self.max_peers)
-            self._over_limit = len(peers)
-        else:
-            self._over_limit = None
-        return {str(ip) for ip in kept}
-
-    def _networks_changed(self, items):
-        self._on_holders(self.holders_in(items))
-
-    def holders_in(self, items):
-        """{gre key: host addresses holding that network} from the
-        network records that parse (the others are skipped, logged once):
-        where each network's broadcasts need to go."""
-        holders, bad = {}, set()
-        for path, record in items.items():
-            try:
-                net = parse_network(path, record, NETS)
-            except Malformed as exc:
-                self.bad_networks.skip(path, exc)
-                bad.add(path)
-                continue
-            holders[net.key] = frozenset(net.hosts)
-        self.bad_networks.keep_only(bad)
-        return holders
-
-    def _trouble(self):
-        self.watcher.kick()   # a watch on a dead member may hang silently
-
-    def stop(self):
-        self.registration.stop()   # revoke first: peers drop us at once
-        self.watcher.stop()
-        self.networks.stop()
-
-
-class Topology(threading.Thread):
     def __init__(self, store, tunnels, peer_source):
-        super().__init__(name="topology", daemon=True)
+        super().__init__(name="tunnel-sync", daemon=True)
         self.store = store
         self.tunnels = tunnels
         self.peer_source = peer_source
