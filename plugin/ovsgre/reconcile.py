@@ -37,13 +37,21 @@ def reconcile(store, dataplane):
     known |= {e["peer_if"] for e in store.list("endpoints").values()}
     known |= dataplane.being_deleted()
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
-                    dataplane.remove, counts)
+                    lambda name: _remove_port_and_link(dataplane, name),
+                    counts)
     _remove_orphans("link", dataplane.owned_links(), known,
-                    dataplane.delete_link, counts)
+                    dataplane.remove_link, counts)
     LOG.info("reconciled %d networks, %d endpoints in %.0f ms: %s",
              len(networks), len(endpoints),
              (time.monotonic() - start) * 1000, counts)
     return counts
+
+
+def _remove_port_and_link(dataplane, name):
+    # Before the plugin answers anything: wait for ovs-vswitchd to let go
+    # of the port, so its link is not deleted under a running datapath.
+    dataplane.remove_port(name, wait=True)
+    dataplane.remove_link(name)
 
 
 def _endpoint(store, dataplane, ep, net, counts):
@@ -62,7 +70,7 @@ def _endpoint(store, dataplane, ep, net, counts):
         return
     if ep["state"] == JOINED and link is None:
         if port is not None:
-            dataplane.delete_port(ep["host_if"])
+            dataplane.remove_port(ep["host_if"])
             counts["orphans"] += 1
         return
     if not _port_ok(port, ep, net):
@@ -120,8 +128,8 @@ def collect_garbage(store, dataplane, stale_after=None, now=None):
         known |= {ep["host_if"], ep["peer_if"]}
     known |= dataplane.being_deleted()
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
-                    dataplane.delete_port, counts)
-    _remove_orphans("link", links, known, dataplane.delete_link, counts)
+                    dataplane.remove_port, counts)
+    _remove_orphans("link", links, known, dataplane.remove_link, counts)
     if any(counts.values()):
         LOG.info("janitor: %s", counts)
     return counts

@@ -171,10 +171,6 @@ class FakeDataplane(Failing):
         self._enter("unplug", ep["endpoint_id"])
         self._remove(ep["host_if"], ep["peer_if"])
 
-    def remove(self, host, peer=None):
-        self._enter("remove", host, peer)
-        self._remove(host, peer)
-
     def _remove(self, host, peer):
         self.ports.pop(host, None)
         self._delete_link(host)
@@ -186,12 +182,12 @@ class FakeDataplane(Failing):
         port = self.ports.get(name)
         return copy.deepcopy(port) if port is not None else None
 
-    def delete_port(self, name):
-        self._enter("delete_port", name)
+    def remove_port(self, name, wait=False):
+        self._enter("remove_port", name)
         self.ports.pop(name, None)
 
-    def delete_link(self, name):
-        self._enter("delete_link", name)
+    def remove_link(self, name):
+        self._enter("remove_link", name)
         self._delete_link(name)
 
     def host_link(self, ep):

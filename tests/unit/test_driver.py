@@ -60,8 +60,8 @@ def test_create_endpoint_repeated_is_idempotent(api, store, fake):
 def test_create_endpoint_retry_replugs_a_vanished_pair(api, store, fake):
     _setup(api)
     ep = store.get("endpoints", EP)
-    fake.delete_link(ep["host_if"])
-    fake.delete_port(ep["host_if"])
+    fake.remove_link(ep["host_if"])
+    fake.remove_port(ep["host_if"])
     assert api.create_endpoint(NET, EP)[0] == 200
     _one_pair(fake, store)
 
@@ -76,7 +76,7 @@ def test_create_endpoint_repeated_after_join_keeps_the_container_end(
     peer = reply["InterfaceName"]["SrcName"]
     fake.move_to_sandbox(peer)
     ep = store.get("endpoints", EP)
-    fake.delete_port(ep["host_if"])
+    fake.remove_port(ep["host_if"])
     assert api.create_endpoint(NET, EP)[0] == 200
     assert peer in fake.sandboxed and peer not in fake.links
     assert set(fake.links) == {ep["host_if"]}

@@ -47,7 +47,7 @@ def test_plug_is_idempotent_and_veth_ends_die_together():
     fake.plug(EP, 5)
     assert set(fake.links) == {EP["host_if"], EP["peer_if"]}
     assert fake.ports[EP["host_if"]]["tag"] == 5
-    fake.delete_link(EP["peer_if"])
+    fake.remove_link(EP["peer_if"])
     assert fake.links == {}
     assert fake.host_link(EP) is None
     fake.plug(EP, 6)

@@ -211,7 +211,7 @@ def err_key(path):
 
 # -- a fresh plugin per example -----------------------------------------
 
-MUTATING = {"plug", "unplug", "remove", "delete_port", "delete_link",
+MUTATING = {"plug", "unplug", "remove_port", "remove_link",
             "ensure_port", "ensure_bridge", "close"}
 
 

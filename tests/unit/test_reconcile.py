@@ -40,8 +40,8 @@ def _owner(eid="x", nid=NET):
 
 def _mutations(fake):
     return [c[0] for c in fake.calls
-            if c[0] in ("plug", "ensure_port", "unplug", "remove",
-                        "delete_port", "delete_link")]
+            if c[0] in ("plug", "ensure_port", "unplug",
+                        "remove_port", "remove_link")]
 
 
 def test_ensure_bridge_first(store, fake):

@@ -272,19 +272,15 @@ class Dataplane:
             LOG.warning("ovs-vswitchd did not drop ports %s within %d s",
                         ", ".join(names), VSWITCHD_WAIT)
 
-    def remove(self, host, peer=None):
-        self.ovsdb.del_port(host, wait=True)
-        self.links.delete(host)
-        if peer:
-            self.links.delete(peer)
-
     def port(self, name):
         return self.ovsdb.port(name)
 
-    def delete_port(self, name):
-        self.ovsdb.del_port(name)
+    def remove_port(self, name, wait=False):
+        """Take a port off whichever bridge holds it; with wait, until
+        ovs-vswitchd has applied it."""
+        self.ovsdb.del_port(name, wait=wait)
 
-    def delete_link(self, name):
+    def remove_link(self, name):
         self.links.delete(name)
 
     def host_link(self, ep):
