@@ -7,6 +7,7 @@ and the tests can all import it without pulling in ovsdbapp or pyroute2.
 
 import ipaddress
 import re
+import zlib
 
 OWNER = "ovsgre"
 
@@ -30,7 +31,23 @@ def tunnel_port_name(peer_ip):
 # -- sizes and ranges ---------------------------------------------------------
 GRE_OVERHEAD = 42   # outer IPv4 20 + GRE with key 8 + inner Ethernet 14
 MTU_MIN, MTU_MAX = 1280, 65000      # container MTU (IPv6 needs 1280)
-KEY_MIN, KEY_MAX = 1, (1 << 24) - 1  # GRE keys of networks (24 bits)
+
+# -- GRE keys: one per network, the same on every host ----------------------
+KEY_MIN, KEY_MAX = 1, (1 << 24) - 1  # 24 bits
+KEY_RULE = f"an integer from {KEY_MIN} to {KEY_MAX}"
+
+
+def valid_key(value):
+    """An integer (not a bool, a float or text) in KEY_MIN..KEY_MAX."""
+    return isinstance(value, int) and not isinstance(value, bool) and \
+        KEY_MIN <= value <= KEY_MAX
+
+
+def derive_key(name):
+    """The key a network named `name` gets unless it asks for one: every
+    host computes the same, so it needs no coordination."""
+    return zlib.crc32(name.encode()) % KEY_MAX + 1
+
 
 # -- names users give: cluster network names, IPAM address spaces -------------
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

@@ -16,11 +16,11 @@ import time
 
 from . import names
 from .crash_points import crash_point
-from .cluster.networks import derive_key
 from .cluster.records import printable
 from .config import DEFAULTS
 from .definitions import (CREATED, DELETING, JOINED, KEY_MAX, KEY_MIN, MAC,
-                          MTU_MAX, MTU_MIN, NAME_RULE, valid_name)
+                          MTU_MAX, MTU_MIN, NAME_RULE, derive_key,
+                          valid_name)
 from .config import PORT_TYPES
 from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
                      OvsgreError)

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from ovsgre.cluster.kv import LocalKV
-from ovsgre.cluster.networks import (KEY_MAX, KEY_MIN, KEYS, NETS,
-                                     NetworkRegistry, derive_key)
+from ovsgre.cluster.networks import KEYS, NETS, NetworkRegistry
+from ovsgre.definitions import KEY_MAX, KEY_MIN, derive_key
 from ovsgre.driver import Driver
 from ovsgre.errors import Conflict, Unavailable
 from ovsgre.protocol import create_app

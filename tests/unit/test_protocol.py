@@ -142,7 +142,7 @@ def test_real_dockerd_body(api, store, fake, dockerd_requests, call):
     elif call == "AllocateNetwork":
         # Swarm: these options are what every node's CreateNetwork gets:
         # the user's, plus the name and key fixed once by the manager.
-        from ovsgre.cluster.networks import derive_key
+        from ovsgre.definitions import derive_key
         name = body["NetworkID"]
         assert reply == {"Options": {"k": "v", "ovsgre.network": name,
                                      "ovsgre.key": str(derive_key(name))}}

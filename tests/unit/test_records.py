@@ -4,7 +4,8 @@ import ipaddress
 
 import pytest
 
-from ovsgre.cluster.records import (KEY_MAX, Malformed, parse_host,
+from ovsgre.definitions import KEY_MAX
+from ovsgre.cluster.records import (Malformed, parse_host,
                                     parse_key, parse_peer_ip, printable)
 from ovsgre.dataplane.tunnels import build_flows
 

@@ -16,9 +16,8 @@ last holder to let go deletes it and frees the key (compare-and-delete).
 """
 
 import logging
-import zlib
 
-from ..definitions import KEY_MAX, KEY_MIN
+from ..definitions import KEY_MAX, KEY_MIN, derive_key
 from ..errors import Conflict
 from .kv import RETRY, compare_and_swap
 from .records import (Malformed, MalformedLog, parse_key_owner,
@@ -29,11 +28,6 @@ LOG = logging.getLogger(__name__)
 NETS = "/ovsgre/networks/"
 KEYS = "/ovsgre/keys/"
 SWARM = "swarm"   # swarm network IDs reserving a definition (manager)
-
-
-def derive_key(name):
-    """Deterministic key for static mode (all hosts compute the same)."""
-    return zlib.crc32(name.encode()) % KEY_MAX + 1
 
 
 class NetworkRegistry:

@@ -14,7 +14,7 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 
-from ..definitions import KEY_MAX, KEY_MIN, valid_name
+from ..definitions import KEY_RULE, valid_key, valid_name
 
 HOSTNAME_MAX = 253
 SHOWN_MAX = 80     # characters of a bad value quoted back
@@ -40,12 +40,9 @@ def _shown(value):
 
 
 def parse_key(value):
-    """A network's GRE key: an integer (not a bool, not a float, not
-    text) in KEY_MIN..KEY_MAX."""
-    if isinstance(value, bool) or not isinstance(value, int) or \
-            not KEY_MIN <= value <= KEY_MAX:
-        raise Malformed(f"key {_shown(value)} is not an integer in "
-                        f"{KEY_MIN}..{KEY_MAX}")
+    """A network's GRE key (definitions.valid_key)."""
+    if not valid_key(value):
+        raise Malformed(f"key {_shown(value)} is not {KEY_RULE}")
     return value
 
 

@@ -24,9 +24,8 @@ import subprocess
 import time
 
 from ..config import DEFAULTS
-from ..definitions import (KEY_MAX, KEY_MIN, OWNER, OWNER_KEY,  # noqa
-                           PATCH_INT, PATCH_TUN, PEER_KEY, ROLE_KEY,
-                           tunnel_port_name)
+from ..definitions import (OWNER, OWNER_KEY, PATCH_INT, PATCH_TUN, PEER_KEY,
+                           ROLE_KEY, tunnel_port_name, valid_key)
 from ..errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
@@ -71,7 +70,7 @@ def build_flows(patch, tunnels, networks, holders=None):
     """
     tunnels = {ip: p for ip, p in tunnels.items() if _is_int(p, 1, 0xfeff)}
     networks = {v: k for v, k in networks.items()
-                if _is_int(v, 1, 4094) and _is_int(k, KEY_MIN, KEY_MAX)}
+                if _is_int(v, 1, 4094) and valid_key(k)}
     outs = ",".join(f"output:{p}" for p in sorted(tunnels.values()))
     flows = [f"table=0,priority=1,in_port={patch},actions=goto_table:1"]
     flows += [f"table=0,priority=1,in_port={p},actions=goto_table:3"
