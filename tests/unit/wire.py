@@ -1,13 +1,14 @@
 """Calling the driver and the IPAM directly with Docker's bodies: each body
-goes through the protocol layer's validation and parsing, and the result
-comes back as the protocol layer's reply (what dockerd would read)."""
+goes through the protocol layer's parsing (and the driver's through its
+validation too), and the result comes back as the protocol layer's reply
+(what dockerd would read)."""
 
 from ovsgre import protocol, schema
 
 
 def _ipam_spec(call, body):
-    clean = schema.validate(call, body, schema.IPAM_CALLS)
-    return schema.parse(call, clean, schema.IPAM_CALLS)
+    # parsed only: the IPAM itself must cope with any PoolID
+    return schema.parse(call, body, schema.IPAM_CALLS)
 
 
 def request_pool(ipam, pool, subpool, options, v6):
