@@ -19,7 +19,8 @@ from .faults import crash_point
 from .cluster.networks import derive_key
 from .config import DEFAULTS
 from .definitions import CREATED, DELETING, JOINED
-from .errors import Conflict, DataplaneError, NotFound, OvsgreError
+from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
+                     OvsgreError, Unavailable)
 from .schema import OPT_NAME
 from .specs import ChosenInterface, EndpointInfo, Joined
 
@@ -75,7 +76,8 @@ class Driver:
         name, key = spec.name, spec.key
         if self.registry is None or not self.registry.kv.shared:
             return derive_key(name) if key is None else key
-        from .errors import Unavailable
+        if spec.pools_error:
+            raise InvalidRequest(spec.pools_error)
         ipv4 = [p.pool for p in spec.ipv4]
         ipv6 = [p.pool for p in spec.ipv6]
         try:

@@ -201,10 +201,15 @@ def allocation_spec(body):
             raise InvalidRequest(f"option {k} must be a string")
     name = _cluster_name(options) or body["NetworkID"][:64]
     key = _key_option(dict(options, **{OPT_NAME: name}))
+    try:
+        ipv4 = tuple(_pool(d, 4) for d in body.get("IPv4Data", []))
+        ipv6 = tuple(_pool(d, 6) for d in body.get("IPv6Data", []))
+        pools_error = ""
+    except InvalidRequest as exc:
+        ipv4, ipv6, pools_error = (), (), str(exc)
     return specs.AllocationSpec(
         network_id=body["NetworkID"], name=name, key=key, options=options,
-        ipv4=tuple(_pool(d, 4) for d in body.get("IPv4Data", [])),
-        ipv6=tuple(_pool(d, 6) for d in body.get("IPv6Data", [])))
+        ipv4=ipv4, ipv6=ipv6, pools_error=pools_error)
 
 
 def endpoint_spec(body):

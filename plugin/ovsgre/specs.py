@@ -38,13 +38,16 @@ class NetworkSpec:
 class AllocationSpec:
     """AllocateNetwork (swarm manager): the options as given (all strings),
     the cluster name (the one given or derived from the network ID) and the
-    key asked for, if any."""
+    key asked for, if any.  The pools matter only to reserve them in etcd:
+    when they do not parse, pools_error says why, and only a manager with
+    etcd refuses the call for it."""
     network_id: str
     name: str
     key: Optional[int] = None
     options: dict = field(default_factory=dict)
     ipv4: tuple = ()
     ipv6: tuple = ()
+    pools_error: str = ""
 
 
 @dataclass(frozen=True)
