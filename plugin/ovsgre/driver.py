@@ -63,15 +63,11 @@ class Driver:
 
     # -- swarm --------------------------------------------------------------
     def allocate_network(self, spec):
-        """Swarm manager: fix the network's name and key once; returns the
-        key, which with the name goes into the options every node's
-        CreateNetwork receives."""
-        return self._swarm_key(spec)
-
-    def _swarm_key(self, spec):
-        """With etcd, the name and key are reserved for the swarm network
-        (the manager does not become a host of it: it may never run a
-        container there) until FreeNetwork.  Without, the key is the one
+        """Swarm manager: fix the network's key once and return it; with
+        the name it goes into the options every node's CreateNetwork
+        receives.  With etcd, the name and key are reserved for the swarm
+        network (the manager does not become a host of it: it may never run
+        a container there) until FreeNetwork.  Without, the key is the one
         given or derived from the name."""
         name, key = spec.name, spec.key
         if self.registry is None or not self.registry.kv.shared:
