@@ -152,7 +152,7 @@ def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
                 "the plugin dropped (was the plugin restarted?); run the "
                 "command again")
         clean = schema.validate(call, body, calls)
-        spec = schema.parse(call, clean, calls)
+        spec = schema.parse(call, clean)
     except OvsgreError as exc:
         LOG.warning("%s%s rejected in %.1f ms: %s", call, _ids(body),
                     _ms(start), exc)

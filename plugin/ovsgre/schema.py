@@ -169,10 +169,10 @@ def _short(value):
 
 
 # -- parsing: clean bodies -> specs ----------------------------------------
-def parse(call, clean, calls=CALLS):
+def parse(call, clean):
     """The spec a handler passes on, from a body validate() returned; the
-    body itself for calls that take none."""
-    parser = (_PARSERS if calls is CALLS else _IPAM_PARSERS).get(call)
+    body itself for calls that take none (their fields are plain IDs)."""
+    parser = _PARSERS.get(call)
     return parser(clean) if parser else clean
 
 
@@ -404,13 +404,12 @@ def _subnet(text, field):
         raise InvalidRequest(f"{field} {text!r} is not a subnet") from None
 
 
+# NetworkDriver and IpamDriver calls: no name is in both
 _PARSERS = {
     "CreateNetwork": network_spec,
     "AllocateNetwork": allocation_spec,
     "CreateEndpoint": endpoint_spec,
     "Join": join_spec,
-}
-_IPAM_PARSERS = {
     "RequestPool": pool_request,
     "RequestAddress": address_request,
 }

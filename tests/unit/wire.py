@@ -8,7 +8,7 @@ from ovsgre import protocol, schema
 
 def _ipam_spec(call, body):
     # parsed only: the IPAM itself must cope with any PoolID
-    return schema.parse(call, body, schema.IPAM_CALLS)
+    return schema.parse(call, body)
 
 
 def request_pool(ipam, pool, subpool, options, v6):
