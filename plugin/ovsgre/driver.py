@@ -16,27 +16,15 @@ import time
 
 from . import names
 from .crash_points import crash_point
-from .cluster.records import printable
 from .config import DEFAULTS
-from .definitions import (CREATED, DELETING, JOINED, KEY_MAX, KEY_MIN, MAC,
-                          MTU_MAX, MTU_MIN, NAME_RULE, derive_key,
-                          valid_name)
-from .config import PORT_TYPES
+from .definitions import CREATED, DELETING, JOINED, derive_key
 from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
-                     OvsgreError)
+                     OvsgreError, Unavailable)
+from .schema import OPT_NAME
+from .specs import ChosenInterface, EndpointInfo, Joined
 
 LOG = logging.getLogger(__name__)
 
-GENERIC = "com.docker.network.generic"
-OPT_MTU = "com.docker.network.driver.mtu"
-OPT_GWBRIDGE = "ovsgre.gwbridge"
-OPT_NAME = "ovsgre.network"
-OPT_KEY = "ovsgre.key"
-OPT_PORT_TYPE = "ovsgre.port-type"
-OPT_INTERNAL = "com.docker.network.internal"
-OPT_IPV6 = "com.docker.network.enable_ipv6"
-OWN_PREFIX = "ovsgre."
-KNOWN_OWN_OPTIONS = (OPT_GWBRIDGE, OPT_NAME, OPT_KEY, OPT_PORT_TYPE)
 VLAN_MIN, VLAN_MAX = 1, 4094
 
 
@@ -73,33 +61,23 @@ class Driver:
         return {"Scope": self.scope, "ConnectivityScope": "global"}
 
     # -- swarm --------------------------------------------------------------
-    def allocate_network(self, network_id, options, ipv4_data, ipv6_data):
-        """Swarm manager: fix the network's name and key once; the options
-        returned are what every node's CreateNetwork receives."""
-        options = dict(options or {})
-        for k, v in options.items():
-            if not isinstance(v, str):
-                raise InvalidRequest(f"option {k} must be a string")
-        generic = {GENERIC: options}
-        name = _cluster_name(generic) or network_id[:64]
-        key = _key_option(dict(generic, **{GENERIC: dict(
-            options, **{OPT_NAME: name})}))
-        key = self._swarm_key(network_id, name, key, ipv4_data, ipv6_data)
-        return {"Options": dict(options, **{OPT_NAME: name,
-                                            OPT_KEY: str(key)})}
-
-    def _swarm_key(self, network_id, name, key, ipv4_data, ipv6_data):
-        """With etcd, the name and key are reserved for the swarm network
-        (the manager does not become a host of it: it may never run a
-        container there) until FreeNetwork.  Without, the key is the one
+    def allocate_network(self, spec):
+        """Swarm manager: fix the network's key once and return it; with
+        the name it goes into the options every node's CreateNetwork
+        receives.  With etcd, the name and key are reserved for the swarm
+        network (the manager does not become a host of it: it may never run
+        a container there) until FreeNetwork.  Without, the key is the one
         given or derived from the name."""
+        name, key = spec.name, spec.key
         if self.registry is None or not self.registry.kv.shared:
             return derive_key(name) if key is None else key
-        from .errors import Unavailable
-        ipv4 = [_pool(d, 4)["pool"] for d in ipv4_data]
-        ipv6 = [_pool(d, 6)["pool"] for d in ipv6_data]
+        if spec.pools_error:
+            raise InvalidRequest(spec.pools_error)
+        ipv4 = [p.pool for p in spec.ipv4]
+        ipv6 = [p.pool for p in spec.ipv6]
         try:
-            return self.registry.reserve(name, ipv4, ipv6, network_id, key)
+            return self.registry.reserve(name, ipv4, ipv6, spec.network_id,
+                                         key)
         except Unavailable as exc:
             if key is None:
                 raise
@@ -121,17 +99,17 @@ class Driver:
                      network_id[:12], name)
 
     # -- networks ---------------------------------------------------------
-    def create_network(self, network_id, options, ipv4_data, ipv6_data):
+    def create_network(self, spec):
+        network_id = spec.network_id
         record = {
             "network_id": network_id,
-            "mtu": self._network_mtu(options),
-            "gwbridge": _gwbridge(options),
-            "ipv4": [_pool(d, 4) for d in ipv4_data],
-            "ipv6": [_pool(d, 6) for d in ipv6_data],
-            "name": _cluster_name(options),
-            "port_type": _port_type_option(options),
+            "mtu": self.default_mtu if spec.mtu is None else spec.mtu,
+            "gwbridge": spec.gwbridge,
+            "ipv4": [_pool_record(p) for p in spec.ipv4],
+            "ipv6": [_pool_record(p) for p in spec.ipv6],
+            "name": spec.name,
+            "port_type": spec.port_type,
         }
-        key = _key_option(options)
         with self._lock:
             existing = self.store.get("networks", network_id)
             if existing is not None:
@@ -146,7 +124,7 @@ class Driver:
             # view, which names a subnet disagreement, before the name
             # check (when that fails, this host holds the name already).
             record["vlan"] = self._free_vlan()
-            record["key"] = self._define(record, key)
+            record["key"] = self._cluster_key(record, spec.key)
             self._check_name_free(record["name"])
             self.store.put("networks", network_id, record)
         self._keep_aux(record)
@@ -186,9 +164,10 @@ class Driver:
                     f"{other['network_id'][:12]} on this host; one Docker "
                     "network per cluster network and host")
 
-    def _define(self, record, key):
-        """GRE key of a named network (recorded cluster-wide); None for a
-        network that stays on this host."""
+    def _cluster_key(self, record, key):
+        """Define a named network cluster-wide (or join its definition) and
+        return its GRE key (the one asked for, or the cluster's); None for
+        a network that stays on this host."""
         if not record["name"] or self.registry is None:
             return None
         return self.registry.define(
@@ -228,19 +207,6 @@ class Driver:
             LOG.warning("network %s: cluster record not released: %s",
                         net["name"], exc)
 
-    def _network_mtu(self, options):
-        raw = _generic(options).get(OPT_MTU)
-        if raw in (None, ""):
-            return self.default_mtu
-        try:
-            mtu = int(raw)
-        except (TypeError, ValueError):
-            mtu = -1
-        if not MTU_MIN <= mtu <= MTU_MAX:
-            raise InvalidRequest(f"option {OPT_MTU}={raw!r}: must be an "
-                                 f"integer from {MTU_MIN} to {MTU_MAX}")
-        return mtu
-
     def _free_vlan(self):
         used = {n["vlan"] for n in self.store.list("networks").values()}
         for vlan in range(VLAN_MIN, VLAN_MAX + 1):
@@ -255,7 +221,9 @@ class Driver:
         return net
 
     # -- endpoints --------------------------------------------------------
-    def create_endpoint(self, network_id, endpoint_id, interface):
+    def create_endpoint(self, spec):
+        """Returns what was chosen for the values Docker left empty."""
+        network_id, endpoint_id = spec.network_id, spec.endpoint_id
         with self._lock:
             net = self._network(network_id)
             ep = self.store.get("endpoints", endpoint_id)
@@ -266,10 +234,10 @@ class Driver:
                 if ep["network_id"] != network_id:
                     raise Conflict(f"endpoint {endpoint_id} belongs to "
                                    f"network {ep['network_id']}")
-                _check_repeat(ep, interface)
+                _check_repeat(ep, spec)
                 self._replug(ep, net["vlan"])
-                return _filled(interface, ep)
-            ep = self._new_endpoint(net, endpoint_id, interface)
+                return _chosen(spec, ep)
+            ep = self._new_endpoint(net, spec)
             self.store.put("endpoints", endpoint_id, ep)
             self._name_index()[ep["host_if"]] = endpoint_id
             crash_point("CreateEndpoint:after_record")
@@ -279,7 +247,7 @@ class Driver:
                 self._undo_endpoint(ep)
                 raise
             crash_point("CreateEndpoint:after_plug")
-        return _filled(interface, ep)
+        return _chosen(spec, ep)
 
     def _replug(self, ep, vlan):
         """A repeated CreateEndpoint.  Once joined, the container end lives
@@ -291,10 +259,10 @@ class Driver:
         elif self.dataplane.has_host_link(ep):
             self.dataplane.ensure_port(ep, vlan)
 
-    def _new_endpoint(self, net, endpoint_id, interface):
-        _check_interface(interface)
-        _check_not_aux(net, interface)
-        mac = interface.get("MacAddress") or names.mac_for(endpoint_id)
+    def _new_endpoint(self, net, spec):
+        endpoint_id = spec.endpoint_id
+        _check_not_aux(net, spec)
+        mac = spec.mac or names.mac_for(endpoint_id)
         host_if, peer_if = self._free_names(endpoint_id)
         return {
             "network_id": net["network_id"],
@@ -304,8 +272,8 @@ class Driver:
             "mac": mac,
             "mtu": net["mtu"],
             "port_type": net.get("port_type", ""),
-            "address": interface.get("Address", ""),
-            "address6": interface.get("AddressIPv6", ""),
+            "address": spec.address,
+            "address6": spec.address6,
             "state": CREATED,
             "sandbox": "",
             "created_at": round(time.time(), 3),
@@ -331,9 +299,9 @@ class Driver:
     def endpoint_info(self, network_id, endpoint_id):
         ep = self._endpoint(network_id, endpoint_id)
         net = self._network(network_id)
-        return {"host_if": ep["host_if"], "peer_if": ep["peer_if"],
-                "mac": ep["mac"], "vlan": net["vlan"], "mtu": ep["mtu"],
-                "state": ep["state"]}
+        return EndpointInfo(host_if=ep["host_if"], peer_if=ep["peer_if"],
+                            mac=ep["mac"], vlan=net["vlan"], mtu=ep["mtu"],
+                            state=ep["state"])
 
     def _endpoint(self, network_id, endpoint_id):
         ep = self.store.get("endpoints", endpoint_id)
@@ -395,11 +363,12 @@ class Driver:
                 if e["network_id"] == network_id]
 
     # -- join / leave -----------------------------------------------------
-    def join(self, network_id, endpoint_id, sandbox_key):
+    def join(self, spec):
         """Answer only once the container's port forwards: Docker starts
         the container's process right after, and its first packets (a
         connect, a DNS lookup) must not be lost while ovs-vswitchd is
         still adding the port."""
+        network_id, endpoint_id = spec.network_id, spec.endpoint_id
         with self._lock:
             ep = self._endpoint(network_id, endpoint_id)
             net = self._network(network_id)
@@ -413,18 +382,15 @@ class Driver:
             self.topology.wait_installed(self.ready_timeout)
         with self._lock:
             ep = self._endpoint(network_id, endpoint_id)
-            ep.update(state=JOINED, sandbox=sandbox_key)
+            ep.update(state=JOINED, sandbox=spec.sandbox_key)
             # Not fsync'ed: "joined" and "created" differ only in what the
             # reconciler does with a missing veth, and either is safe.
             self.store.put("endpoints", endpoint_id, ep, durable=False)
             crash_point("Join:after_record")
         if self.topology is not None and net.get("key"):
             self.topology.announce(ep["host_if"], ep["mac"])
-        reply = {"InterfaceName": {"SrcName": ep["peer_if"],
-                                   "DstPrefix": "eth"}}
-        if not net["gwbridge"]:
-            reply["DisableGatewayService"] = True
-        return reply
+        return Joined(peer_if=ep["peer_if"],
+                      disable_gateway=not net["gwbridge"])
 
     def leave(self, network_id, endpoint_id):
         with self._lock:
@@ -439,77 +405,15 @@ class Driver:
             crash_point("Leave:after_record")
 
 
-def _generic(options):
-    generic = (options or {}).get(GENERIC) or {}
-    if not isinstance(generic, dict):
-        raise InvalidRequest(f"Options.{GENERIC} must be an object")
-    return generic
+def _pool_record(pool):
+    return {"pool": pool.pool, "gateway": pool.gateway,
+            "aux": list(pool.aux)}
 
 
-def _gwbridge(options):
-    generic = _generic(options)
-    for key in generic:
-        if key.startswith(OWN_PREFIX) and key not in KNOWN_OWN_OPTIONS:
-            raise InvalidRequest(
-                f"unknown option {key!r}; ovsgre knows "
-                f"{', '.join(KNOWN_OWN_OPTIONS)}")
-    raw = str(generic.get(OPT_GWBRIDGE, "false")).lower()
-    if raw not in ("true", "false"):
-        raise InvalidRequest(f"option {OPT_GWBRIDGE}={raw!r}: must be "
-                             "true or false")
-    internal = bool((options or {}).get(OPT_INTERNAL))
-    return raw == "true" and not internal
-
-
-def _pool(data, version):
-    where = "IPv4Data" if version == 4 else "IPv6Data"
-    try:
-        pool = ipaddress.ip_network(data["Pool"], strict=False)
-    except (KeyError, ValueError, TypeError):
-        raise InvalidRequest(f"{where}.Pool {data.get('Pool')!r} is not a "
-                             f"valid IPv{version} subnet")
-    if pool.version != version:
-        raise InvalidRequest(f"{where}.Pool {data['Pool']!r} is not IPv"
-                             f"{version}")
-    gateway = data.get("Gateway") or ""
-    if gateway:
-        try:
-            ipaddress.ip_interface(gateway)
-        except ValueError:
-            raise InvalidRequest(f"{where}.Gateway {gateway!r} is not an "
-                                 "address")
-    return {"pool": str(pool), "gateway": gateway,
-            "aux": _aux(data.get("AuxAddresses"), pool, where)}
-
-
-def _aux(addresses, pool, where):
-    """--aux-address NAME=IP: {NAME: "IP[/LEN]"} -> sorted addresses of the
-    pool.  Docker checks them before (parsable, inside the pool); anything
-    else cannot collide with a container's address and is left out."""
-    if not addresses:
-        return []
-    if not isinstance(addresses, dict):
-        raise InvalidRequest(f"{where}.AuxAddresses must be an object")
-    found = set()
-    for name, value in addresses.items():
-        try:
-            ip = ipaddress.ip_interface(value).ip
-        except (ValueError, TypeError):
-            ip = None
-        if ip is None or ip not in pool:
-            LOG.warning("%s.AuxAddresses: %s is not an address in %s, "
-                        "left out", where, printable(f"{name}={value}"),
-                        pool)
-            continue
-        found.add(ip)
-    return [str(ip) for ip in sorted(found)]
-
-
-def _check_not_aux(net, interface):
+def _check_not_aux(net, spec):
     """An address reserved with --aux-address is no container's (Docker's
     own IPAM refuses it too; ovsgre's cannot tell the two requests apart)."""
-    for field in ("Address", "AddressIPv6"):
-        value = interface.get(field) or ""
+    for value in (spec.address, spec.address6):
         if not value:
             continue
         ip = str(ipaddress.ip_interface(value).ip)
@@ -518,35 +422,16 @@ def _check_not_aux(net, interface):
                            "(--aux-address)")
 
 
-def _check_interface(interface):
-    mac = interface.get("MacAddress") or ""
-    if mac and not MAC.fullmatch(mac):
-        raise InvalidRequest(f"Interface.MacAddress {mac!r} is not a MAC "
-                             "address")
-    for field, version in (("Address", 4), ("AddressIPv6", 6)):
-        value = interface.get(field) or ""
-        if not value:
-            continue
-        try:
-            ok = ipaddress.ip_interface(value).version == version
-        except ValueError:
-            ok = False
-        if not ok:
-            raise InvalidRequest(f"Interface.{field} {value!r} is not an "
-                                 f"IPv{version} address with prefix")
-
-
-def _check_repeat(ep, interface):
+def _check_repeat(ep, spec):
     """A repeated CreateEndpoint must ask for what the endpoint has: an
     answer of 200 with the old values would leave Docker believing in
     addresses or a MAC the container does not get."""
-    _check_interface(interface)
-    asked = interface.get("MacAddress") or ""
+    asked = spec.mac
     if asked and asked.lower() != ep["mac"].lower():
         raise Conflict(f"endpoint {ep['endpoint_id'][:12]} exists with MAC "
                        f"{ep['mac']}, not {asked}")
     for field, key in (("Address", "address"), ("AddressIPv6", "address6")):
-        asked, has = interface.get(field) or "", ep.get(key) or ""
+        asked, has = getattr(spec, key), ep.get(key) or ""
         if _same_interface(asked, has):
             continue
         raise Conflict(f"endpoint {ep['endpoint_id'][:12]} exists with "
@@ -557,42 +442,6 @@ def _same_interface(a, b):
     if not a or not b:
         return a == b
     return ipaddress.ip_interface(a) == ipaddress.ip_interface(b)
-
-
-def _cluster_name(options):
-    name = _generic(options).get(OPT_NAME)
-    if name in (None, ""):
-        return ""
-    if not valid_name(name):
-        raise InvalidRequest(f"option {OPT_NAME}={name!r}: {NAME_RULE}")
-    return name
-
-
-def _key_option(options):
-    raw = _generic(options).get(OPT_KEY)
-    if raw in (None, ""):
-        return None
-    try:
-        key = int(raw)
-    except (TypeError, ValueError):
-        key = 0
-    if not KEY_MIN <= key <= KEY_MAX:
-        raise InvalidRequest(f"option {OPT_KEY}={raw!r}: must be an "
-                             f"integer from {KEY_MIN} to {KEY_MAX}")
-    if not _generic(options).get(OPT_NAME):
-        raise InvalidRequest(f"option {OPT_KEY} needs {OPT_NAME}")
-    return key
-
-
-def _port_type_option(options):
-    """"" (the host's --port-type) or the network's own choice."""
-    raw = _generic(options).get(OPT_PORT_TYPE)
-    if raw in (None, ""):
-        return ""
-    if raw not in PORT_TYPES:
-        raise InvalidRequest(f"option {OPT_PORT_TYPE}={raw!r}: must be one "
-                             f"of {', '.join(PORT_TYPES)}")
-    return raw
 
 
 def _same_network(a, b):
@@ -608,9 +457,7 @@ def _pools(record, key):
     return [dict(p, aux=p.get("aux", [])) for p in record.get(key) or []]
 
 
-def _filled(interface, ep):
-    """Only fields Docker left empty; changing a given one is an error."""
-    filled = {}
-    if not interface.get("MacAddress"):
-        filled["MacAddress"] = ep["mac"]
-    return {"Interface": filled} if filled else {}
+def _chosen(spec, ep):
+    """The values the endpoint has where Docker left the choice to the
+    driver (changing one Docker gave is refused in _check_repeat)."""
+    return ChosenInterface(mac="" if spec.mac else ep["mac"])

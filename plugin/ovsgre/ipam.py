@@ -36,15 +36,14 @@ from .definitions import valid_name
 from .cluster.records import (TOKEN, TOKEN_LEN, Malformed, MalformedLog,
                               parse_claim, parse_pool)
 from .errors import Conflict, InvalidRequest, NotFound, Unavailable
+from .schema import SPACE_OPT
+from .specs import GrantedPool
 
 LOG = logging.getLogger(__name__)
 
 POOLS = "/ovsgre/ipam/pools/"
 ADDRS = "/ovsgre/ipam/addrs/"
 LAST = "/ovsgre/ipam/last/"   # per pool: the address handed out last
-SPACE_OPT = "ovsgre.network"
-DEFAULT_SPACE = "default"
-GATEWAY_TYPE = "com.docker.network.gateway"
 MAX_SCAN = 1 << 16
 TOKEN_SEP = "#"
 
@@ -104,26 +103,15 @@ class Ipam:
                 "GlobalDefaultAddressSpace": "ovsgre-global"}
 
     # -- pools --------------------------------------------------------------
-    def request_pool(self, pool, subpool, options, v6):
-        if not pool:
-            raise InvalidRequest("the ovsgre IPAM driver needs an explicit "
-                                 "subnet (--subnet)")
-        net = _network(pool, "Pool")
-        if net.version != (6 if v6 else 4):
-            raise InvalidRequest(f"Pool {pool} is not IPv{6 if v6 else 4}")
-        sub = _network(subpool, "SubPool") if subpool else None
-        if sub is not None and (sub.version != net.version or
-                                not sub.subnet_of(net)):
-            raise InvalidRequest(f"SubPool {subpool} is not inside {pool}")
-        space = (options or {}).get(SPACE_OPT) or DEFAULT_SPACE
-        if not valid_name(space):
-            raise InvalidRequest(f"option {SPACE_OPT}={space!r}: letters, "
-                                 "digits, '_', '.', '-' (at most 64)")
+    def request_pool(self, request):
+        """Hold the pool of a (checked) PoolRequest; returns its PoolID."""
+        space, net = request.space, ipaddress.ip_network(request.pool)
         token = uuid.uuid4().hex[-TOKEN_LEN:]
         self._claim_pool(space, net, token)
+        sub = request.subpool
         pool_id = f"{space}/{net}" + (f"/{sub}" if sub else "") + \
             f"{TOKEN_SEP}{token}"
-        return {"PoolID": pool_id, "Pool": str(net), "Data": {}}
+        return GrantedPool(pool_id=pool_id, pool=str(net))
 
     def _claim_pool(self, space, net, token):
         """Hold the pool of net in space.  The overlap check and the write
@@ -152,7 +140,7 @@ class Ipam:
     def release_pool(self, pool_id):
         space, net, _, token = _parse_pool_id(pool_id)
         # not (or no longer) a holder: a repeat, nothing to do
-        self._let_go(space, net,
+        self._drop_holders(space, net,
                      lambda r: _without_holder(r, token, self.host_id))
 
     def forget_host(self):
@@ -166,14 +154,14 @@ class Ipam:
             if pool is None:
                 continue
             space, net = pool.space, pool.net
-            left, changed = self._let_go(
+            left, changed = self._drop_holders(
                 space, net, lambda r: _without_host(r, self.host_id))
             pools += changed
             if left is not None:
                 addresses += self._forget_addresses(space, net, left)
         return pools, addresses
 
-    def _let_go(self, space, net, without):
+    def _drop_holders(self, space, net, without):
         """Drop holders of a pool: without(record) is the record without
         them, or None when none of them holds it.  The last holder to go
         deletes the pool, and this incarnation's addresses go with it.
@@ -227,11 +215,14 @@ class Ipam:
         return f"{LAST}{space}/{_q(str(net))}/{record['id']}"
 
     # -- addresses ----------------------------------------------------------
-    def request_address(self, pool_id, address, options):
-        space, net, sub, _ = _parse_pool_id(pool_id)
+    def request_address(self, request):
+        """Claim the address of an AddressRequest (or a free one); returns
+        it with the pool's prefix length."""
+        address = request.address
+        space, net, sub, _ = _parse_pool_id(request.pool_id)
         pool = self._pool(space, net)
         prefix = self._prefix(space, net, pool)
-        if (options or {}).get("RequestAddressType") == GATEWAY_TYPE:
+        if request.gateway:
             ip = self._gateway(prefix, net, address)
         elif address:
             ip = _address_in(address, net)
@@ -239,7 +230,7 @@ class Ipam:
         else:
             ip = self._allocate(prefix, self._last_key(space, net, pool),
                                 net, sub or net)
-        return {"Address": f"{ip}/{net.prefixlen}", "Data": {}}
+        return f"{ip}/{net.prefixlen}"
 
     def _claim(self, key, ip):
         """A given address.  One kept with --aux-address (see keep_aux) is

@@ -1,10 +1,12 @@
 """HTTP/JSON: the libnetwork remote-driver protocol over Flask.
 
-Parses and validates bodies, calls the driver, maps errors to
+Parses and validates bodies into specs (schema.py), calls the driver or the
+IPAM with them, builds Docker's replies from what they return, maps errors to
 ``{"Err": ...}`` with a 4xx status for bad input and 5xx for failures, logs
 one line per call.  It never touches OVS or the kernel itself.
 """
 
+import dataclasses
 import json
 import logging
 import math
@@ -66,27 +68,24 @@ def create_app(driver, ipam=None):
 
 
 def _handlers(driver):
-    """Call name -> function(clean body) -> reply dict."""
+    """Call name -> function(spec or clean body) -> reply dict: Docker's
+    reply built from what the driver returns."""
     return {
-        "CreateNetwork": lambda b: driver.create_network(
-            b["NetworkID"], b.get("Options", {}), b.get("IPv4Data", []),
-            b.get("IPv6Data", [])) or {},
+        "CreateNetwork": lambda spec: driver.create_network(spec) or {},
         "DeleteNetwork": lambda b: driver.delete_network(
             b["NetworkID"]) or {},
         # Swarm-scope calls reach only global-scope (v2) plugins; the
         # options returned here are what every node's CreateNetwork gets.
-        "AllocateNetwork": lambda b: driver.allocate_network(
-            b["NetworkID"], b.get("Options", {}), b.get("IPv4Data", []),
-            b.get("IPv6Data", [])),
+        "AllocateNetwork": lambda spec: allocated_reply(
+            spec, driver.allocate_network(spec)),
         "FreeNetwork": lambda b: driver.free_network(b["NetworkID"]) or {},
-        "CreateEndpoint": lambda b: driver.create_endpoint(
-            b["NetworkID"], b["EndpointID"], b.get("Interface", {})),
-        "EndpointOperInfo": lambda b: {"Value": driver.endpoint_info(
-            b["NetworkID"], b["EndpointID"])},
+        "CreateEndpoint": lambda spec: endpoint_reply(
+            driver.create_endpoint(spec)),
+        "EndpointOperInfo": lambda b: {"Value": dataclasses.asdict(
+            driver.endpoint_info(b["NetworkID"], b["EndpointID"]))},
         "DeleteEndpoint": lambda b: driver.delete_endpoint(
             b["NetworkID"], b["EndpointID"]) or {},
-        "Join": lambda b: driver.join(
-            b["NetworkID"], b["EndpointID"], b["SandboxKey"]),
+        "Join": lambda spec: join_reply(driver.join(spec)),
         "Leave": lambda b: driver.leave(
             b["NetworkID"], b["EndpointID"]) or {},
         "ProgramExternalConnectivity": lambda b: {},
@@ -100,15 +99,42 @@ def _ipam_handlers(ipam):
     return {
         "GetCapabilities": lambda b: ipam.capabilities(),
         "GetDefaultAddressSpaces": lambda b: ipam.default_spaces(),
-        "RequestPool": lambda b: ipam.request_pool(
-            b.get("Pool", ""), b.get("SubPool", ""), b.get("Options", {}),
-            b.get("V6", False)),
+        "RequestPool": lambda req: pool_reply(ipam.request_pool(req)),
         "ReleasePool": lambda b: ipam.release_pool(b["PoolID"]) or {},
-        "RequestAddress": lambda b: ipam.request_address(
-            b["PoolID"], b.get("Address", ""), b.get("Options", {})),
+        "RequestAddress": lambda req: address_reply(
+            ipam.request_address(req)),
         "ReleaseAddress": lambda b: ipam.release_address(
             b["PoolID"], b["Address"]) or {},
     }
+
+
+# -- replies: the driver's and the IPAM's values -> Docker's bodies ---------
+def allocated_reply(spec, key):
+    """The options every node's CreateNetwork receives: the ones given,
+    with the cluster name and the GRE key fixed."""
+    return {"Options": dict(spec.options, **{schema.OPT_NAME: spec.name,
+                                             schema.OPT_KEY: str(key)})}
+
+
+def endpoint_reply(chosen):
+    """Only fields Docker left empty; changing a given one is an error."""
+    return {"Interface": {"MacAddress": chosen.mac}} if chosen.mac else {}
+
+
+def join_reply(joined):
+    reply = {"InterfaceName": {"SrcName": joined.peer_if,
+                               "DstPrefix": "eth"}}
+    if joined.disable_gateway:
+        reply["DisableGatewayService"] = True
+    return reply
+
+
+def pool_reply(granted):
+    return {"PoolID": granted.pool_id, "Pool": granted.pool, "Data": {}}
+
+
+def address_reply(address):
+    return {"Address": address, "Data": {}}
 
 
 def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
@@ -126,11 +152,12 @@ def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
                 "the plugin dropped (was the plugin restarted?); run the "
                 "command again")
         clean = schema.validate(call, body, calls)
+        spec = schema.parse(call, clean)
     except OvsgreError as exc:
         LOG.warning("%s%s rejected in %.1f ms: %s", call, _ids(body),
                     _ms(start), exc)
         return _error(exc.status, str(exc), err_key)
-    return _timed(call, clean, lambda: handler(clean), err_key, start)
+    return _timed(call, clean, lambda: handler(spec), err_key, start)
 
 
 def _body():

@@ -22,6 +22,7 @@ CHECKS = textwrap.dedent('''
     from ovsgre.cluster.etcd import EtcdKV
     from ovsgre.errors import Conflict
     from ovsgre.ipam import Ipam
+    from ovsgre.specs import PoolRequest
 
     url = sys.argv[1]
     kv = EtcdKV([url])
@@ -58,9 +59,10 @@ CHECKS = textwrap.dedent('''
 
     racing = Racing([url])
     a, b = Ipam(racing, "198.18.0.1"), Ipam(EtcdKV([url]), "198.18.0.2")
-    racing.hook = lambda: b.request_pool("198.18.64.0/18", "", {}, False)
+    racing.hook = lambda: b.request_pool(
+        PoolRequest("198.18.64.0/18", "", "default"))
     try:
-        a.request_pool("198.18.70.0/24", "", {}, False)
+        a.request_pool(PoolRequest("198.18.70.0/24", "", "default"))
     except Conflict as exc:
         assert "overlaps 198.18.64.0/18" in str(exc), exc
     else:

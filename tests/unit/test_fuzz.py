@@ -50,11 +50,12 @@ from hypothesis.errors import InvalidArgument
 from ovsgre import protocol, schema
 from ovsgre.cluster.kv import LocalKV
 from ovsgre.cluster.networks import NetworkRegistry
-from ovsgre.driver import (GENERIC, OPT_GWBRIDGE, OPT_INTERNAL, OPT_IPV6,
-                           OPT_KEY, OPT_MTU, OPT_NAME, OWN_PREFIX, Driver)
-from ovsgre.ipam import GATEWAY_TYPE, SPACE_OPT, Ipam
+from ovsgre.driver import Driver
+from ovsgre.ipam import Ipam
 from ovsgre.protocol import create_app
-from ovsgre.schema import MAX_BODY
+from ovsgre.schema import (GATEWAY_TYPE, GENERIC, MAX_BODY, OPT_GWBRIDGE,
+                           OPT_INTERNAL, OPT_IPV6, OPT_KEY, OPT_MTU, OPT_NAME,
+                           OWN_PREFIX, SPACE_OPT)
 from ovsgre.store import LocalStore
 
 from .conftest import DEFAULT_MTU, HERE

@@ -9,6 +9,7 @@ from ovsgre.ipam import ADDRS, Ipam
 from ovsgre.definitions import HOSTS_PREFIX as HOSTS
 
 from .conftest import pool_base
+from .wire import request_address, request_pool
 
 pytestmark = pytest.mark.usefixtures("no_fsync")
 
@@ -30,9 +31,9 @@ def _host(kv, ip, name, subnet):
     one container."""
     NetworkRegistry(kv, ip).define(name, [subnet], [])
     ipam = Ipam(kv, ip)
-    pool_id = ipam.request_pool(subnet, "", {}, False)["PoolID"]
-    ipam.request_address(pool_id, "", GW)
-    address = ipam.request_address(pool_id, "", {})["Address"]
+    pool_id = request_pool(ipam, subnet, "", {}, False)["PoolID"]
+    request_address(ipam, pool_id, "", GW)
+    address = request_address(ipam, pool_id, "", {})["Address"]
     return pool_id, address.split("/")[0]
 
 
@@ -52,7 +53,7 @@ def test_forget_releases_shared_holds_and_frees_the_dead_hosts_addresses(
     assert dead_ip not in taken
     # the dead host's address can be handed out again
     ipam = Ipam(kv, LIVE)
-    assert ipam.request_address(live_pool, dead_ip, {})["Address"] == \
+    assert request_address(ipam, live_pool, dead_ip, {})["Address"] == \
         dead_ip + "/24"
     assert pool_base(live_pool) == "default/10.1.0.0/24"
 

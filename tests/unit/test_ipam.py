@@ -17,6 +17,7 @@ from ovsgre.ipam import ADDRS, Ipam
 from .conftest import pool_base
 from .conftest import pool_base as base
 from .fakes import InterleavingKV
+from .wire import request_address, request_pool
 
 pytestmark = pytest.mark.usefixtures("no_fsync")
 
@@ -43,7 +44,7 @@ def h2(kv):
 
 
 def addr(ipam, pool_id, address="", options=None):
-    reply = ipam.request_address(pool_id, address, options)
+    reply = request_address(ipam, pool_id, address, options)
     assert set(reply) == {"Address", "Data"}
     return reply["Address"]
 
@@ -54,7 +55,7 @@ def ip_of(address):
 
 def network(ipam, pool=POOL, sub="", options=None, v6=False, gateway=True):
     """RequestPool and the gateway, as dockerd does on CreateNetwork."""
-    pid = ipam.request_pool(pool, sub, options, v6)["PoolID"]
+    pid = request_pool(ipam, pool, sub, options, v6)["PoolID"]
     if gateway:
         addr(ipam, pid, "", GW)
     return pid
@@ -76,43 +77,43 @@ def test_capabilities_and_spaces(h1):
 @pytest.mark.parametrize("pool", ["", None])
 def test_pool_required(h1, pool):
     with pytest.raises(InvalidRequest, match="--subnet"):
-        h1.request_pool(pool, "", {}, False)
+        request_pool(h1, pool, "", {}, False)
 
 
 @pytest.mark.parametrize("pool", ["10.1.0.0/33", "banana", "10.1.0/24x"])
 def test_pool_must_be_a_subnet(h1, pool):
     with pytest.raises(InvalidRequest, match="Pool"):
-        h1.request_pool(pool, "", {}, False)
+        request_pool(h1, pool, "", {}, False)
 
 
 def test_v6_flag_must_match_pool(h1):
     with pytest.raises(InvalidRequest, match="not IPv6"):
-        h1.request_pool(POOL, "", {}, True)
+        request_pool(h1, POOL, "", {}, True)
     with pytest.raises(InvalidRequest, match="not IPv4"):
-        h1.request_pool(V6, "", {}, False)
+        request_pool(h1, V6, "", {}, False)
 
 
 @pytest.mark.parametrize("sub", ["10.2.0.0/25", "10.1.0.0/23", "10.0.0.0/8"])
 def test_subpool_outside_pool(h1, sub):
     with pytest.raises(InvalidRequest, match="SubPool"):
-        h1.request_pool(POOL, sub, {}, False)
+        request_pool(h1, POOL, sub, {}, False)
 
 
 def test_subpool_not_a_subnet(h1):
     with pytest.raises(InvalidRequest, match="SubPool"):
-        h1.request_pool(POOL, "nope", {}, False)
+        request_pool(h1, POOL, "nope", {}, False)
 
 
 def test_subpool_of_other_version_is_invalid(h1):
     with pytest.raises(InvalidRequest):
-        h1.request_pool(POOL, "fd00::/64", {}, False)
+        request_pool(h1, POOL, "fd00::/64", {}, False)
 
 
 @pytest.mark.parametrize("space", ["../x", "a b", "-lead", "x" * 65, 5,
                                    "a/b"])
 def test_bad_space_option(h1, space):
     with pytest.raises(InvalidRequest, match="ovsgre.network"):
-        h1.request_pool(POOL, "", {"ovsgre.network": space}, False)
+        request_pool(h1, POOL, "", {"ovsgre.network": space}, False)
 
 
 def test_failed_request_pool_leaves_nothing(h1, kv):
@@ -120,37 +121,37 @@ def test_failed_request_pool_leaves_nothing(h1, kv):
                  (POOL, "10.2.0.0/25", {}, False),
                  (POOL, "", {"ovsgre.network": "a b"}, False)):
         with pytest.raises(InvalidRequest):
-            h1.request_pool(*args)
+            request_pool(h1, *args)
     assert kv.list("/ovsgre/") == {}
 
 
 # -- PoolIDs and address spaces --------------------------------------------
 
 def test_pool_id_format(h1):
-    reply = h1.request_pool(POOL, "", {}, False)
+    reply = request_pool(h1, POOL, "", {}, False)
     assert base(reply.pop("PoolID")) == "default/10.1.0.0/24"
     assert reply == {"Pool": "10.1.0.0/24", "Data": {}}
-    reply = h1.request_pool(POOL, "10.1.0.128/25", None, False)
+    reply = request_pool(h1, POOL, "10.1.0.128/25", None, False)
     assert base(reply["PoolID"]) == "default/10.1.0.0/24/10.1.0.128/25"
     assert reply["Pool"] == "10.1.0.0/24"
-    reply = h1.request_pool("10.7.0.0/16", "", RED, False)
+    reply = request_pool(h1, "10.7.0.0/16", "", RED, False)
     assert base(reply["PoolID"]) == "red/10.7.0.0/16"
 
 
 def test_pool_is_normalised(h1):
-    reply = h1.request_pool("10.1.0.77/24", "", {}, False)
+    reply = request_pool(h1, "10.1.0.77/24", "", {}, False)
     assert base(reply["PoolID"]) == PID and reply["Pool"] == POOL
 
 
 def test_empty_space_option_is_default(h1):
-    assert base(h1.request_pool(POOL, "", {"ovsgre.network": ""},
+    assert base(request_pool(h1, POOL, "", {"ovsgre.network": ""},
                                 False)["PoolID"]) == PID
 
 
 def test_same_subnet_one_pool_a_holder_per_request(h1, h2, kv):
     """The same network on two hosts shares one pool (one address table);
     each RequestPool is a holder of its own."""
-    replies = [ipam.request_pool(POOL, "", {}, False)
+    replies = [request_pool(ipam, POOL, "", {}, False)
                for ipam in (h1, h2, h1)]
     assert {base(r["PoolID"]) for r in replies} == {PID}
     assert len({r["PoolID"] for r in replies}) == 3
@@ -161,22 +162,22 @@ def test_same_subnet_one_pool_a_holder_per_request(h1, h2, kv):
 
 
 def test_overlap_in_same_space_conflicts(h1, h2):
-    h1.request_pool(POOL, "", {}, False)
+    request_pool(h1, POOL, "", {}, False)
     for other in ("10.1.0.0/16", "10.1.0.128/25"):
         with pytest.raises(Conflict) as exc:
-            h2.request_pool(other, "", {}, False)
+            request_pool(h2, other, "", {}, False)
         assert "--ipam-opt" in str(exc.value)
         assert "ovsgre.network" in str(exc.value)
         assert POOL in str(exc.value)
     # the same host is refused too
     with pytest.raises(Conflict):
-        h1.request_pool("10.1.0.0/23", "", {}, False)
+        request_pool(h1, "10.1.0.0/23", "", {}, False)
 
 
 def test_overlap_in_named_space_conflicts(h1, h2):
-    h1.request_pool(POOL, "", RED, False)
+    request_pool(h1, POOL, "", RED, False)
     with pytest.raises(Conflict, match="'red'"):
-        h2.request_pool("10.1.0.0/25", "", RED, False)
+        request_pool(h2, "10.1.0.0/25", "", RED, False)
 
 
 def test_overlap_in_other_space_allowed(h1, h2):
@@ -204,15 +205,15 @@ def test_v4_and_v6_pools_do_not_overlap(h1):
 # -- gateway -----------------------------------------------------------------
 
 def test_gateway_is_first_address_for_every_host(h1, h2):
-    pid = h1.request_pool(POOL, "", {}, False)["PoolID"]
-    h2.request_pool(POOL, "", {}, False)
+    pid = request_pool(h1, POOL, "", {}, False)["PoolID"]
+    request_pool(h2, POOL, "", {}, False)
     assert addr(h1, pid, "", GW) == "10.1.0.1/24"
     assert addr(h2, pid, "", GW) == "10.1.0.1/24"
     assert addr(h1, pid, "", GW) == "10.1.0.1/24"
 
 
 def test_given_gateway_for_every_host(h1, h2):
-    pid = h1.request_pool(POOL, "", {}, False)["PoolID"]
+    pid = request_pool(h1, POOL, "", {}, False)["PoolID"]
     assert addr(h1, pid, "10.1.0.254", GW) == "10.1.0.254/24"
     assert addr(h2, pid, "10.1.0.254/24", GW) == "10.1.0.254/24"
     # .1 is then an ordinary address
@@ -228,14 +229,14 @@ def test_container_cannot_take_gateway(h1, h2):
 
 
 def test_gateway_cannot_take_container_address(h1, h2):
-    pid = h1.request_pool(POOL, "", {}, False)["PoolID"]
+    pid = request_pool(h1, POOL, "", {}, False)["PoolID"]
     assert addr(h1, pid, "10.1.0.9") == "10.1.0.9/24"
     with pytest.raises(Conflict, match="container"):
         addr(h2, pid, "10.1.0.9", GW)
 
 
 def test_gateway_outside_pool(h1):
-    pid = h1.request_pool(POOL, "", {}, False)["PoolID"]
+    pid = request_pool(h1, POOL, "", {}, False)["PoolID"]
     with pytest.raises(InvalidRequest):
         addr(h1, pid, "10.2.0.1", GW)
 
@@ -498,7 +499,7 @@ def test_release_pool_waits_for_last_host(h1, h2, kv):
         with pytest.raises(Conflict):
             addr(h2, pid, ip_of(taken))
     with pytest.raises(Conflict):          # pool record stays: no overlap
-        h1.request_pool("10.1.0.0/23", "", {}, False)
+        request_pool(h1, "10.1.0.0/23", "", {}, False)
     h2.release_pool(pid2)
     assert kv.list("/ovsgre/ipam/") == {}
     # a fresh network on the subnet starts over
@@ -561,9 +562,9 @@ BAD_POOL_IDS = ["", None, "nope", "default/10.1.0.0", "default",
 @pytest.mark.parametrize("pool_id", BAD_POOL_IDS)
 def test_unknown_pool_id_not_found(h1, pool_id):
     with pytest.raises(NotFound):
-        h1.request_address(pool_id, "", None)
+        request_address(h1, pool_id, "", None)
     with pytest.raises(NotFound):
-        h1.request_address(pool_id, "", GW)
+        request_address(h1, pool_id, "", GW)
     with pytest.raises(NotFound):
         h1.release_address(pool_id, "10.1.0.2")
     with pytest.raises(NotFound):
@@ -574,7 +575,7 @@ def test_unknown_pool_id_not_found(h1, pool_id):
                                      "default/10.1.0.0/99"])
 def test_garbled_pool_id_is_a_client_error(h1, pool_id):
     with pytest.raises(OvsgreError) as exc:
-        h1.request_address(pool_id, "", None)
+        request_address(h1, pool_id, "", None)
     assert 400 <= exc.value.status < 500
 
 
@@ -582,15 +583,15 @@ def test_released_pool_id_not_found(h1, kv):
     pid = network(h1)
     h1.release_pool(pid)
     with pytest.raises(NotFound):
-        h1.request_address(pid, "", None)
+        request_address(h1, pid, "", None)
 
 
 # -- IPv6 -------------------------------------------------------------------
 
 def test_ipv6_pool(h1, h2):
-    pid = h1.request_pool(V6, "", None, True)["PoolID"]
+    pid = request_pool(h1, V6, "", None, True)["PoolID"]
     assert base(pid) == "default/fd00:198:18:30::/64"
-    pid2 = h2.request_pool(V6, "", {}, True)["PoolID"]
+    pid2 = request_pool(h2, V6, "", {}, True)["PoolID"]
     assert base(pid2) == base(pid)
     assert addr(h1, pid, "", GW) == "fd00:198:18:30::1/64"
     assert addr(h2, pid, "", GW) == "fd00:198:18:30::1/64"
@@ -611,7 +612,7 @@ def test_ipv6_pool(h1, h2):
 
 
 def test_ipv6_subpool(h1):
-    pid = h1.request_pool(V6, "fd00:198:18:30::100/120", {}, True)["PoolID"]
+    pid = request_pool(h1, V6, "fd00:198:18:30::100/120", {}, True)["PoolID"]
     assert base(pid) == \
         "default/fd00:198:18:30::/64/fd00:198:18:30::100/120"
     assert addr(h1, pid, "", GW) == "fd00:198:18:30::1/64"
@@ -622,7 +623,7 @@ def test_ipv6_subnet_router_anycast_is_never_handed_out(h1):
     """fd00:198:18:30:: answers for every router of the link (RFC 4291):
     not asked for, not as the gateway, not from a range that starts there,
     not when the whole subnet has been handed out."""
-    whole = h1.request_pool("fd00:198:18:40::/126", "", {}, True)["PoolID"]
+    whole = request_pool(h1, "fd00:198:18:40::/126", "", {}, True)["PoolID"]
     for options in (None, GW):
         with pytest.raises(InvalidRequest, match="subnet-router anycast"):
             addr(h1, whole, "fd00:198:18:40::/126", options)
@@ -630,12 +631,12 @@ def test_ipv6_subnet_router_anycast_is_never_handed_out(h1):
     assert got == {f"fd00:198:18:40::{i}/126" for i in (1, 2, 3)}
     with pytest.raises(Conflict, match="no free address"):
         addr(h1, whole)
-    pid = h1.request_pool(V6, "fd00:198:18:30::/120", {}, True)["PoolID"]
+    pid = request_pool(h1, V6, "fd00:198:18:30::/120", {}, True)["PoolID"]
     assert addr(h1, pid) == "fd00:198:18:30::1/64"
 
 
 def test_ipv4_network_and_broadcast_are_never_handed_out(h1):
-    pid = h1.request_pool("10.1.0.0/30", "", {}, False)["PoolID"]
+    pid = request_pool(h1, "10.1.0.0/30", "", {}, False)["PoolID"]
     for ip in ("10.1.0.0", "10.1.0.3"):
         with pytest.raises(InvalidRequest, match="network or broadcast"):
             addr(h1, pid, ip)
@@ -646,7 +647,7 @@ def test_ipv4_network_and_broadcast_are_never_handed_out(h1):
 def test_ipv6_overlap_conflicts(h1, h2):
     network(h1, V6, v6=True)
     with pytest.raises(Conflict, match="--ipam-opt"):
-        h2.request_pool("fd00:198:18:30::/56", "", {}, True)
+        request_pool(h2, "fd00:198:18:30::/56", "", {}, True)
 
 
 # -- overlapping RequestPools on two hosts at the same moment ----------------
@@ -676,9 +677,9 @@ class ListInterleavingKV(InterleavingKV):
 def test_overlapping_pools_claimed_at_once_one_wins(state_dir, mine, theirs):
     kv = ListInterleavingKV(state_dir)
     a, b = Ipam(kv, "192.0.2.1"), Ipam(kv, "192.0.2.2")
-    kv.hook = lambda: b.request_pool(theirs, "", {}, False)
+    kv.hook = lambda: request_pool(b, theirs, "", {}, False)
     with pytest.raises(Conflict, match=f"overlaps {theirs}"):
-        a.request_pool(mine, "", {}, False)
+        request_pool(a, mine, "", {}, False)
     pools = [v["pool"] for v in kv.list("/ovsgre/ipam/pools/").values()]
     assert pools == [theirs]
 
@@ -687,8 +688,8 @@ def test_the_same_pool_claimed_at_once_is_shared(state_dir):
     kv = ListInterleavingKV(state_dir)
     a, b = Ipam(kv, "192.0.2.1"), Ipam(kv, "192.0.2.2")
     theirs = []
-    kv.hook = lambda: theirs.append(b.request_pool(POOL, "", {}, False))
-    mine = a.request_pool(POOL, "", {}, False)
+    kv.hook = lambda: theirs.append(request_pool(b, POOL, "", {}, False))
+    mine = request_pool(a, POOL, "", {}, False)
     (record,) = kv.list("/ovsgre/ipam/pools/").values()
     assert sorted(record["holders"].values()) == ["192.0.2.1", "192.0.2.2"]
     assert {pool_base(mine["PoolID"]), pool_base(theirs[0]["PoolID"])} == \
@@ -757,7 +758,7 @@ def test_legacy_pool_ids_without_token_release_by_host(h1, h2, kv):
 def test_bad_token_is_unknown_pool_id(h1, suffix):
     network(h1)
     with pytest.raises(NotFound):
-        h1.request_address(PID + suffix, "", None)
+        request_address(h1, PID + suffix, "", None)
 
 
 # -- --aux-address -------------------------------------------------------------
@@ -862,8 +863,8 @@ def test_a_malformed_pool_is_skipped_and_named(h1, h2, kv, bad):
 def test_a_malformed_pool_in_use_is_an_error_naming_it(h1, kv, bad):
     pid = network(h1)
     kv.put(POOL_KEY, bad)
-    for call in (lambda: h1.request_pool(POOL, "", {}, False),
-                 lambda: h1.request_address(pid, "", None)):
+    for call in (lambda: request_pool(h1, POOL, "", {}, False),
+                 lambda: request_address(h1, pid, "", None)):
         with pytest.raises(OvsgreError, match="malformed") as err:
             call()
         assert POOL_KEY in str(err.value)

@@ -565,6 +565,18 @@ def test_allocate_with_etcd_down(manager, shared, monkeypatch):
     assert allocate(manager, options=opts) == opts
 
 
+def test_allocate_checks_pools_only_to_reserve_them(manager, api):
+    """AllocateNetwork's pools matter only to the reservation in etcd:
+    without etcd a pool that does not parse is not looked at."""
+    body = {"NetworkID": SWARM_NET, "Options": {},
+            "IPv4Data": [{"Pool": "not-a-subnet"}], "IPv6Data": []}
+    status, reply, _ = manager.call("AllocateNetwork", body)
+    err_of(status, reply, 400, "IPv4Data.Pool 'not-a-subnet' is not a "
+           "valid IPv4 subnet")
+    assert api.ok("AllocateNetwork", body)["Options"]["ovsgre.network"] \
+        == SWARM_NET
+
+
 # -- `ovsgre network ls`: holders cross-checked with live registrations ------
 
 def test_network_ls_marks_hosts_whose_registration_expired(r1, r2, shared,
