@@ -43,11 +43,12 @@ import sys
 from .. import names
 from ..definitions import (DELETING, GRE_OVERHEAD, JOINED, PATCH_INT,
                            PATCH_TUN, tunnel_port_name)
-from ..observe import (UPCALL_SAMPLE, HostProbe,
-                       add_common_arguments, collect, compare_flows,
-                       expected_flows, expected_peers, ours,
-                       owned_endpoint_ports, port_of,
-                       tunnel_ports)
+from ..hoststate.collect import UPCALL_SAMPLE, collect
+from ..hoststate.derive import (expected_flows, expected_peers,
+                                owned_endpoint_ports, port_of, tunnel_ports)
+from ..hoststate.flowtable import compare_flows
+from ..hoststate.probe import HostProbe
+from .status import add_common_arguments
 
 OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
              "or /usr/share/openvswitch/scripts/ovs-ctl start)")
@@ -580,7 +581,7 @@ def check_stale(obs):
                     f"{name}"))
     if obs["links"] is not None:
         for name in sorted(obs["links"]):
-            if ours(name) and name not in known:
+            if names.is_ours(name) and name not in known:
                 found.append(finding(
                     name, "ovsgre-named link without an endpoint record",
                     f"run: ip link del {name} (or {RESTART_PLUGIN})"))

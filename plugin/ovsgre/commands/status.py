@@ -12,8 +12,19 @@ import json
 import sys
 
 from ..definitions import tunnel_port_name
-from ..observe import (HostProbe, add_common_arguments, collect, port_of,
-                       tunnel_ports)
+from ..hoststate.collect import collect
+from ..hoststate.derive import port_of, tunnel_ports
+from ..hoststate.probe import DEFAULT_TIMEOUT, HostProbe
+
+
+def add_common_arguments(parser, what):
+    """--json and --timeout, shared by `ovsgre status` and `ovsgre doctor`."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print JSON (stable keys) instead of {what}")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="bound of each external call "
+                             f"(default {DEFAULT_TIMEOUT:g})")
 
 
 def add_arguments(parser):
