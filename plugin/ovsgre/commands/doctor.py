@@ -274,12 +274,8 @@ def check_endpoints(obs):
         return _cannot("endpoints", "cannot read links: "
                        + obs["errors"].get("links", "?") + "; OVSDB "
                        "unreachable")
-    networks = store["networks"]
     containers = (obs.get("docker") or {}).get("endpoints", {})
-    underlay = obs.get("underlay") or {}
-    limit = underlay["mtu"] - GRE_OVERHEAD if underlay.get("mtu") else None
-    offload = obs.get("offload") or {}
-    found, notes, unchecked = [], [], []
+    found, unchecked = [], []
     if links is None:
         unchecked.append("veths and MTUs: cannot read links: "
                          + obs["errors"].get("links", "?"))
@@ -287,81 +283,117 @@ def check_endpoints(obs):
         unchecked.append("OVS ports (tag, ofport): OVSDB unreachable")
     checked = 0
     for eid, ep in sorted(store["endpoints"].items()):
-        net = networks.get(ep.get("network_id"))
+        net = store["networks"].get(ep.get("network_id"))
         if ep.get("state") == DELETING or net is None:
             continue   # the stale check names these
         checked += 1
         who = _who(eid, containers)
-        host_if, peer_if, mtu = ep["host_if"], ep["peer_if"], ep["mtu"]
-        host = (links or {}).get(host_if)
-        if links is None:
-            pass
-        elif host is None:
-            found.append(finding(host_if, f"host veth of {who} is missing",
-                                 _missing_veth_fix(ep, obs)))
-        else:
-            if not host["up"]:
-                found.append(finding(host_if, f"host veth of {who} is down",
-                                     f"run: ip link set {host_if} up"))
-            if host["mtu"] != mtu:
-                found.append(finding(
-                    host_if, f"MTU {host['mtu']} on the host veth of {who}, "
-                    f"recorded {mtu}",
-                    f"run: ip link set {host_if} mtu {mtu}"))
-        peer = (links or {}).get(peer_if)
-        if peer is not None and peer["mtu"] != mtu:
-            found.append(finding(
-                peer_if, f"MTU {peer['mtu']} on the container end of {who}, "
-                f"recorded {mtu}", f"run: ip link set {peer_if} mtu {mtu}"))
-        if obs["multi_host"] and limit and net.get("key") and mtu > limit:
-            found.append(finding(
-                host_if, f"MTU {mtu} of {who} exceeds the underlay MTU "
-                f"{underlay['mtu']} - {GRE_OVERHEAD} = {limit}: larger "
-                "frames between hosts are dropped silently",
-                "recreate the network with -o com.docker.network.driver.mtu="
-                f"{limit} (or raise the underlay MTU to "
-                f"{mtu + GRE_OVERHEAD})"))
-        port = port_of(obs, host_if)
-        if port and (host is not None or links is None) and \
-                obs.get("vswitchd") and \
-                port["bridge"] == obs["bridge"] and \
-                (port["ofport"] == -1 or port["error"]):
-            found.append(finding(
-                host_if, f"ovs-vswitchd did not take the OVS port of {who} "
-                f"(ofport {port['ofport']}"
-                + (f", {port['error']}" if port["error"] else "") + ")",
-                f"see: ovs-vsctl list interface {host_if} and the "
-                f"ovs-vswitchd log; then {RESTART_PLUGIN}"))
-        if port and net.get("vlan") and port["tag"] != net["vlan"]:
-            found.append(finding(
-                host_if, f"OVS port tag {port['tag']}, the network's VLAN "
-                f"is {net['vlan']}: {who} is on the wrong network",
-                f"{RESTART_PLUGIN} (start-up fixes tags); or run: "
-                f"ovs-vsctl set port {host_if} tag={net['vlan']}"))
-        off = offload.get(eid)
-        if off is None:
-            continue
-        if off["tx"]:
-            inside = off["where"] == "container"
-            fix = f"run: ethtool -K {off['ifname']} tx off"
-            if inside:
-                fix = (f"run: nsenter --net={off['netns']} ethtool -K "
-                       f"{off['ifname']} tx off")
-            found.append(finding(
-                host_if if inside else off["ifname"],
-                f"TX checksum offload is on on the container end of {who} "
-                f"({off['ifname']}{' in its container' if inside else ''}): "
-                "with the userspace datapath its TCP carries bad checksums "
-                "(ping still works)", fix))
-        elif off["tx"] is None:
-            unchecked.append(f"TX offload of {who}: {off['error']}")
+        found += _endpoint_links(obs, ep, who)
+        found += _endpoint_underlay_mtu(obs, ep, net, who)
+        found += _endpoint_port(obs, ep, net, who)
+        offload_found, offload_unchecked = _endpoint_offload(obs, eid, ep,
+                                                             who)
+        found += offload_found
+        unchecked += offload_unchecked
     summary = f"{checked} endpoint(s): veths present and up, MTU as recorded"
     if links is None:
         summary = f"{checked} endpoint(s): OVS ports as recorded"
     if obs.get("datapath") == "netdev" and links is not None:
         summary += ", TX offload off where visible"
-    return _result("endpoints", found, summary, notes=notes,
-                   not_checked=unchecked)
+    return _result("endpoints", found, summary, not_checked=unchecked)
+
+
+def _endpoint_links(obs, ep, who):
+    """The host veth is there, up, with the recorded MTU; so is the
+    container end when it is still in this namespace."""
+    links = obs["links"]
+    if links is None:
+        return []
+    host_if, peer_if, mtu = ep["host_if"], ep["peer_if"], ep["mtu"]
+    host = links.get(host_if)
+    found = []
+    if host is None:
+        found.append(finding(host_if, f"host veth of {who} is missing",
+                             _missing_veth_fix(ep, obs)))
+    else:
+        if not host["up"]:
+            found.append(finding(host_if, f"host veth of {who} is down",
+                                 f"run: ip link set {host_if} up"))
+        if host["mtu"] != mtu:
+            found.append(finding(
+                host_if, f"MTU {host['mtu']} on the host veth of {who}, "
+                f"recorded {mtu}",
+                f"run: ip link set {host_if} mtu {mtu}"))
+    peer = links.get(peer_if)
+    if peer is not None and peer["mtu"] != mtu:
+        found.append(finding(
+            peer_if, f"MTU {peer['mtu']} on the container end of {who}, "
+            f"recorded {mtu}", f"run: ip link set {peer_if} mtu {mtu}"))
+    return found
+
+
+def _endpoint_underlay_mtu(obs, ep, net, who):
+    """A cluster network's MTU fits the underlay's minus GRE_OVERHEAD."""
+    underlay = obs.get("underlay") or {}
+    limit = underlay["mtu"] - GRE_OVERHEAD if underlay.get("mtu") else None
+    mtu = ep["mtu"]
+    if not (obs["multi_host"] and limit and net.get("key") and mtu > limit):
+        return []
+    return [finding(
+        ep["host_if"], f"MTU {mtu} of {who} exceeds the underlay MTU "
+        f"{underlay['mtu']} - {GRE_OVERHEAD} = {limit}: larger "
+        "frames between hosts are dropped silently",
+        "recreate the network with -o com.docker.network.driver.mtu="
+        f"{limit} (or raise the underlay MTU to "
+        f"{mtu + GRE_OVERHEAD})")]
+
+
+def _endpoint_port(obs, ep, net, who):
+    """ovs-vswitchd took the endpoint's OVS port, tagged with the
+    network's VLAN."""
+    host_if, links = ep["host_if"], obs["links"]
+    port = port_of(obs, host_if)
+    found = []
+    if port and (links is None or host_if in links) and \
+            obs.get("vswitchd") and \
+            port["bridge"] == obs["bridge"] and \
+            (port["ofport"] == -1 or port["error"]):
+        found.append(finding(
+            host_if, f"ovs-vswitchd did not take the OVS port of {who} "
+            f"(ofport {port['ofport']}"
+            + (f", {port['error']}" if port["error"] else "") + ")",
+            f"see: ovs-vsctl list interface {host_if} and the "
+            f"ovs-vswitchd log; then {RESTART_PLUGIN}"))
+    if port and net.get("vlan") and port["tag"] != net["vlan"]:
+        found.append(finding(
+            host_if, f"OVS port tag {port['tag']}, the network's VLAN "
+            f"is {net['vlan']}: {who} is on the wrong network",
+            f"{RESTART_PLUGIN} (start-up fixes tags); or run: "
+            f"ovs-vsctl set port {host_if} tag={net['vlan']}"))
+    return found
+
+
+def _endpoint_offload(obs, eid, ep, who):
+    """(findings, not checked): TX checksum offload of the container end
+    (read only under the userspace datapath)."""
+    off = (obs.get("offload") or {}).get(eid)
+    if off is None:
+        return [], []
+    if off["tx"] is None:
+        return [], [f"TX offload of {who}: {off['error']}"]
+    if not off["tx"]:
+        return [], []
+    inside = off["where"] == "container"
+    fix = f"run: ethtool -K {off['ifname']} tx off"
+    if inside:
+        fix = (f"run: nsenter --net={off['netns']} ethtool -K "
+               f"{off['ifname']} tx off")
+    return [finding(
+        ep["host_if"] if inside else off["ifname"],
+        f"TX checksum offload is on on the container end of {who} "
+        f"({off['ifname']}{' in its container' if inside else ''}): "
+        "with the userspace datapath its TCP carries bad checksums "
+        "(ping still works)", fix)], []
 
 
 def _who(eid, containers):

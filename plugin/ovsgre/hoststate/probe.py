@@ -3,6 +3,8 @@ is one read of one subsystem's reader module, bounded by the timeout, and
 either returns what it read or raises ProbeError.  Tests give `collect` a
 fake with the same methods."""
 
+import threading
+
 from ..definitions import HOSTS_PREFIX
 from . import cluster, kernel, localstore, ovsdb, vswitchd
 from .docker import DockerReader
@@ -16,10 +18,19 @@ class HostProbe:
     def __init__(self, settings, timeout=DEFAULT_TIMEOUT):
         self.settings = settings
         self.timeout = timeout
-        self._docker = DockerReader(settings.docker_host, timeout)
+        self._docker = None   # made on first use, by whichever thread
+        self._docker_lock = threading.Lock()
+
+    def _dockerd(self):
+        with self._docker_lock:
+            if self._docker is None:
+                self._docker = DockerReader(self.settings.docker_host,
+                                            self.timeout)
+            return self._docker
 
     def close(self):
-        self._docker.close()
+        if self._docker is not None:
+            self._docker.close()
 
     # the plugin's local store
     def store(self):
@@ -83,7 +94,7 @@ class HostProbe:
 
     # dockerd
     def docker(self):
-        return self._docker.names()
+        return self._dockerd().names()
 
     def container_netns(self, container_id):
-        return self._docker.container_netns(container_id)
+        return self._dockerd().container_netns(container_id)
