@@ -173,12 +173,11 @@ def check_bridge(obs):
     want = obs["datapath"]
     module = obs.get("ovs_module")
     found, parts, notes = [], [], []
-    bridges = ovsdb["bridges"]
-    names = [obs["bridge"]]
+    wanted = [obs["bridge"]]
     if obs["multi_host"]:
-        names.append(obs["tunnel_bridge"])
-    for name in names:
-        bridge = bridges.get(name)
+        wanted.append(obs["tunnel_bridge"])
+    for name in wanted:
+        bridge = ovsdb["bridges"].get(name)
         what = "integration" if name == obs["bridge"] else "tunnel"
         if bridge is None:
             fix = f"{RESTART_PLUGIN}: it creates the bridge"
@@ -187,50 +186,66 @@ def check_bridge(obs):
                         f"{name} datapath_type={want or 'netdev'}")
             found.append(finding(name, f"the {what} bridge is missing", fix))
             continue
-        actual = bridge["datapath_type"]
-        if actual == "system" and module in ("absent", "available"):
-            fix = (f"run: ovs-vsctl set bridge {name} datapath_type=netdev "
-                   "(the userspace datapath)")
-            if module == "available":
-                fix += "; or load the module: modprobe openvswitch"
-            if obs.get("datapath_source") != "setting":
-                fix += ("; then restart the plugin (or set --datapath for "
-                        "it)")
-            found.append(finding(
-                name, "datapath_type is system (the kernel datapath) but "
-                "the openvswitch kernel module is not loaded: ovs-vswitchd "
-                "cannot create the datapath, the bridge forwards nothing",
-                fix))
-        elif want and actual != want:
-            found.append(finding(
-                name, f"datapath_type is {actual}, the plugin uses {want}",
-                f"run: ovs-vsctl set bridge {name} datapath_type={want} "
-                f"(or set --datapath={actual} for the plugin)"))
+        found += _bridge_datapath(obs, name, bridge)
         extra = ""
         if what == "tunnel":
             extra = f", fail_mode {bridge['fail_mode'] or 'standalone'}"
-            if bridge["fail_mode"] != "secure":
-                found.append(finding(
-                    name, "fail_mode is not secure: the bridge may flood "
-                    "between tunnels (loops)",
-                    f"run: ovs-vsctl set-fail-mode {name} secure"))
-            for patch, on in ((PATCH_INT, name), (PATCH_TUN, obs["bridge"])):
-                port = port_of(obs, patch)
-                if port is None or port["bridge"] != on:
-                    found.append(finding(
-                        patch, f"patch port missing on {on}",
-                        f"{RESTART_PLUGIN}: it re-creates the patch ports"))
-        parts.append(f"{name} ({actual}{extra})")
+            found += _tunnel_bridge(obs, name, bridge)
+        parts.append(f"{name} ({bridge['datapath_type']}{extra})")
     upcall_found, upcall_notes = _upcall_findings(obs)
     found += upcall_found
     notes += upcall_notes
     if module == "loaded" and obs.get("datapath_source") == "bridge" and \
             want == "netdev":
         notes.append("the openvswitch module is loaded now: started again "
-                      "with --datapath=auto the plugin switches to the "
-                      "kernel datapath; set --datapath=netdev to keep this "
-                      "one")
+                     "with --datapath=auto the plugin switches to the "
+                     "kernel datapath; set --datapath=netdev to keep this "
+                     "one")
     return _result("bridge", found, ", ".join(parts), notes=notes)
+
+
+def _bridge_datapath(obs, name, bridge):
+    """The bridge's datapath_type is the one the plugin uses, and a kernel
+    datapath has its module."""
+    want, module = obs["datapath"], obs.get("ovs_module")
+    actual = bridge["datapath_type"]
+    if actual == "system" and module in ("absent", "available"):
+        fix = (f"run: ovs-vsctl set bridge {name} datapath_type=netdev "
+               "(the userspace datapath)")
+        if module == "available":
+            fix += "; or load the module: modprobe openvswitch"
+        if obs.get("datapath_source") != "setting":
+            fix += ("; then restart the plugin (or set --datapath for "
+                    "it)")
+        return [finding(
+            name, "datapath_type is system (the kernel datapath) but "
+            "the openvswitch kernel module is not loaded: ovs-vswitchd "
+            "cannot create the datapath, the bridge forwards nothing",
+            fix)]
+    if want and actual != want:
+        return [finding(
+            name, f"datapath_type is {actual}, the plugin uses {want}",
+            f"run: ovs-vsctl set bridge {name} datapath_type={want} "
+            f"(or set --datapath={actual} for the plugin)")]
+    return []
+
+
+def _tunnel_bridge(obs, name, bridge):
+    """The tunnel bridge forwards only by ovsgre's flows (fail_mode
+    secure) and is patched to the integration bridge."""
+    found = []
+    if bridge["fail_mode"] != "secure":
+        found.append(finding(
+            name, "fail_mode is not secure: the bridge may flood "
+            "between tunnels (loops)",
+            f"run: ovs-vsctl set-fail-mode {name} secure"))
+    for patch, on in ((PATCH_INT, name), (PATCH_TUN, obs["bridge"])):
+        port = port_of(obs, patch)
+        if port is None or port["bridge"] != on:
+            found.append(finding(
+                patch, f"patch port missing on {on}",
+                f"{RESTART_PLUGIN}: it re-creates the patch ports"))
+    return found
 
 
 def _upcall_findings(obs):
