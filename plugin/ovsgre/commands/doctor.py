@@ -495,13 +495,32 @@ def check_tunnels(obs):
         return _result("tunnels", [], "", skipped="single host")
     if obs["ovsdb"] is None:
         return _cannot("tunnels", "OVSDB unreachable")
-    notes, unchecked = [], []
+    notes = []
     if obs["peers"] is None:
         notes.append("peers taken from the tunnel ports present (etcd "
                      "unreachable)")
     wanted = expected_peers(obs)
     ports = tunnel_ports(obs)
-    tb = obs["tunnel_bridge"]
+    found = _tunnel_ports(obs, wanted, ports)
+    ping_found, unchecked = _pings(obs, wanted)
+    found += ping_found
+    if obs.get("registered") is False:
+        found.append(finding(
+            obs.get("local_ip") or "this host",
+            "this host is not registered in etcd (/ovsgre/hosts/): peers "
+            "have no tunnel to it",
+            "start the plugin (ovsgre serve) and check its log; its "
+            "--local-ip must be this address"))
+    ping = obs.get("ping") or {}
+    answered = sum(1 for p in wanted if (ping.get(p) or (None,))[0])
+    return _result("tunnels", found,
+                   f"{len(wanted)} peer(s), {len(ports)} tunnel port(s), "
+                   f"{answered} answer ping", notes=notes,
+                   not_checked=unchecked)
+
+
+def _tunnel_ports(obs, wanted, ports):
+    """A working GRE port to every peer, none to hosts that are not."""
     found = []
     for peer in sorted(wanted):
         name = tunnel_port_name(peer)
@@ -528,10 +547,17 @@ def check_tunnels(obs):
                 found.append(finding(
                     name, f"tunnel port to {port['peer']}, which is not a "
                     "peer (not registered)",
-                    f"{RESTART_PLUGIN}; or run: ovs-vsctl del-port {tb} "
-                    f"{name}"))
+                    f"{RESTART_PLUGIN}; or run: ovs-vsctl del-port "
+                    f"{obs['tunnel_bridge']} {name}"))
+    return found
+
+
+def _pings(obs, wanted):
+    """(findings, not checked): every peer answers ping over the
+    underlay."""
     ping = obs.get("ping") or {}
     source = obs.get("local_ip") or "this host"
+    found, unchecked = [], []
     for peer in sorted(wanted):
         answered, detail = ping.get(peer, (None, "not pinged"))
         if answered is None:
@@ -543,18 +569,7 @@ def check_tunnels(obs):
                 f"check the underlay path to {peer} (address, routes, "
                 "firewall; with the userspace datapath the source address "
                 "must be on br-phy); is that host up?"))
-    if obs.get("registered") is False:
-        found.append(finding(
-            obs.get("local_ip") or "this host",
-            "this host is not registered in etcd (/ovsgre/hosts/): peers "
-            "have no tunnel to it",
-            "start the plugin (ovsgre serve) and check its log; its "
-            "--local-ip must be this address"))
-    answered = sum(1 for p in wanted if (ping.get(p) or (None,))[0])
-    return _result("tunnels", found,
-                   f"{len(wanted)} peer(s), {len(ports)} tunnel port(s), "
-                   f"{answered} answer ping", notes=notes,
-                   not_checked=unchecked)
+    return found, unchecked
 
 
 def check_flows(obs):
