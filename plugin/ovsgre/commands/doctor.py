@@ -617,22 +617,35 @@ def check_stale(obs):
         return _cannot("stale", "store unreadable")
     if obs["ovsdb"] is None and obs["links"] is None:
         return _cannot("stale", "OVSDB and links unreadable")
-    endpoints = store["endpoints"]
-    containers = (obs.get("docker") or {}).get("endpoints", {})
-    known = {ep[k] for ep in endpoints.values()
-             for k in ("host_if", "peer_if")}
-    # the names of malformed records are not orphans: the store check
-    # names those records
-    for bad in store.get("malformed", ()):
-        if bad["kind"] == "endpoints":
-            known |= _names_of(bad)
-    bad_networks = {m["id"] for m in store.get("malformed", ())
-                    if m["kind"] == "networks"}
-    found, unchecked = [], []
+    unchecked = []
     if obs["ovsdb"] is None:
         unchecked.append("OVS ports: OVSDB unreachable")
     if obs["links"] is None:
         unchecked.append("links: " + obs["errors"].get("links", "unreadable"))
+    found = _orphans(obs, _known_names(store)) + _stale_records(obs, store)
+    if obs["ovsdb"] is None:
+        summary = "no orphan links"
+    elif obs["links"] is None:
+        summary = "no orphan OVS ports, every record has its port"
+    else:
+        summary = "no orphan ports or links, every record has its port"
+    return _result("stale", found, summary, not_checked=unchecked)
+
+
+def _known_names(store):
+    """Interface names the store's records own; the names of malformed
+    records are not orphans either: the store check names those records."""
+    known = {ep[k] for ep in store["endpoints"].values()
+             for k in ("host_if", "peer_if")}
+    for bad in store.get("malformed", ()):
+        if bad["kind"] == "endpoints":
+            known |= _names_of(bad)
+    return known
+
+
+def _orphans(obs, known):
+    """ovsgre's OVS ports and ovsgre-named links without a record."""
+    found = []
     if obs["ovsdb"] is not None:
         for name, port in sorted(owned_endpoint_ports(obs).items()):
             if name not in known:
@@ -647,38 +660,44 @@ def check_stale(obs):
                 found.append(finding(
                     name, "ovsgre-named link without an endpoint record",
                     f"run: ip link del {name} (or {RESTART_PLUGIN})"))
-    for eid, ep in sorted(endpoints.items()):
+    return found
+
+
+def _stale_records(obs, store):
+    """Unfinished deletions, endpoints of networks without a record, and
+    records without their OVS port."""
+    containers = (obs.get("docker") or {}).get("endpoints", {})
+    bad_networks = {m["id"] for m in store.get("malformed", ())
+                    if m["kind"] == "networks"}
+    found = []
+    for eid, ep in sorted(store["endpoints"].items()):
         who = _who(eid, containers)
         if ep.get("state") == DELETING:
             found.append(finding(
                 eid[:12], f"deletion of {who} was interrupted",
                 f"{RESTART_PLUGIN}: start-up finishes it"))
-            continue
-        if ep["network_id"] in bad_networks:
+        elif ep["network_id"] in bad_networks:
             continue   # the store check names its malformed network
-        if ep.get("network_id") not in store["networks"]:
+        elif ep.get("network_id") not in store["networks"]:
             found.append(finding(
                 eid[:12], f"{who} belongs to network "
                 f"{ep.get('network_id', '')[:12]}, which has no record",
                 f"{RESTART_PLUGIN}: start-up removes it"))
-            continue
-        if obs["ovsdb"] is None:
-            continue
-        port = port_of(obs, ep["host_if"])
-        if port is None or port["bridge"] != obs["bridge"]:
-            has_link = obs["links"] is None or ep["host_if"] in obs["links"]
-            fix = (f"{RESTART_PLUGIN}: start-up re-adds the port" if has_link
-                   else _missing_veth_fix(ep, obs))
-            found.append(finding(
-                ep["host_if"], f"{who} has a record but no OVS port on "
-                f"{obs['bridge']}", fix))
-    if obs["ovsdb"] is None:
-        summary = "no orphan links"
-    elif obs["links"] is None:
-        summary = "no orphan OVS ports, every record has its port"
-    else:
-        summary = "no orphan ports or links, every record has its port"
-    return _result("stale", found, summary, not_checked=unchecked)
+        elif obs["ovsdb"] is not None:
+            found += _record_without_port(obs, ep, who)
+    return found
+
+
+def _record_without_port(obs, ep, who):
+    port = port_of(obs, ep["host_if"])
+    if port is not None and port["bridge"] == obs["bridge"]:
+        return []
+    has_link = obs["links"] is None or ep["host_if"] in obs["links"]
+    fix = (f"{RESTART_PLUGIN}: start-up re-adds the port" if has_link
+           else _missing_veth_fix(ep, obs))
+    return [finding(
+        ep["host_if"], f"{who} has a record but no OVS port on "
+        f"{obs['bridge']}", fix)]
 
 
 def check_store(obs):
