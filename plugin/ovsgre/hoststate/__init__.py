@@ -13,6 +13,7 @@ uses, and changing nothing:
   docker      dockerd's names and container namespaces
   flowtable   dump-flows output compared with build_flows
   command     bounded subprocesses and ProbeError
+  records     the shapes of what is read and of the observation
 
 `HostProbe` (probe.py) is the one object that reads; `collect()`
 (collect.py) turns its answers into the observation, a plain dict;

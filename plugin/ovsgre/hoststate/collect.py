@@ -13,6 +13,7 @@ from ..definitions import DELETING
 from .cluster import malformed_records, parse_hosts
 from .command import ProbeError
 from .derive import tunnel_ports
+from .records import Observation, Offload, Underlay, Upcalls
 
 UPCALL_SAMPLE = 1.0   # seconds between the two reads of the lost count
 
@@ -25,7 +26,7 @@ def _try(errors, what, func, *args):
         return None, str(exc)
 
 
-def collect(settings, probe, deep=False, docker=True):
+def collect(settings, probe, deep=False, docker=True) -> Observation:
     """The observation: one dict of everything status shows and doctor
     checks.  deep=True also reads what only doctor needs (offload of
     container ends and of the tunnel source's port, pings of the peers,
@@ -124,7 +125,7 @@ def _collect_deep(settings, probe, obs, errors):
                                settings.tunnel_bridge)
 
 
-def _offload(probe, obs):
+def _offload(probe, obs) -> dict[str, Offload]:
     """TX offload of container ends under the userspace datapath: in this
     namespace, or in the container's when readable."""
     if obs["datapath"] != "netdev":
@@ -150,7 +151,7 @@ def _offload(probe, obs):
     return offload
 
 
-def _underlay(probe, obs, errors):
+def _underlay(probe, obs, errors) -> Underlay:
     """The interface holding the tunnel source address."""
     links = obs["links"] or {}
     addrs, _ = _try(errors, "addresses", probe.addresses)
@@ -166,7 +167,7 @@ def _underlay(probe, obs, errors):
     return under
 
 
-def _upcalls(probe, ctl, errors):
+def _upcalls(probe, ctl, errors) -> Upcalls | None:
     """The kernel datapath's lost upcalls: a second read UPCALL_SAMPLE
     later when some were lost, to tell losing now from lost once; and when
     ovs-vswitchd started (the OVS 3.1.0 trap: started within 10 s of boot
@@ -204,7 +205,7 @@ def _netns_paths(probe, obs, ep, errors):
     return paths
 
 
-def _container_offload(probe, obs, ep, host):
+def _container_offload(probe, obs, ep, host) -> Offload:
     """TX offload of a container end Docker moved into its container."""
     out = {"where": "container", "netns": "", "ifname": "", "tx": None,
            "error": "moved into its container"}

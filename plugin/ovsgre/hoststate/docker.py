@@ -4,6 +4,7 @@ network namespace of a running container."""
 import threading
 
 from .command import ProbeError
+from .records import DockerNames
 
 
 class DockerReader:
@@ -42,7 +43,7 @@ class DockerReader:
             raise ProbeError(f"container {container_id[:12]} is not running")
         return f"/proc/{pid}/ns/net"
 
-    def names(self):
+    def names(self) -> DockerNames:
         """{"networks": {id: name}, "endpoints": {endpoint id: container
         name}, "containers": {endpoint id: container id}}."""
         with self._lock:
@@ -53,7 +54,7 @@ class DockerReader:
                                  f"{exc}") from exc
 
 
-def _names(client):
+def _names(client) -> DockerNames:
     networks = {n["Id"]: n["Name"] for n in client.networks()}
     endpoints, containers = {}, {}
     for ctr in client.containers(all=True):

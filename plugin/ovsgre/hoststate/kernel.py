@@ -9,9 +9,10 @@ from .. import dataplane
 from ..dataplane import links as dataplane_links
 from . import command
 from .command import ProbeError, ProbeUnavailable
+from .records import Link
 
 
-def links():
+def links() -> dict[str, Link]:
     """{name: {index, mtu, up, kind, peer_index, address}}."""
     try:
         return dataplane_links.dump_links()

@@ -6,9 +6,10 @@ import os
 
 from ..store import KINDS, malformed
 from .command import ProbeError
+from .records import Store
 
 
-def read_store(state_dir):
+def read_store(state_dir) -> Store:
     """{"networks": {id: record}, "endpoints": {id: record}, "bad": [path],
     "malformed": [{kind, id, path, problems, record}]} read without locking
     or writing anything.  Malformed records (see `malformed`) are kept out

@@ -10,6 +10,7 @@ from .. import dataplane
 from . import command
 from .command import ProbeError
 from .flowtable import parse_dump
+from .records import Vswitchd
 
 
 def _appctl(ctl, timeout, *args):
@@ -45,7 +46,7 @@ def ctl_candidates(rundir):
     return out
 
 
-def answering(rundir, timeout):
+def answering(rundir, timeout) -> Vswitchd:
     """{"ctl": path, "version": text} of a vswitchd that answers."""
     candidates = ctl_candidates(rundir)
     if not candidates:
