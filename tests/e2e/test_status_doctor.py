@@ -15,7 +15,7 @@ import time
 import pytest
 
 from ovsgre import names
-from ovsgre.observe import HostProbe
+from ovsgre.hoststate.probe import HostProbe
 from tests.harness import TestHost
 from tests.harness.cluster import PHY_BRIDGE, Cluster
 from tests.harness.datapath import DATAPATH, KERNEL

@@ -8,7 +8,9 @@ import json
 
 import pytest
 
-from ovsgre import observe
+from ovsgre.hoststate import cluster, command, vswitchd
+from ovsgre.hoststate import collect as collection
+from ovsgre.hoststate import probe as hostprobe
 from ovsgre.commands import doctor
 
 from .test_status import (CTR, EP, GRE, HOST_IF, LOCAL, MTU, NET, PEER,
@@ -185,7 +187,7 @@ def kernel_world(lost, started=300.0):
 
 
 def test_kernel_datapath_losing_upcalls_now(monkeypatch):
-    monkeypatch.setattr(observe, "UPCALL_SAMPLE", 0.0)
+    monkeypatch.setattr(collection, "UPCALL_SAMPLE", 0.0)
     item = only_finding(kernel_world([5, 12]), "bridge")
     assert item["subject"] == "upcalls"
     assert "losing upcalls: 7 in" in item["problem"]
@@ -197,7 +199,7 @@ def test_kernel_datapath_started_too_early_for_ovs_3_1_0(monkeypatch):
     """Debian's OVS 3.1.0 started within 10 s of boot runs no upcall
     handlers: named before any packet is lost, and as the cause when some
     are."""
-    monkeypatch.setattr(observe, "UPCALL_SAMPLE", 0.0)
+    monkeypatch.setattr(collection, "UPCALL_SAMPLE", 0.0)
     item = only_finding(kernel_world([0], started=4.2), "bridge")
     assert item["subject"] == "ovs-vswitchd"
     assert "started 4 s after boot" in item["problem"]
@@ -211,7 +213,7 @@ def test_kernel_datapath_started_too_early_for_ovs_3_1_0(monkeypatch):
 
 
 def test_kernel_datapath_upcalls_lost_once_is_a_note(monkeypatch):
-    monkeypatch.setattr(observe, "UPCALL_SAMPLE", 0.0)
+    monkeypatch.setattr(collection, "UPCALL_SAMPLE", 0.0)
     got = results(kernel_world([40, 40]))["bridge"]
     assert got["status"] == "ok" and not got["findings"], got
     assert any("40 upcalls lost since" in n for n in got["notes"]), got
@@ -223,7 +225,7 @@ def test_userspace_datapath_reads_no_upcalls():
     world = World(multi_host=False)
     world.lost = [5, 12]
     probe = FakeProbe(world, settings(False, "netdev"))
-    observe.collect(settings(False, "netdev"), probe, deep=True)
+    collection.collect(settings(False, "netdev"), probe, deep=True)
     assert "upcalls" not in probe.calls
 
 
@@ -231,16 +233,16 @@ def test_lookups_of_dpctl_show_are_parsed():
     text = ("system@ovs-system:\n  lookups: hit:120 missed:31 lost:7\n"
             "  flows: 4\n  masks: hit:300 total:2 hit/pkt:1.99\n"
             "  port 0: ovs-system (internal)\n")
-    assert observe.parse_lookups(text) == {"lost": 7, "missed": 31}
-    with pytest.raises(observe.ProbeError):
-        observe.parse_lookups("nothing here")
+    assert vswitchd.parse_lookups(text) == {"lost": 7, "missed": 31}
+    with pytest.raises(command.ProbeError):
+        vswitchd.parse_lookups("nothing here")
 
 
 def test_datapath_auto_takes_the_bridge_and_never_modprobes(monkeypatch):
     """doctor collects deep; with --datapath=auto the expected datapath is
     the bridge's own (else the module's state), read without modprobe."""
     import subprocess
-    from ovsgre import dataplane, observe
+    from ovsgre import dataplane
     ran = []
     monkeypatch.setattr(dataplane, "detect_datapath",
                         lambda *a: ran.append(("detect", a)) or "system")
@@ -252,8 +254,8 @@ def test_datapath_auto_takes_the_bridge_and_never_modprobes(monkeypatch):
     monkeypatch.setattr(subprocess, "run", spy)
 
     class AutoProbe(FakeProbe):
-        kernel_module = observe.HostProbe.kernel_module
-        datapath = observe.HostProbe.datapath
+        kernel_module = hostprobe.HostProbe.kernel_module
+        datapath = hostprobe.HostProbe.datapath
 
     world = World(multi_host=False)
     s = settings(False, "auto")
@@ -263,7 +265,7 @@ def test_datapath_auto_takes_the_bridge_and_never_modprobes(monkeypatch):
     assert rc == 0, out.getvalue()
     assert not any("modprobe" in str(c) or c[0] == "detect" for c in ran)
     assert "datapath netdev" in doctor.format_report(
-        observe.collect(s, AutoProbe(world, s), deep=True),
+        collection.collect(s, AutoProbe(world, s), deep=True),
         doctor.build_report([]))
 
 
@@ -273,8 +275,7 @@ def test_module_loaded_under_a_userspace_bridge_is_a_note():
     s = settings(False, "auto")
     probe = FakeProbe(world, s)
     probe.datapath = lambda existing="", module=None: (existing, "bridge")
-    from ovsgre import observe
-    got = doctor.check_bridge(observe.collect(s, probe, deep=True))
+    got = doctor.check_bridge(collection.collect(s, probe, deep=True))
     assert got["status"] == "ok"
     (note,) = got["notes"]
     assert "--datapath=netdev" in note
@@ -727,18 +728,17 @@ def test_ping_that_cannot_run_is_not_checked():
 
 
 def test_ping_missing_binary_vs_no_answer(monkeypatch):
-    from ovsgre import observe
 
     def fake(argv, *a, **kw):
         raise FileNotFoundError(2, "No such file", argv[0])
-    monkeypatch.setattr(observe.subprocess, "run", fake)
-    probe = observe.HostProbe(settings(), 1)
+    monkeypatch.setattr(command.subprocess, "run", fake)
+    probe = hostprobe.HostProbe(settings(), 1)
     ((answered, detail),) = probe.ping([PEER], LOCAL).values()
     assert answered is None and "ping not found" in detail
 
     def slow(argv, *a, **kw):
-        raise observe.subprocess.TimeoutExpired(argv, 2)
-    monkeypatch.setattr(observe.subprocess, "run", slow)
+        raise command.subprocess.TimeoutExpired(argv, 2)
+    monkeypatch.setattr(command.subprocess, "run", slow)
     ((answered, detail),) = probe.ping([PEER], LOCAL).values()
     assert answered is False and "did not answer" in detail
 
@@ -822,7 +822,7 @@ def test_doctor_reports_malformed_network_and_pool_records():
     world.raw_etcd = dict(HOSTILE_RECORDS, **GOOD_RECORDS)
     got = results(world)
     found = {f["subject"]: f for f in got["store"]["findings"]}
-    assert set(found) == {observe.printable(k) for k in HOSTILE_RECORDS}
+    assert set(found) == {cluster.printable(k) for k in HOSTILE_RECORDS}
     pool = found["/ovsgre/ipam/pools/default/10.9.0.0%2F24"]
     assert "IPAM pool" in pool["problem"] and "etcdctl del" in pool["fix"]
     assert "network record" in found["/ovsgre/networks/blue"]["problem"]

@@ -1,4 +1,4 @@
-"""`ovsgre status` and the read-only observation behind it (observe.py).
+"""`ovsgre status` and the read-only observation behind it (ovsgre.hoststate).
 
 A FakeProbe stands in for the host (OVSDB rows in their wire format,
 links, Docker, etcd); `World` builds a healthy two-host picture that tests
@@ -16,11 +16,15 @@ import time
 
 import pytest
 
-from ovsgre import config, observe
+from ovsgre import config
 from ovsgre.commands import status
 from ovsgre.dataplane.tunnels import build_flows
 from ovsgre.definitions import HOSTS_PREFIX
-from ovsgre.observe import ProbeError
+from ovsgre.hoststate import cluster, command, flowtable, localstore
+from ovsgre.hoststate import collect as collection
+from ovsgre.hoststate import ovsdb as ovsdb_reader
+from ovsgre.hoststate import probe as hostprobe
+from ovsgre.hoststate.command import ProbeError
 
 LOCAL, PEER = "198.18.0.1", "198.18.0.2"
 NET = "n" * 64
@@ -57,7 +61,7 @@ def ovs_dump(flows, learned=()):
             fixed.append(f"tun_id={hex(int(value))}" if key == "tun_id"
                          else f)
         acts = []
-        for a in observe._split_top(actions):
+        for a in flowtable._split_top(actions):
             if a.startswith("mod_vlan_vid:"):
                 vid = int(a.split(":")[1])
                 acts += ["push_vlan:0x8100", f"set_field:{vid | 4096}"
@@ -226,13 +230,13 @@ class FakeProbe:
             raise ProbeError(self.world.fail[name])
 
     def store(self):
-        """The world's records, sorted like observe.read_store does."""
+        """The world's records, sorted like localstore.read_store does."""
         self._call("store")
         data = json.loads(json.dumps(self.world.store_data))
         data.setdefault("malformed", [])
-        for kind in observe.STORE_KINDS:
+        for kind in localstore.KINDS:
             for rid, record in list(data[kind].items()):
-                problems = observe.malformed(kind, record)
+                problems = localstore.malformed(kind, record)
                 if problems:
                     del data[kind][rid]
                     data["malformed"].append({
@@ -243,7 +247,7 @@ class FakeProbe:
 
     def ovsdb(self):
         self._call("ovsdb")
-        return observe.parse_ovsdb(self.world.rows())
+        return ovsdb_reader.parse_ovsdb(self.world.rows())
 
     def vswitchd(self):
         self._call("vswitchd")
@@ -260,7 +264,7 @@ class FakeProbe:
 
     def dump_flows(self, bridge):
         self._call("dump_flows")
-        return observe.parse_dump("OFPST_FLOW reply (OF1.3) (xid=0x2):\n"
+        return flowtable.parse_dump("OFPST_FLOW reply (OF1.3) (xid=0x2):\n"
                                   + "\n".join(self.world.flows))
 
     def links(self):
@@ -330,7 +334,7 @@ class FakeProbe:
 
 def observe_world(world, s=None, deep=False):
     s = s or settings(world.multi_host, world.datapath)
-    return observe.collect(s, FakeProbe(world, s), deep=deep)
+    return collection.collect(s, FakeProbe(world, s), deep=deep)
 
 
 def status_of(world, s=None):
@@ -559,7 +563,7 @@ def test_status_never_pings_nor_reads_flows():
     world = World()
     s = settings()
     probe = FakeProbe(world, s)
-    observe.collect(s, probe, deep=False)
+    collection.collect(s, probe, deep=False)
     assert not {"ping", "dump_flows", "tx_checksum", "tx_checksum_in",
                 "container_netns"} & set(probe.calls)
 
@@ -576,7 +580,7 @@ def test_read_store_takes_no_lock_and_changes_nothing(tmp_path):
     (root / "endpoints" / "bad.json").write_text("{torn")
     (root / "endpoints" / "list.json").write_text("[1]")
     before = sorted(p.name for p in root.rglob("*"))
-    data = observe.read_store(str(root))
+    data = localstore.read_store(str(root))
     assert data["networks"] == {"a": net}
     assert data["endpoints"] == {}
     assert len(data["bad"]) == 2 and data["malformed"] == []
@@ -593,7 +597,7 @@ def test_read_store_sets_malformed_records_apart(tmp_path):
     del broken["host_if"]
     (root / "endpoints" / ("f" * 64 + ".json")).write_text(
         json.dumps(broken))
-    data = observe.read_store(str(root))
+    data = localstore.read_store(str(root))
     assert list(data["endpoints"]) == [EP] and data["networks"] == {}
     (bad,) = data["malformed"]
     assert bad["kind"] == "endpoints" and bad["id"] == "f" * 64
@@ -619,19 +623,19 @@ def test_malformed_record_in_status():
 def test_read_store_of_a_missing_directory_creates_nothing(tmp_path):
     missing = tmp_path / "nope"
     with pytest.raises(ProbeError, match="does not exist"):
-        observe.read_store(str(missing))
+        localstore.read_store(str(missing))
     assert not missing.exists()
 
 
 def test_read_store_tolerates_a_missing_kind(tmp_path):
     (tmp_path / "networks").mkdir()
-    assert observe.read_store(str(tmp_path))["endpoints"] == {}
+    assert localstore.read_store(str(tmp_path))["endpoints"] == {}
 
 
 # ------------------------------------------------------------------- OVSDB
 
 def test_parse_ovsdb_decodes_sets_maps_and_uuids():
-    snap = observe.parse_ovsdb(World().rows())
+    snap = ovsdb_reader.parse_ovsdb(World().rows())
     assert snap["bridges"]["br-ovsgre-tun"]["fail_mode"] == "secure"
     assert snap["bridges"]["br-ovsgre"]["fail_mode"] is None
     assert snap["bridges"]["br-ovsgre"]["ports"] == sorted(
@@ -685,7 +689,7 @@ def test_read_ovsdb_over_a_unix_socket(tmp_path):
     path = str(tmp_path / "db.sock")
     server = OvsdbServer(path, World().rows())
     server.start()
-    snap = observe.read_ovsdb("unix:" + path, 2)
+    snap = ovsdb_reader.read_ovsdb("unix:" + path, 2)
     server.join(2)
     assert server.request["method"] == "transact"
     assert server.request["params"][0] == "Open_vSwitch"
@@ -698,15 +702,15 @@ def test_read_ovsdb_is_bounded(tmp_path):
     OvsdbServer(path, {}, silent=True).start()
     start = time.monotonic()
     with pytest.raises(ProbeError, match="did not answer within"):
-        observe.read_ovsdb("unix:" + path, 0.3)
+        ovsdb_reader.read_ovsdb("unix:" + path, 0.3)
     assert time.monotonic() - start < 1.5
 
 
 def test_read_ovsdb_unreachable(tmp_path):
     with pytest.raises(ProbeError, match="cannot reach OVSDB"):
-        observe.read_ovsdb("unix:" + str(tmp_path / "none.sock"), 1)
+        ovsdb_reader.read_ovsdb("unix:" + str(tmp_path / "none.sock"), 1)
     with pytest.raises(ProbeError, match="only unix: and tcp:"):
-        observe.read_ovsdb("ssl:1.2.3.4:6640", 1)
+        ovsdb_reader.read_ovsdb("ssl:1.2.3.4:6640", 1)
 
 
 # ------------------------------------------------------------- the probe
@@ -714,7 +718,7 @@ def test_read_ovsdb_unreachable(tmp_path):
 def test_vswitchd_control_socket_debian_and_harness_names(tmp_path,
                                                           monkeypatch):
     s = settings(OVSGRE_OVS_RUNDIR=str(tmp_path))
-    probe = observe.HostProbe(s, 1.0)
+    probe = hostprobe.HostProbe(s, 1.0)
     with pytest.raises(ProbeError, match="no ovs-vswitchd control socket"):
         probe.vswitchd()
     (tmp_path / "ovs-vswitchd.pid").write_text("4321\n")
@@ -730,7 +734,7 @@ def test_vswitchd_control_socket_debian_and_harness_names(tmp_path,
         ok = argv[-2].endswith("ovs-vswitchd.ctl")
         return (0, "ovs-vswitchd (Open vSwitch) 3.1.0\n", "") if ok \
             else (1, "", "connection refused")
-    monkeypatch.setattr(observe, "run_argv", fake_run)
+    monkeypatch.setattr(command, "run_argv", fake_run)
     got = probe.vswitchd()
     assert got["ctl"] == str(tmp_path / "ovs-vswitchd.ctl")
     assert seen[0][0][:3] == ["ovs-appctl", "-T", "1"]
@@ -739,8 +743,8 @@ def test_vswitchd_control_socket_debian_and_harness_names(tmp_path,
 
 def test_vswitchd_not_answering(tmp_path, monkeypatch):
     (tmp_path / "ovs-vswitchd.ctl").write_text("")
-    probe = observe.HostProbe(settings(OVSGRE_OVS_RUNDIR=str(tmp_path)), 1)
-    monkeypatch.setattr(observe, "run_argv",
+    probe = hostprobe.HostProbe(settings(OVSGRE_OVS_RUNDIR=str(tmp_path)), 1)
+    monkeypatch.setattr(command, "run_argv",
                         lambda argv, timeout, input_text=None:
                         (1, "", "2023|unixctl|WARN|connect failed"))
     with pytest.raises(ProbeError, match="does not answer.*connect failed"):
@@ -754,8 +758,8 @@ def test_ping_argv_is_bounded_and_parallel(monkeypatch):
         seen.append((argv, timeout))
         return (0, "", "") if argv[-1] == PEER else \
             (1, "1 packets transmitted, 0 received, 100% packet loss", "")
-    monkeypatch.setattr(observe, "run_argv", fake_run)
-    probe = observe.HostProbe(settings(), 1.0)
+    monkeypatch.setattr(command, "run_argv", fake_run)
+    probe = hostprobe.HostProbe(settings(), 1.0)
     got = probe.ping([PEER, "198.18.0.3"], LOCAL)
     assert got[PEER] == (True, "")
     assert got["198.18.0.3"][0] is False
@@ -772,8 +776,8 @@ def test_dump_flows_argv(monkeypatch, tmp_path):
         seen.append(argv)
         return 0, "OFPST_FLOW reply (OF1.3) (xid=0x2):\n priority=0 " \
             "actions=drop\n", ""
-    monkeypatch.setattr(observe, "run_argv", fake_run)
-    probe = observe.HostProbe(settings(OVSGRE_OVS_RUNDIR=str(tmp_path)), 2)
+    monkeypatch.setattr(command, "run_argv", fake_run)
+    probe = hostprobe.HostProbe(settings(OVSGRE_OVS_RUNDIR=str(tmp_path)), 2)
     assert probe.dump_flows("br-ovsgre-tun") == ["priority=0 actions=drop"]
     assert seen[0][:3] == ["ovs-ofctl", "-O", "OpenFlow13"]
     assert "--no-stats" in seen[0]
@@ -783,10 +787,10 @@ def test_dump_flows_argv(monkeypatch, tmp_path):
 def test_run_argv_is_bounded():
     start = time.monotonic()
     with pytest.raises(ProbeError, match="did not answer within"):
-        observe.run_argv(["sleep", "5"], 0.2)
+        command.run_argv(["sleep", "5"], 0.2)
     assert time.monotonic() - start < 2
     with pytest.raises(ProbeError, match="not found"):
-        observe.run_argv(["/nonexistent/ovs-appctl"], 1)
+        command.run_argv(["/nonexistent/ovs-appctl"], 1)
 
 
 def test_status_datapath_does_not_modprobe(monkeypatch):
@@ -795,17 +799,17 @@ def test_status_datapath_does_not_modprobe(monkeypatch):
                         lambda *a: called.append(a) or "system")
     monkeypatch.setattr(subprocess, "run", lambda argv, *a, **kw:
                         called.append(argv))
-    probe = observe.HostProbe(settings(datapath="auto"), 1)
+    probe = hostprobe.HostProbe(settings(datapath="auto"), 1)
     assert probe.datapath("")[0] in ("system", "netdev")
     assert probe.datapath("", "absent") == ("netdev",
                                             "no openvswitch module")
     assert called == []
-    assert observe.HostProbe(settings(datapath="system"), 1) \
+    assert hostprobe.HostProbe(settings(datapath="system"), 1) \
         .datapath("netdev") == ("system", "setting")
 
 
 def test_datapath_auto_follows_the_bridge_then_the_module():
-    probe = observe.HostProbe(settings(datapath="auto"), 1)
+    probe = hostprobe.HostProbe(settings(datapath="auto"), 1)
     assert probe.datapath("netdev", "loaded") == ("netdev", "bridge")
     assert probe.datapath("system", "absent") == ("system", "bridge")
     assert probe.datapath("", "loaded") == ("system",
@@ -840,7 +844,7 @@ def test_kernel_module_is_read_not_loaded(monkeypatch, tmp_path):
     monkeypatch.setattr("builtins.open", fake_open)
     monkeypatch.setattr(os.path, "isdir", lambda p: False if
                         p == "/sys/module/openvswitch" else real_isdir(p))
-    probe = observe.HostProbe(settings(datapath="auto"), 1)
+    probe = hostprobe.HostProbe(settings(datapath="auto"), 1)
     assert probe.kernel_module() == "absent"
     (mods / release / "modules.dep").write_text(
         "kernel/net/openvswitch/vport-gre.ko.xz: kernel/net/openvswitch/"
@@ -895,40 +899,40 @@ OFPST_FLOW reply (OF1.3) (xid=0x2):
 
 def test_real_ovs_dump_matches_build_flows():
     expected = build_flows(1, {"a": 2, "b": 3}, {5: 77, 6: 99})
-    assert observe.compare_flows(
-        expected, observe.parse_dump(REAL_DUMP)) == ([], [])
+    assert flowtable.compare_flows(
+        expected, flowtable.parse_dump(REAL_DUMP)) == ([], [])
     expected = build_flows(1, {PEER: 2}, {1: 1})
-    assert observe.compare_flows(
-        expected, observe.parse_dump(REAL_DUMP_STATS)) == ([], [])
+    assert flowtable.compare_flows(
+        expected, flowtable.parse_dump(REAL_DUMP_STATS)) == ([], [])
 
 
 def test_compare_flows_names_missing_and_unexpected():
     expected = build_flows(1, {"a": 2, "b": 3}, {5: 77, 6: 99})
-    actual = [l for l in observe.parse_dump(REAL_DUMP)
+    actual = [l for l in flowtable.parse_dump(REAL_DUMP)
               if "dl_vlan=6" not in l] + [" table=0, priority=9 "
                                           "actions=drop"]
-    missing, unexpected = observe.compare_flows(expected, actual)
+    missing, unexpected = flowtable.compare_flows(expected, actual)
     assert len(missing) == 1 and "dl_vlan=6" in missing[0]
     assert unexpected == ["table=0,priority=9 actions=drop"]
     # another key for the same VLAN is a difference too
     wrong = [l.replace("0x63->tun_id", "0x64->tun_id")
-             for l in observe.parse_dump(REAL_DUMP)]
-    missing, unexpected = observe.compare_flows(expected, wrong)
+             for l in flowtable.parse_dump(REAL_DUMP)]
+    missing, unexpected = flowtable.compare_flows(expected, wrong)
     assert len(missing) == len(unexpected) == 1
 
 
 def test_normalize_flow_forms_agree():
-    a = observe.normalize_flow("table=4,priority=1,dl_vlan=5,actions="
+    a = flowtable.normalize_flow("table=4,priority=1,dl_vlan=5,actions="
                                "strip_vlan,set_field:77->tun_id,output:2")
-    b = observe.normalize_flow(" cookie=0x1, duration=9.1s, table=4, "
+    b = flowtable.normalize_flow(" cookie=0x1, duration=9.1s, table=4, "
                                "n_packets=0, n_bytes=0, idle_age=3, "
                                "priority=1,dl_vlan=5 actions=pop_vlan,"
                                "set_field:0x4d->tun_id,output:2")
     assert a == b
-    assert observe.is_learned(observe.normalize_flow(
+    assert flowtable.is_learned(flowtable.normalize_flow(
         "table=2, hard_timeout=300, priority=1,dl_dst=02:00:00:00:00:01 "
         "actions=output:2"))
-    assert not observe.is_learned(observe.normalize_flow(
+    assert not flowtable.is_learned(flowtable.normalize_flow(
         "table=2,priority=0,actions=goto_table:4"))
 
 
@@ -956,7 +960,7 @@ def test_etcd_hosts_and_a_silent_etcd(monkeypatch):
         def close(self):
             seen["closed"] = True
     monkeypatch.setattr(etcd, "EtcdKV", FakeKV)
-    probe = observe.HostProbe(settings(), 1.5)
+    probe = hostprobe.HostProbe(settings(), 1.5)
     assert probe.etcd_hosts() == {
         "/ovsgre/hosts/198.18.0.1": {"ip": LOCAL},
         "/ovsgre/hosts/198.18.0.2": {"ip": PEER, "hostname": "h2"}}
@@ -1023,7 +1027,7 @@ def test_status_lists_malformed_network_and_pool_records():
     report = status_of(world)
     bad = {(m["kind"], m["path"]) for m in report["malformed"]
            if m["kind"] != "hosts"}
-    assert {p for _, p in bad} == {observe.printable(k)
+    assert {p for _, p in bad} == {cluster.printable(k)
                                    for k in HOSTILE_RECORDS}
     assert {k for k, _ in bad} == {"networks", "pools", "keys", "declared"}
     rc, text = run_status(world)

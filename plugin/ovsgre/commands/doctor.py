@@ -43,11 +43,12 @@ import sys
 from .. import names
 from ..definitions import (DELETING, GRE_OVERHEAD, JOINED, PATCH_INT,
                            PATCH_TUN, tunnel_port_name)
-from ..observe import (UPCALL_SAMPLE, HostProbe,
-                       add_common_arguments, collect, compare_flows,
-                       expected_flows, expected_peers, ours,
-                       owned_endpoint_ports, port_of,
-                       tunnel_ports)
+from ..hoststate.collect import UPCALL_SAMPLE, collect
+from ..hoststate.derive import (expected_flows, expected_peers,
+                                owned_endpoint_ports, port_of, tunnel_ports)
+from ..hoststate.flowtable import compare_flows
+from ..hoststate.probe import HostProbe
+from .status import add_common_arguments
 
 OVS_START = ("start Open vSwitch (run: systemctl restart openvswitch-switch, "
              "or /usr/share/openvswitch/scripts/ovs-ctl start)")
@@ -172,12 +173,11 @@ def check_bridge(obs):
     want = obs["datapath"]
     module = obs.get("ovs_module")
     found, parts, notes = [], [], []
-    bridges = ovsdb["bridges"]
-    names = [obs["bridge"]]
+    wanted = [obs["bridge"]]
     if obs["multi_host"]:
-        names.append(obs["tunnel_bridge"])
-    for name in names:
-        bridge = bridges.get(name)
+        wanted.append(obs["tunnel_bridge"])
+    for name in wanted:
+        bridge = ovsdb["bridges"].get(name)
         what = "integration" if name == obs["bridge"] else "tunnel"
         if bridge is None:
             fix = f"{RESTART_PLUGIN}: it creates the bridge"
@@ -186,50 +186,66 @@ def check_bridge(obs):
                         f"{name} datapath_type={want or 'netdev'}")
             found.append(finding(name, f"the {what} bridge is missing", fix))
             continue
-        actual = bridge["datapath_type"]
-        if actual == "system" and module in ("absent", "available"):
-            fix = (f"run: ovs-vsctl set bridge {name} datapath_type=netdev "
-                   "(the userspace datapath)")
-            if module == "available":
-                fix += "; or load the module: modprobe openvswitch"
-            if obs.get("datapath_source") != "setting":
-                fix += ("; then restart the plugin (or set --datapath for "
-                        "it)")
-            found.append(finding(
-                name, "datapath_type is system (the kernel datapath) but "
-                "the openvswitch kernel module is not loaded: ovs-vswitchd "
-                "cannot create the datapath, the bridge forwards nothing",
-                fix))
-        elif want and actual != want:
-            found.append(finding(
-                name, f"datapath_type is {actual}, the plugin uses {want}",
-                f"run: ovs-vsctl set bridge {name} datapath_type={want} "
-                f"(or set --datapath={actual} for the plugin)"))
+        found += _bridge_datapath(obs, name, bridge)
         extra = ""
         if what == "tunnel":
             extra = f", fail_mode {bridge['fail_mode'] or 'standalone'}"
-            if bridge["fail_mode"] != "secure":
-                found.append(finding(
-                    name, "fail_mode is not secure: the bridge may flood "
-                    "between tunnels (loops)",
-                    f"run: ovs-vsctl set-fail-mode {name} secure"))
-            for patch, on in ((PATCH_INT, name), (PATCH_TUN, obs["bridge"])):
-                port = port_of(obs, patch)
-                if port is None or port["bridge"] != on:
-                    found.append(finding(
-                        patch, f"patch port missing on {on}",
-                        f"{RESTART_PLUGIN}: it re-creates the patch ports"))
-        parts.append(f"{name} ({actual}{extra})")
+            found += _tunnel_bridge(obs, name, bridge)
+        parts.append(f"{name} ({bridge['datapath_type']}{extra})")
     upcall_found, upcall_notes = _upcall_findings(obs)
     found += upcall_found
     notes += upcall_notes
     if module == "loaded" and obs.get("datapath_source") == "bridge" and \
             want == "netdev":
         notes.append("the openvswitch module is loaded now: started again "
-                      "with --datapath=auto the plugin switches to the "
-                      "kernel datapath; set --datapath=netdev to keep this "
-                      "one")
+                     "with --datapath=auto the plugin switches to the "
+                     "kernel datapath; set --datapath=netdev to keep this "
+                     "one")
     return _result("bridge", found, ", ".join(parts), notes=notes)
+
+
+def _bridge_datapath(obs, name, bridge):
+    """The bridge's datapath_type is the one the plugin uses, and a kernel
+    datapath has its module."""
+    want, module = obs["datapath"], obs.get("ovs_module")
+    actual = bridge["datapath_type"]
+    if actual == "system" and module in ("absent", "available"):
+        fix = (f"run: ovs-vsctl set bridge {name} datapath_type=netdev "
+               "(the userspace datapath)")
+        if module == "available":
+            fix += "; or load the module: modprobe openvswitch"
+        if obs.get("datapath_source") != "setting":
+            fix += ("; then restart the plugin (or set --datapath for "
+                    "it)")
+        return [finding(
+            name, "datapath_type is system (the kernel datapath) but "
+            "the openvswitch kernel module is not loaded: ovs-vswitchd "
+            "cannot create the datapath, the bridge forwards nothing",
+            fix)]
+    if want and actual != want:
+        return [finding(
+            name, f"datapath_type is {actual}, the plugin uses {want}",
+            f"run: ovs-vsctl set bridge {name} datapath_type={want} "
+            f"(or set --datapath={actual} for the plugin)")]
+    return []
+
+
+def _tunnel_bridge(obs, name, bridge):
+    """The tunnel bridge forwards only by ovsgre's flows (fail_mode
+    secure) and is patched to the integration bridge."""
+    found = []
+    if bridge["fail_mode"] != "secure":
+        found.append(finding(
+            name, "fail_mode is not secure: the bridge may flood "
+            "between tunnels (loops)",
+            f"run: ovs-vsctl set-fail-mode {name} secure"))
+    for patch, on in ((PATCH_INT, name), (PATCH_TUN, obs["bridge"])):
+        port = port_of(obs, patch)
+        if port is None or port["bridge"] != on:
+            found.append(finding(
+                patch, f"patch port missing on {on}",
+                f"{RESTART_PLUGIN}: it re-creates the patch ports"))
+    return found
 
 
 def _upcall_findings(obs):
@@ -273,12 +289,8 @@ def check_endpoints(obs):
         return _cannot("endpoints", "cannot read links: "
                        + obs["errors"].get("links", "?") + "; OVSDB "
                        "unreachable")
-    networks = store["networks"]
     containers = (obs.get("docker") or {}).get("endpoints", {})
-    underlay = obs.get("underlay") or {}
-    limit = underlay["mtu"] - GRE_OVERHEAD if underlay.get("mtu") else None
-    offload = obs.get("offload") or {}
-    found, notes, unchecked = [], [], []
+    found, unchecked = [], []
     if links is None:
         unchecked.append("veths and MTUs: cannot read links: "
                          + obs["errors"].get("links", "?"))
@@ -286,81 +298,117 @@ def check_endpoints(obs):
         unchecked.append("OVS ports (tag, ofport): OVSDB unreachable")
     checked = 0
     for eid, ep in sorted(store["endpoints"].items()):
-        net = networks.get(ep.get("network_id"))
+        net = store["networks"].get(ep.get("network_id"))
         if ep.get("state") == DELETING or net is None:
             continue   # the stale check names these
         checked += 1
         who = _who(eid, containers)
-        host_if, peer_if, mtu = ep["host_if"], ep["peer_if"], ep["mtu"]
-        host = (links or {}).get(host_if)
-        if links is None:
-            pass
-        elif host is None:
-            found.append(finding(host_if, f"host veth of {who} is missing",
-                                 _missing_veth_fix(ep, obs)))
-        else:
-            if not host["up"]:
-                found.append(finding(host_if, f"host veth of {who} is down",
-                                     f"run: ip link set {host_if} up"))
-            if host["mtu"] != mtu:
-                found.append(finding(
-                    host_if, f"MTU {host['mtu']} on the host veth of {who}, "
-                    f"recorded {mtu}",
-                    f"run: ip link set {host_if} mtu {mtu}"))
-        peer = (links or {}).get(peer_if)
-        if peer is not None and peer["mtu"] != mtu:
-            found.append(finding(
-                peer_if, f"MTU {peer['mtu']} on the container end of {who}, "
-                f"recorded {mtu}", f"run: ip link set {peer_if} mtu {mtu}"))
-        if obs["multi_host"] and limit and net.get("key") and mtu > limit:
-            found.append(finding(
-                host_if, f"MTU {mtu} of {who} exceeds the underlay MTU "
-                f"{underlay['mtu']} - {GRE_OVERHEAD} = {limit}: larger "
-                "frames between hosts are dropped silently",
-                "recreate the network with -o com.docker.network.driver.mtu="
-                f"{limit} (or raise the underlay MTU to "
-                f"{mtu + GRE_OVERHEAD})"))
-        port = port_of(obs, host_if)
-        if port and (host is not None or links is None) and \
-                obs.get("vswitchd") and \
-                port["bridge"] == obs["bridge"] and \
-                (port["ofport"] == -1 or port["error"]):
-            found.append(finding(
-                host_if, f"ovs-vswitchd did not take the OVS port of {who} "
-                f"(ofport {port['ofport']}"
-                + (f", {port['error']}" if port["error"] else "") + ")",
-                f"see: ovs-vsctl list interface {host_if} and the "
-                f"ovs-vswitchd log; then {RESTART_PLUGIN}"))
-        if port and net.get("vlan") and port["tag"] != net["vlan"]:
-            found.append(finding(
-                host_if, f"OVS port tag {port['tag']}, the network's VLAN "
-                f"is {net['vlan']}: {who} is on the wrong network",
-                f"{RESTART_PLUGIN} (start-up fixes tags); or run: "
-                f"ovs-vsctl set port {host_if} tag={net['vlan']}"))
-        off = offload.get(eid)
-        if off is None:
-            continue
-        if off["tx"]:
-            inside = off["where"] == "container"
-            fix = f"run: ethtool -K {off['ifname']} tx off"
-            if inside:
-                fix = (f"run: nsenter --net={off['netns']} ethtool -K "
-                       f"{off['ifname']} tx off")
-            found.append(finding(
-                host_if if inside else off["ifname"],
-                f"TX checksum offload is on on the container end of {who} "
-                f"({off['ifname']}{' in its container' if inside else ''}): "
-                "with the userspace datapath its TCP carries bad checksums "
-                "(ping still works)", fix))
-        elif off["tx"] is None:
-            unchecked.append(f"TX offload of {who}: {off['error']}")
+        found += _endpoint_links(obs, ep, who)
+        found += _endpoint_underlay_mtu(obs, ep, net, who)
+        found += _endpoint_port(obs, ep, net, who)
+        offload_found, offload_unchecked = _endpoint_offload(obs, eid, ep,
+                                                             who)
+        found += offload_found
+        unchecked += offload_unchecked
     summary = f"{checked} endpoint(s): veths present and up, MTU as recorded"
     if links is None:
         summary = f"{checked} endpoint(s): OVS ports as recorded"
     if obs.get("datapath") == "netdev" and links is not None:
         summary += ", TX offload off where visible"
-    return _result("endpoints", found, summary, notes=notes,
-                   not_checked=unchecked)
+    return _result("endpoints", found, summary, not_checked=unchecked)
+
+
+def _endpoint_links(obs, ep, who):
+    """The host veth is there, up, with the recorded MTU; so is the
+    container end when it is still in this namespace."""
+    links = obs["links"]
+    if links is None:
+        return []
+    host_if, peer_if, mtu = ep["host_if"], ep["peer_if"], ep["mtu"]
+    host = links.get(host_if)
+    found = []
+    if host is None:
+        found.append(finding(host_if, f"host veth of {who} is missing",
+                             _missing_veth_fix(ep, obs)))
+    else:
+        if not host["up"]:
+            found.append(finding(host_if, f"host veth of {who} is down",
+                                 f"run: ip link set {host_if} up"))
+        if host["mtu"] != mtu:
+            found.append(finding(
+                host_if, f"MTU {host['mtu']} on the host veth of {who}, "
+                f"recorded {mtu}",
+                f"run: ip link set {host_if} mtu {mtu}"))
+    peer = links.get(peer_if)
+    if peer is not None and peer["mtu"] != mtu:
+        found.append(finding(
+            peer_if, f"MTU {peer['mtu']} on the container end of {who}, "
+            f"recorded {mtu}", f"run: ip link set {peer_if} mtu {mtu}"))
+    return found
+
+
+def _endpoint_underlay_mtu(obs, ep, net, who):
+    """A cluster network's MTU fits the underlay's minus GRE_OVERHEAD."""
+    underlay = obs.get("underlay") or {}
+    limit = underlay["mtu"] - GRE_OVERHEAD if underlay.get("mtu") else None
+    mtu = ep["mtu"]
+    if not (obs["multi_host"] and limit and net.get("key") and mtu > limit):
+        return []
+    return [finding(
+        ep["host_if"], f"MTU {mtu} of {who} exceeds the underlay MTU "
+        f"{underlay['mtu']} - {GRE_OVERHEAD} = {limit}: larger "
+        "frames between hosts are dropped silently",
+        "recreate the network with -o com.docker.network.driver.mtu="
+        f"{limit} (or raise the underlay MTU to "
+        f"{mtu + GRE_OVERHEAD})")]
+
+
+def _endpoint_port(obs, ep, net, who):
+    """ovs-vswitchd took the endpoint's OVS port, tagged with the
+    network's VLAN."""
+    host_if, links = ep["host_if"], obs["links"]
+    port = port_of(obs, host_if)
+    found = []
+    if port and (links is None or host_if in links) and \
+            obs.get("vswitchd") and \
+            port["bridge"] == obs["bridge"] and \
+            (port["ofport"] == -1 or port["error"]):
+        found.append(finding(
+            host_if, f"ovs-vswitchd did not take the OVS port of {who} "
+            f"(ofport {port['ofport']}"
+            + (f", {port['error']}" if port["error"] else "") + ")",
+            f"see: ovs-vsctl list interface {host_if} and the "
+            f"ovs-vswitchd log; then {RESTART_PLUGIN}"))
+    if port and net.get("vlan") and port["tag"] != net["vlan"]:
+        found.append(finding(
+            host_if, f"OVS port tag {port['tag']}, the network's VLAN "
+            f"is {net['vlan']}: {who} is on the wrong network",
+            f"{RESTART_PLUGIN} (start-up fixes tags); or run: "
+            f"ovs-vsctl set port {host_if} tag={net['vlan']}"))
+    return found
+
+
+def _endpoint_offload(obs, eid, ep, who):
+    """(findings, not checked): TX checksum offload of the container end
+    (read only under the userspace datapath)."""
+    off = (obs.get("offload") or {}).get(eid)
+    if off is None:
+        return [], []
+    if off["tx"] is None:
+        return [], [f"TX offload of {who}: {off['error']}"]
+    if not off["tx"]:
+        return [], []
+    inside = off["where"] == "container"
+    fix = f"run: ethtool -K {off['ifname']} tx off"
+    if inside:
+        fix = (f"run: nsenter --net={off['netns']} ethtool -K "
+               f"{off['ifname']} tx off")
+    return [finding(
+        ep["host_if"] if inside else off["ifname"],
+        f"TX checksum offload is on on the container end of {who} "
+        f"({off['ifname']}{' in its container' if inside else ''}): "
+        "with the userspace datapath its TCP carries bad checksums "
+        "(ping still works)", fix)], []
 
 
 def _who(eid, containers):
@@ -447,13 +495,32 @@ def check_tunnels(obs):
         return _result("tunnels", [], "", skipped="single host")
     if obs["ovsdb"] is None:
         return _cannot("tunnels", "OVSDB unreachable")
-    notes, unchecked = [], []
+    notes = []
     if obs["peers"] is None:
         notes.append("peers taken from the tunnel ports present (etcd "
                      "unreachable)")
     wanted = expected_peers(obs)
     ports = tunnel_ports(obs)
-    tb = obs["tunnel_bridge"]
+    found = _tunnel_ports(obs, wanted, ports)
+    ping_found, unchecked = _pings(obs, wanted)
+    found += ping_found
+    if obs.get("registered") is False:
+        found.append(finding(
+            obs.get("local_ip") or "this host",
+            "this host is not registered in etcd (/ovsgre/hosts/): peers "
+            "have no tunnel to it",
+            "start the plugin (ovsgre serve) and check its log; its "
+            "--local-ip must be this address"))
+    ping = obs.get("ping") or {}
+    answered = sum(1 for p in wanted if (ping.get(p) or (None,))[0])
+    return _result("tunnels", found,
+                   f"{len(wanted)} peer(s), {len(ports)} tunnel port(s), "
+                   f"{answered} answer ping", notes=notes,
+                   not_checked=unchecked)
+
+
+def _tunnel_ports(obs, wanted, ports):
+    """A working GRE port to every peer, none to hosts that are not."""
     found = []
     for peer in sorted(wanted):
         name = tunnel_port_name(peer)
@@ -480,10 +547,17 @@ def check_tunnels(obs):
                 found.append(finding(
                     name, f"tunnel port to {port['peer']}, which is not a "
                     "peer (not registered)",
-                    f"{RESTART_PLUGIN}; or run: ovs-vsctl del-port {tb} "
-                    f"{name}"))
+                    f"{RESTART_PLUGIN}; or run: ovs-vsctl del-port "
+                    f"{obs['tunnel_bridge']} {name}"))
+    return found
+
+
+def _pings(obs, wanted):
+    """(findings, not checked): every peer answers ping over the
+    underlay."""
     ping = obs.get("ping") or {}
     source = obs.get("local_ip") or "this host"
+    found, unchecked = [], []
     for peer in sorted(wanted):
         answered, detail = ping.get(peer, (None, "not pinged"))
         if answered is None:
@@ -495,18 +569,7 @@ def check_tunnels(obs):
                 f"check the underlay path to {peer} (address, routes, "
                 "firewall; with the userspace datapath the source address "
                 "must be on br-phy); is that host up?"))
-    if obs.get("registered") is False:
-        found.append(finding(
-            obs.get("local_ip") or "this host",
-            "this host is not registered in etcd (/ovsgre/hosts/): peers "
-            "have no tunnel to it",
-            "start the plugin (ovsgre serve) and check its log; its "
-            "--local-ip must be this address"))
-    answered = sum(1 for p in wanted if (ping.get(p) or (None,))[0])
-    return _result("tunnels", found,
-                   f"{len(wanted)} peer(s), {len(ports)} tunnel port(s), "
-                   f"{answered} answer ping", notes=notes,
-                   not_checked=unchecked)
+    return found, unchecked
 
 
 def check_flows(obs):
@@ -554,22 +617,35 @@ def check_stale(obs):
         return _cannot("stale", "store unreadable")
     if obs["ovsdb"] is None and obs["links"] is None:
         return _cannot("stale", "OVSDB and links unreadable")
-    endpoints = store["endpoints"]
-    containers = (obs.get("docker") or {}).get("endpoints", {})
-    known = {ep[k] for ep in endpoints.values()
-             for k in ("host_if", "peer_if")}
-    # the names of malformed records are not orphans: the store check
-    # names those records
-    for bad in store.get("malformed", ()):
-        if bad["kind"] == "endpoints":
-            known |= _names_of(bad)
-    bad_networks = {m["id"] for m in store.get("malformed", ())
-                    if m["kind"] == "networks"}
-    found, unchecked = [], []
+    unchecked = []
     if obs["ovsdb"] is None:
         unchecked.append("OVS ports: OVSDB unreachable")
     if obs["links"] is None:
         unchecked.append("links: " + obs["errors"].get("links", "unreadable"))
+    found = _orphans(obs, _known_names(store)) + _stale_records(obs, store)
+    if obs["ovsdb"] is None:
+        summary = "no orphan links"
+    elif obs["links"] is None:
+        summary = "no orphan OVS ports, every record has its port"
+    else:
+        summary = "no orphan ports or links, every record has its port"
+    return _result("stale", found, summary, not_checked=unchecked)
+
+
+def _known_names(store):
+    """Interface names the store's records own; the names of malformed
+    records are not orphans either: the store check names those records."""
+    known = {ep[k] for ep in store["endpoints"].values()
+             for k in ("host_if", "peer_if")}
+    for bad in store.get("malformed", ()):
+        if bad["kind"] == "endpoints":
+            known |= _names_of(bad)
+    return known
+
+
+def _orphans(obs, known):
+    """ovsgre's OVS ports and ovsgre-named links without a record."""
+    found = []
     if obs["ovsdb"] is not None:
         for name, port in sorted(owned_endpoint_ports(obs).items()):
             if name not in known:
@@ -580,42 +656,48 @@ def check_stale(obs):
                     f"{name}"))
     if obs["links"] is not None:
         for name in sorted(obs["links"]):
-            if ours(name) and name not in known:
+            if names.is_ours(name) and name not in known:
                 found.append(finding(
                     name, "ovsgre-named link without an endpoint record",
                     f"run: ip link del {name} (or {RESTART_PLUGIN})"))
-    for eid, ep in sorted(endpoints.items()):
+    return found
+
+
+def _stale_records(obs, store):
+    """Unfinished deletions, endpoints of networks without a record, and
+    records without their OVS port."""
+    containers = (obs.get("docker") or {}).get("endpoints", {})
+    bad_networks = {m["id"] for m in store.get("malformed", ())
+                    if m["kind"] == "networks"}
+    found = []
+    for eid, ep in sorted(store["endpoints"].items()):
         who = _who(eid, containers)
         if ep.get("state") == DELETING:
             found.append(finding(
                 eid[:12], f"deletion of {who} was interrupted",
                 f"{RESTART_PLUGIN}: start-up finishes it"))
-            continue
-        if ep["network_id"] in bad_networks:
+        elif ep["network_id"] in bad_networks:
             continue   # the store check names its malformed network
-        if ep.get("network_id") not in store["networks"]:
+        elif ep.get("network_id") not in store["networks"]:
             found.append(finding(
                 eid[:12], f"{who} belongs to network "
                 f"{ep.get('network_id', '')[:12]}, which has no record",
                 f"{RESTART_PLUGIN}: start-up removes it"))
-            continue
-        if obs["ovsdb"] is None:
-            continue
-        port = port_of(obs, ep["host_if"])
-        if port is None or port["bridge"] != obs["bridge"]:
-            has_link = obs["links"] is None or ep["host_if"] in obs["links"]
-            fix = (f"{RESTART_PLUGIN}: start-up re-adds the port" if has_link
-                   else _missing_veth_fix(ep, obs))
-            found.append(finding(
-                ep["host_if"], f"{who} has a record but no OVS port on "
-                f"{obs['bridge']}", fix))
-    if obs["ovsdb"] is None:
-        summary = "no orphan links"
-    elif obs["links"] is None:
-        summary = "no orphan OVS ports, every record has its port"
-    else:
-        summary = "no orphan ports or links, every record has its port"
-    return _result("stale", found, summary, not_checked=unchecked)
+        elif obs["ovsdb"] is not None:
+            found += _record_without_port(obs, ep, who)
+    return found
+
+
+def _record_without_port(obs, ep, who):
+    port = port_of(obs, ep["host_if"])
+    if port is not None and port["bridge"] == obs["bridge"]:
+        return []
+    has_link = obs["links"] is None or ep["host_if"] in obs["links"]
+    fix = (f"{RESTART_PLUGIN}: start-up re-adds the port" if has_link
+           else _missing_veth_fix(ep, obs))
+    return [finding(
+        ep["host_if"], f"{who} has a record but no OVS port on "
+        f"{obs['bridge']}", fix)]
 
 
 def check_store(obs):

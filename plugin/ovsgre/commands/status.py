@@ -12,8 +12,19 @@ import json
 import sys
 
 from ..definitions import tunnel_port_name
-from ..observe import (HostProbe, add_common_arguments, collect, port_of,
-                       tunnel_ports)
+from ..hoststate.collect import collect
+from ..hoststate.derive import port_of, tunnel_ports
+from ..hoststate.probe import DEFAULT_TIMEOUT, HostProbe
+
+
+def add_common_arguments(parser, what):
+    """--json and --timeout, shared by `ovsgre status` and `ovsgre doctor`."""
+    parser.add_argument("--json", action="store_true",
+                        help=f"print JSON (stable keys) instead of {what}")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        metavar="SECONDS",
+                        help="bound of each external call "
+                             f"(default {DEFAULT_TIMEOUT:g})")
 
 
 def add_arguments(parser):
@@ -63,8 +74,17 @@ def build_report(obs):
     """
     store = obs.get("store") or {"networks": {}, "endpoints": {}}
     docker = obs.get("docker") or {}
-    docker_nets = docker.get("networks", {})
-    containers = docker.get("endpoints", {})
+    malformed = [{k: m[k] for k in ("kind", "id", "path", "problems")}
+                 for m in list(store.get("malformed", ())) +
+                 list(obs.get("etcd_malformed", ()))]
+    return {"host": _host(obs),
+            "networks": _networks(store, docker.get("networks", {})),
+            "endpoints": _endpoints(obs, store, docker),
+            "peers": _peers(obs), "malformed": malformed,
+            "errors": dict(obs.get("errors", {}))}
+
+
+def _host(obs):
     errors = obs.get("errors", {})
     ovsdb = obs.get("ovsdb")
     bridge = (ovsdb or {}).get("bridges", {}).get(obs["bridge"])
@@ -74,7 +94,7 @@ def build_report(obs):
             return errors[key]
         return "ok" if value is not None else "-"
 
-    host = {
+    return {
         "bridge": obs["bridge"],
         "tunnel_bridge": obs["tunnel_bridge"] if obs["multi_host"] else "",
         "datapath": bridge["datapath_type"] if bridge else obs["datapath"],
@@ -90,6 +110,8 @@ def build_report(obs):
         else "-",
     }
 
+
+def _networks(store, docker_nets):
     counts = {}
     for ep in store["endpoints"].values():
         counts[ep.get("network_id")] = counts.get(ep.get("network_id"), 0) + 1
@@ -109,62 +131,77 @@ def build_report(obs):
                          if p.get("gateway")],
             "endpoints": counts.get(nid, 0),
         })
+    return networks
 
+
+def _endpoints(obs, store, docker):
+    return [_endpoint(obs, store, docker, eid, ep)
+            for eid, ep in sorted(store["endpoints"].items(),
+                                  key=lambda kv: (kv[1].get("network_id", ""),
+                                                  kv[0]))]
+
+
+def _endpoint_problems(obs, ep, net, port, veth):
+    links, host_if = obs.get("links"), ep.get("host_if", "")
+    problems = []
+    if veth is False:
+        problems.append("no veth")
+    elif veth and links[host_if]["mtu"] != ep.get("mtu"):
+        problems.append(f"mtu {links[host_if]['mtu']}")
+    if obs.get("ovsdb") is not None and (port is None or
+                                         port["bridge"] != obs["bridge"]):
+        problems.append("no port")
+    elif port and net.get("vlan") and port["tag"] != net["vlan"]:
+        problems.append(f"tag {port['tag']}")
+    return problems
+
+
+def _endpoint(obs, store, docker, eid, ep):
     links = obs.get("links")
-    endpoints = []
-    for eid, ep in sorted(store["endpoints"].items(),
-                          key=lambda kv: (kv[1].get("network_id", ""),
-                                          kv[0])):
-        host_if = ep.get("host_if", "")
-        port = port_of(obs, host_if)
-        net = store["networks"].get(ep.get("network_id")) or {}
-        problems = []
-        veth = None if links is None else host_if in links
-        if veth is False:
-            problems.append("no veth")
-        elif veth and links[host_if]["mtu"] != ep.get("mtu"):
-            problems.append(f"mtu {links[host_if]['mtu']}")
-        if ovsdb is not None and (port is None or
-                                  port["bridge"] != obs["bridge"]):
-            problems.append("no port")
-        elif port and net.get("vlan") and port["tag"] != net["vlan"]:
-            problems.append(f"tag {port['tag']}")
-        endpoints.append({
-            "id": eid,
-            "network_id": ep.get("network_id", ""),
-            "network": docker_nets.get(ep.get("network_id"), ""),
-            "container": containers.get(eid, ""),
-            "ip": ep.get("address", ""),
-            "ipv6": ep.get("address6", ""),
-            "mac": ep.get("mac", ""),
-            "mtu": ep.get("mtu"),
-            "host_if": host_if,
-            "peer_if": ep.get("peer_if", ""),
-            "veth": veth,
-            "port": host_if if port else None,
-            "ofport": port["ofport"] if port else None,
-            "tag": port["tag"] if port else None,
-            "state": ep.get("state", ""),
-            "problems": problems,
-        })
+    host_if = ep.get("host_if", "")
+    port = port_of(obs, host_if)
+    net = store["networks"].get(ep.get("network_id")) or {}
+    veth = None if links is None else host_if in links
+    return {
+        "id": eid,
+        "network_id": ep.get("network_id", ""),
+        "network": docker.get("networks", {}).get(ep.get("network_id"), ""),
+        "container": docker.get("endpoints", {}).get(eid, ""),
+        "ip": ep.get("address", ""),
+        "ipv6": ep.get("address6", ""),
+        "mac": ep.get("mac", ""),
+        "mtu": ep.get("mtu"),
+        "host_if": host_if,
+        "peer_if": ep.get("peer_if", ""),
+        "veth": veth,
+        "port": host_if if port else None,
+        "ofport": port["ofport"] if port else None,
+        "tag": port["tag"] if port else None,
+        "state": ep.get("state", ""),
+        "problems": _endpoint_problems(obs, ep, net, port, veth),
+    }
 
-    peers = []
+
+def _peer_state(obs, ip, tunnel):
+    known = obs.get("peers")
+    if tunnel is None:
+        return "no port" if obs.get("ovsdb") is not None else "unknown"
+    if not tunnel["ofport"] or tunnel["ofport"] < 1:
+        return "no ofport"
+    if known is not None and ip not in known:
+        return "not registered"
+    return "up"
+
+
+def _peers(obs):
     known = obs.get("peers")
     ports = tunnel_ports(obs)
     by_peer = {p["peer"]: name for name, p in ports.items() if p["peer"]}
-    ips = set(known or ()) | set(by_peer)
-    for ip in sorted(ips, key=_ip_key):
+    peers = []
+    for ip in sorted(set(known or ()) | set(by_peer), key=_ip_key):
         info = (known or {}).get(ip, {})
         name = by_peer.get(ip) or tunnel_port_name(ip)
         tunnel = ports.get(name)
-        if tunnel is None:
-            state = "no port" if ovsdb is not None else "unknown"
-        elif not tunnel["ofport"] or tunnel["ofport"] < 1:
-            state = "no ofport"
-        elif known is not None and ip not in known:
-            state = "not registered"
-        else:
-            state = "up"
         peers.append({
             "ip": ip,
             "hostname": info.get("hostname", ""),
@@ -172,14 +209,9 @@ def build_report(obs):
             "port": name,
             "present": tunnel is not None,
             "ofport": tunnel["ofport"] if tunnel else None,
-            "state": state,
+            "state": _peer_state(obs, ip, tunnel),
         })
-
-    malformed = [{k: m[k] for k in ("kind", "id", "path", "problems")}
-                 for m in list(store.get("malformed", ())) +
-                 list(obs.get("etcd_malformed", ()))]
-    return {"host": host, "networks": networks, "endpoints": endpoints,
-            "peers": peers, "malformed": malformed, "errors": dict(errors)}
+    return peers
 
 
 def _ip_key(ip):
@@ -205,8 +237,29 @@ def table(headers, rows):
 
 
 def format_report(report):
-    h = report["host"]
-    parts = []
+    parts = [_format_host(report["host"])]
+    parts.append(f"\nNETWORKS ({len(report['networks'])})\n")
+    if report["networks"]:
+        parts.append(table(
+            ["NAME", "ID", "CLUSTER NAME", "KEY", "VLAN", "MTU", "SUBNETS",
+             "ENDPOINTS"],
+            [[n["name"], n["id"][:12], n["cluster_name"], n["key"],
+              n["vlan"], n["mtu"], ",".join(n["subnets"]), n["endpoints"]]
+             for n in report["networks"]]))
+    parts.append(_format_endpoints(report["endpoints"]))
+    if report["host"]["mode"] != "single-host" or report["peers"]:
+        parts.append(f"\nPEERS ({len(report['peers'])})\n")
+        if report["peers"]:
+            parts.append(table(
+                ["PEER", "HOSTNAME", "SOURCE", "TUNNEL PORT", "OFPORT",
+                 "STATE"],
+                [[p["ip"], p["hostname"], p["source"], p["port"],
+                  p["ofport"], p["state"]] for p in report["peers"]]))
+    parts.append(_format_errors(report))
+    return "".join(parts)
+
+
+def _format_host(h):
     tunnel = h["tunnel_ip"] or "-"
     if h["mode"] != "single-host":
         tunnel += f" ({h['tunnel_ip_source']})" if h["tunnel_ip_source"] \
@@ -223,49 +276,38 @@ def format_report(report):
            else ", this host NOT registered in etcd"),
         f"store     {h['state_dir']}",
     ]
-    parts.append("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
 
-    parts.append(f"\nNETWORKS ({len(report['networks'])})\n")
-    if report["networks"]:
-        parts.append(table(
-            ["NAME", "ID", "CLUSTER NAME", "KEY", "VLAN", "MTU", "SUBNETS",
-             "ENDPOINTS"],
-            [[n["name"], n["id"][:12], n["cluster_name"], n["key"],
-              n["vlan"], n["mtu"], ",".join(n["subnets"]), n["endpoints"]]
-             for n in report["networks"]]))
 
+def _format_endpoints(endpoints):
     # The endpoint ID is in the host veth's name (ovgh + 11 hex digits) and
     # shown instead of a container name Docker did not give; --json has it
     # whole.  OVS PORT is "-" when the endpoint has no port on the bridge.
-    parts.append(f"\nENDPOINTS ({len(report['endpoints'])})\n")
-    if report["endpoints"]:
-        parts.append(table(
-            ["CONTAINER", "NETWORK", "IP", "MAC", "HOST VETH", "OVS PORT",
-             "OFPORT", "TAG", "STATE"],
-            [[e["container"] or "(" + e["id"][:12] + ")",
-              e["network"] or e["network_id"][:12],
-              ",".join(a for a in (e["ip"], e["ipv6"]) if a), e["mac"],
-              e["host_if"], e["port"], e["ofport"], e["tag"],
-              e["state"] + (f" ({', '.join(e['problems'])})"
-                            if e["problems"] else "")]
-             for e in report["endpoints"]]))
+    text = f"\nENDPOINTS ({len(endpoints)})\n"
+    if not endpoints:
+        return text
+    return text + table(
+        ["CONTAINER", "NETWORK", "IP", "MAC", "HOST VETH", "OVS PORT",
+         "OFPORT", "TAG", "STATE"],
+        [[e["container"] or "(" + e["id"][:12] + ")",
+          e["network"] or e["network_id"][:12],
+          ",".join(a for a in (e["ip"], e["ipv6"]) if a), e["mac"],
+          e["host_if"], e["port"], e["ofport"], e["tag"],
+          e["state"] + (f" ({', '.join(e['problems'])})"
+                        if e["problems"] else "")]
+         for e in endpoints])
 
-    if h["mode"] != "single-host" or report["peers"]:
-        parts.append(f"\nPEERS ({len(report['peers'])})\n")
-        if report["peers"]:
-            parts.append(table(
-                ["PEER", "HOSTNAME", "SOURCE", "TUNNEL PORT", "OFPORT",
-                 "STATE"],
-                [[p["ip"], p["hostname"], p["source"], p["port"],
-                  p["ofport"], p["state"]] for p in report["peers"]]))
-    if report["errors"] or report["malformed"]:
-        parts.append("\nERRORS\n")
-        for what, message in sorted(report["errors"].items()):
-            parts.append(f"  {what}: {message}\n")
-        for bad in report["malformed"]:
-            parts.append(f"  malformed record {bad['path']}: "
-                         f"{', '.join(bad['problems'])} (see ovsgre "
-                         "doctor)\n")
+
+def _format_errors(report):
+    if not (report["errors"] or report["malformed"]):
+        return ""
+    parts = ["\nERRORS\n"]
+    for what, message in sorted(report["errors"].items()):
+        parts.append(f"  {what}: {message}\n")
+    for bad in report["malformed"]:
+        parts.append(f"  malformed record {bad['path']}: "
+                     f"{', '.join(bad['problems'])} (see ovsgre "
+                     "doctor)\n")
     return "".join(parts)
 
 

@@ -210,3 +210,33 @@ def set_tx_checksum(ifname, enabled):
         _ethtool(ifname, ETHTOOL_STXCSUM, 1 if enabled else 0)
     except OSError as exc:
         raise DataplaneError(f"ethtool set tx on {ifname}: {exc}") from exc
+
+
+# ------------------------------------------------------ read-only dumps
+# For `ovsgre status` and `doctor`: one netlink dump on a socket of their
+# own, closed at once (they must not share the plugin's).
+
+def dump_links():
+    """{name: {index, mtu, up, kind, peer_index, address}} of every link
+    in this network namespace."""
+    try:
+        with IPRoute() as ipr:
+            msgs = ipr.get_links()
+    except Exception as exc:  # netlink failures of any kind
+        raise DataplaneError(f"netlink link dump: {exc}") from exc
+    out = {}
+    for msg in msgs:
+        summary = _summary(msg)
+        summary["peer_index"] = msg.get_attr("IFLA_LINK")
+        out[summary.pop("name")] = summary
+    return out
+
+
+def dump_ipv4_addresses():
+    """{IPv4 address: link index} of this network namespace."""
+    try:
+        with IPRoute() as ipr:
+            msgs = ipr.get_addr(family=socket.AF_INET)
+    except Exception as exc:
+        raise DataplaneError(f"netlink address dump: {exc}") from exc
+    return {m.get_attr("IFA_ADDRESS"): m["index"] for m in msgs}

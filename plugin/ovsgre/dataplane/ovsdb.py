@@ -5,7 +5,9 @@ external_ids {owner: ovsgre, ovsgre_network: ID, ovsgre_endpoint: ID}, so the
 plugin can always tell its own ports from anybody else's.
 """
 
+import json
 import logging
+import socket
 import threading
 import time
 
@@ -384,3 +386,156 @@ def _port_info(row):
     ofport = _first(row.interfaces[0].ofport) if row.interfaces else None
     return {"tag": tag, "external_ids": dict(row.external_ids),
             "ofport": ofport}
+
+
+# ------------------------------------------------------- read-only snapshot
+# `ovsgre status` and `doctor` must answer within their timeout even when
+# ovsdb-server hangs, and must not keep a replica: one `select` transaction
+# over a short-lived JSON-RPC connection, bounded by a deadline.
+
+SNAPSHOT_COLUMNS = {
+    "Open_vSwitch": ["cur_cfg", "next_cfg", "ovs_version"],
+    "Bridge": ["_uuid", "name", "datapath_type", "fail_mode", "ports",
+               "external_ids"],
+    "Port": ["_uuid", "name", "tag", "interfaces", "external_ids"],
+    "Interface": ["_uuid", "name", "type", "options", "ofport", "error",
+                  "external_ids"],
+}
+def _atom(value):
+    if isinstance(value, list) and len(value) == 2 and \
+            value[0] in ("uuid", "named-uuid"):
+        return value[1]
+    return value
+
+
+def _datum(value):
+    """OVSDB JSON datum -> Python: sets to lists, maps to dicts."""
+    if isinstance(value, list) and len(value) == 2:
+        if value[0] == "set":
+            return [_atom(v) for v in value[1]]
+        if value[0] == "map":
+            return {_atom(k): _atom(v) for k, v in value[1]}
+    return _atom(value)
+
+
+def _optional_datum(value):
+    """A column of 0 or 1 values: the value or None."""
+    value = _datum(value)
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value
+
+
+def _as_list(value):
+    value = _datum(value)
+    return value if isinstance(value, list) else [value]
+
+
+
+def transact_once(remote, operations, timeout):
+    """One JSON-RPC `transact` on the Open_vSwitch database; the result
+    list.  remote: unix:PATH or tcp:HOST:PORT."""
+    deadline = time.monotonic() + timeout
+    if remote.startswith("unix:"):
+        family, address = socket.AF_UNIX, remote[len("unix:"):]
+    elif remote.startswith("tcp:"):
+        host, _, port = remote[len("tcp:"):].rpartition(":")
+        family, address = socket.AF_INET, (host.strip("[]"), int(port))
+        if ":" in host:
+            family = socket.AF_INET6
+    else:
+        raise Unavailable(f"OVSDB remote {remote!r}: only unix: and tcp: "
+                         "are supported here")
+    request = {"method": "transact",
+               "params": ["Open_vSwitch"] + list(operations), "id": 1}
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(address)
+            sock.sendall(json.dumps(request).encode())
+            data = b""
+            decoder = json.JSONDecoder()
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise socket.timeout("no reply")
+                sock.settimeout(left)
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    raise Unavailable(f"OVSDB at {remote} closed the "
+                                     "connection")
+                data += chunk
+                while True:
+                    try:
+                        text = data.decode().lstrip()
+                        message, end = decoder.raw_decode(text)
+                    except ValueError:
+                        break   # incomplete: read more
+                    data = text[end:].encode()
+                    if isinstance(message, dict) and message.get("id") == 1:
+                        if message.get("error"):
+                            raise Unavailable(f"OVSDB at {remote}: "
+                                             f"{message['error']}")
+                        return message.get("result") or []
+    except socket.timeout as exc:
+        raise Unavailable(f"OVSDB at {remote} did not answer within "
+                         f"{timeout:g}s") from exc
+    except OSError as exc:
+        raise Unavailable(f"cannot reach OVSDB at {remote}: {exc}") from exc
+
+
+def read_snapshot(remote, timeout):
+    """Bridges, ports and interfaces by name, plus cur_cfg/next_cfg."""
+    tables = list(SNAPSHOT_COLUMNS)
+    ops = [{"op": "select", "table": t, "where": [],
+            "columns": SNAPSHOT_COLUMNS[t]} for t in tables]
+    result = transact_once(remote, ops, timeout)
+    rows = {}
+    for table, reply in zip(tables, result):
+        if not isinstance(reply, dict) or "rows" not in reply:
+            raise Unavailable(f"OVSDB select {table}: {reply}")
+        rows[table] = reply["rows"]
+    return parse_snapshot(rows)
+
+
+def parse_snapshot(rows):
+    """Raw select rows per table -> the snapshot dict used here."""
+    interfaces, by_iface_uuid = {}, {}
+    for row in rows.get("Interface", []):
+        ofport = _optional_datum(row.get("ofport"))
+        info = {"type": row.get("type", ""),
+                "options": _datum(row.get("options", ["map", []])),
+                "ofport": ofport,
+                "error": _optional_datum(row.get("error")),
+                "external_ids": _datum(row.get("external_ids",
+                                               ["map", []]))}
+        interfaces[row["name"]] = info
+        by_iface_uuid[_atom(row["_uuid"])] = row["name"]
+    ports, by_port_uuid = {}, {}
+    for row in rows.get("Port", []):
+        ifaces = [by_iface_uuid.get(u, u)
+                  for u in _as_list(row.get("interfaces", ["set", []]))]
+        ports[row["name"]] = {
+            "bridge": None, "tag": _optional_datum(row.get("tag")),
+            "interfaces": ifaces,
+            "external_ids": _datum(row.get("external_ids", ["map", []]))}
+        by_port_uuid[_atom(row["_uuid"])] = row["name"]
+    bridges = {}
+    for row in rows.get("Bridge", []):
+        port_names = sorted(by_port_uuid.get(u, u)
+                            for u in _as_list(row.get("ports", ["set", []])))
+        bridges[row["name"]] = {
+            "datapath_type": row.get("datapath_type", "") or "system",
+            "fail_mode": _optional_datum(row.get("fail_mode")),
+            "ports": port_names,
+            "external_ids": _datum(row.get("external_ids", ["map", []]))}
+        for name in port_names:
+            if name in ports:
+                ports[name]["bridge"] = row["name"]
+    ovs = (rows.get("Open_vSwitch") or [{}])[0]
+    return {"bridges": bridges, "ports": ports, "interfaces": interfaces,
+            "cur_cfg": ovs.get("cur_cfg"), "next_cfg": ovs.get("next_cfg"),
+            "ovs_version": _optional_datum(ovs.get("ovs_version",
+                                                   ["set", []]))}
+
+
