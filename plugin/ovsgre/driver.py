@@ -33,7 +33,7 @@ READY_TIMEOUT = DEFAULTS["ready_timeout"]   # s Join waits for forwarding
 
 class Driver:
     def __init__(self, store, dataplane, default_mtu, registry=None,
-                 topology=None, ready_timeout=READY_TIMEOUT, ipam=None,
+                 tunnel_sync=None, ready_timeout=READY_TIMEOUT, ipam=None,
                  scope="local"):
         self.store = store
         self.scope = scope           # see capabilities()
@@ -42,7 +42,7 @@ class Driver:
         self.default_mtu = default_mtu
         self.ready_timeout = ready_timeout
         self.registry = registry     # cluster network definitions
-        self.topology = topology     # tunnels and flows, multi-host only
+        self.tunnel_sync = tunnel_sync   # tunnels and flows, multi-host only
         self._lock = threading.RLock()
         self._host_ifs = None   # {host veth: endpoint ID}, see _name_index
 
@@ -175,9 +175,10 @@ class Driver:
             [p["pool"] for p in record["ipv6"]], key)
 
     def _resync(self, wait=0):
-        if self.topology is not None and not self.topology.request(wait):
+        sync = self.tunnel_sync
+        if sync is not None and not sync.request(wait):
             LOG.warning("tunnel flows not updated yet: %s",
-                        self.topology.last_error or "sync pending")
+                        sync.last_error or "sync pending")
 
     def delete_network(self, network_id):
         with self._lock:
@@ -378,8 +379,8 @@ class Driver:
                 self.dataplane.plug(ep, net["vlan"])
         # Outside the lock: other containers' calls go on meanwhile.
         self.dataplane.wait_forwarding(ep, self.ready_timeout)
-        if self.topology is not None and net.get("key"):
-            self.topology.wait_installed(self.ready_timeout)
+        if self.tunnel_sync is not None and net.get("key"):
+            self.tunnel_sync.wait_installed(self.ready_timeout)
         with self._lock:
             ep = self._endpoint(network_id, endpoint_id)
             ep.update(state=JOINED, sandbox=spec.sandbox_key)
@@ -387,8 +388,8 @@ class Driver:
             # reconciler does with a missing veth, and either is safe.
             self.store.put("endpoints", endpoint_id, ep, durable=False)
             crash_point("Join:after_record")
-        if self.topology is not None and net.get("key"):
-            self.topology.announce(ep["host_if"], ep["mac"])
+        if self.tunnel_sync is not None and net.get("key"):
+            self.tunnel_sync.announce(ep["host_if"], ep["mac"])
         return Joined(peer_if=ep["peer_if"],
                       disable_gateway=not net["gwbridge"])
 

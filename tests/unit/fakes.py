@@ -311,7 +311,7 @@ class FakePeers:
         self.stopped = True
 
 
-class FakeTopology:
+class FakeTunnelSync:
     """Records ``request(wait)`` calls the Driver makes."""
 
     def __init__(self, result=True):

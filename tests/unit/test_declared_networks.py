@@ -12,7 +12,8 @@ import pytest
 from ovsgre import declared_networks
 from ovsgre.commands import network as cmd
 from ovsgre.cluster.records import parse_declared
-from ovsgre.declared_networks import PREFIX
+from ovsgre.declared_networks import (LABEL, PREFIX, REV_LABEL,
+                                       DeclaredNetworks, revision)
 from ovsgre.errors import InvalidRequest
 
 
@@ -44,9 +45,9 @@ class FakeNetwork:
     def __init__(self, client, name, label, fail=False, rev=None,
                  containers=None, attrs=None):
         self.client, self.name, self.fail = client, name, fail
-        labels = {declared_networks.LABEL: label}
+        labels = {LABEL: label}
         if rev is not None:
-            labels[declared_networks.REV_LABEL] = rev
+            labels[REV_LABEL] = rev
         self.attrs = dict(attrs or {}, Labels=labels)   # as listed
         self.containers = containers or {}
 
@@ -72,7 +73,7 @@ class FakeClient:
                          for e in existing]
 
     def _list(self, filters):
-        assert filters == {"label": declared_networks.LABEL}
+        assert filters == {"label": LABEL}
         return list(self.existing)
 
     def _create(self, name, **kw):
@@ -80,15 +81,15 @@ class FakeClient:
             raise docker.errors.APIError("plugin not found")
         self.created.append((name, kw))
         labels = kw["labels"]
-        self.existing.append(FakeNetwork(self, name, labels[declared_networks.LABEL],
-                                         rev=labels[declared_networks.REV_LABEL]))
+        self.existing.append(FakeNetwork(self, name, labels[LABEL],
+                                         rev=labels[REV_LABEL]))
 
     def close(self):
         pass
 
 
 def _bare(client):
-    rec = declared_networks.DeclaredNetworks.__new__(declared_networks.DeclaredNetworks)
+    rec = DeclaredNetworks.__new__(DeclaredNetworks)
     rec.docker_host, rec.driver_name = "unix:///x.sock", "ovsgre"
     return rec
 
@@ -108,13 +109,13 @@ def test_creates_missing_network_with_ovsgre_drivers(monkeypatch):
     assert kw["ipam"]["Options"] == {"ovsgre.network": "decl"}
     assert kw["ipam"]["Config"][0]["Subnet"] == "198.19.210.0/24"
     assert kw["options"] == {"k": "v", "ovsgre.network": "decl"}
-    assert kw["labels"] == {declared_networks.LABEL: "decl", declared_networks.REV_LABEL:
-                            declared_networks.revision(RECORD)}
+    assert kw["labels"] == {LABEL: "decl", REV_LABEL:
+                            revision(RECORD)}
 
 
 def test_removes_labelled_network_no_longer_declared(monkeypatch):
     client = FakeClient(existing=[("old", False), ("decl", False,
-                                  declared_networks.revision(RECORD))])
+                                  revision(RECORD))])
     monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
     assert _bare(client)._apply(WANTED) is True
     assert client.removed == ["old"] and client.created == []
@@ -128,8 +129,8 @@ def test_changed_record_recreates_idle_network(monkeypatch):
     assert _bare(client)._apply(WANTED) is True
     assert client.removed == ["decl"]
     (name, kw), = client.created
-    assert kw["labels"][declared_networks.REV_LABEL] == \
-        declared_networks.revision(RECORD)
+    assert kw["labels"][REV_LABEL] == \
+        revision(RECORD)
     assert kw["ipam"]["Config"][0]["Subnet"] == "198.19.210.0/24"
     # converged: the next pass does nothing
     assert _bare(client)._apply(WANTED) is True
@@ -195,8 +196,8 @@ def test_resync_repairs_hand_removed_network(monkeypatch):
     monkeypatch.setattr(docker, "DockerClient",
                         lambda **kw: opened.append(time.monotonic())
                         or client)
-    kv = QuietKV({declared_networks.PREFIX + "decl": RECORD})
-    rec = declared_networks.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
+    kv = QuietKV({PREFIX + "decl": RECORD})
+    rec = DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
     start = time.monotonic()
     rec.begin()
     try:
@@ -217,8 +218,8 @@ def test_stop_ends_the_watch_and_the_thread_and_a_start_not_yet_due(
     monkeypatch.setattr(declared_networks, "START_DELAY", 0.0)
     client = FakeClient()
     monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
-    kv = QuietKV({declared_networks.PREFIX + "decl": RECORD})
-    rec = declared_networks.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
+    kv = QuietKV({PREFIX + "decl": RECORD})
+    rec = DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
     rec.begin()
     wait_until(lambda: len(client.created) == 1)
     rec.stop()
@@ -227,7 +228,7 @@ def test_stop_ends_the_watch_and_the_thread_and_a_start_not_yet_due(
     rec.watcher.join(2)
     assert not rec.is_alive() and not rec.watcher.is_alive()
     monkeypatch.setattr(declared_networks, "START_DELAY", 0.2)
-    early = declared_networks.DeclaredNetworks(QuietKV({}), "unix:///x.sock",
+    early = DeclaredNetworks(QuietKV({}), "unix:///x.sock",
                                       "ovsgre")
     early.begin()
     early.stop()            # before the delayed start
@@ -250,14 +251,14 @@ def test_a_malformed_declared_record_does_not_stop_the_others(
     monkeypatch.setattr(declared_networks, "START_DELAY", 0.0)
     client = FakeClient()
     monkeypatch.setattr(docker, "DockerClient", lambda **kw: client)
-    kv = QuietKV({declared_networks.PREFIX + "decl": RECORD,
-                  declared_networks.PREFIX + "bad": bad})
-    rec = declared_networks.DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
+    kv = QuietKV({PREFIX + "decl": RECORD,
+                  PREFIX + "bad": bad})
+    rec = DeclaredNetworks(kv, "unix:///x.sock", "ovsgre")
     rec.begin()
     try:
         wait_until(lambda: len(client.created) == 1)
         assert client.created[0][0] == "decl"
-        assert list(rec.malformed.current()) == [declared_networks.PREFIX + "bad"]
+        assert list(rec.malformed.current()) == [PREFIX + "bad"]
     finally:
         rec.stop()
         kv.closed.set()

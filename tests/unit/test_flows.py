@@ -232,7 +232,7 @@ class _PortsOnly:
 
 @pytest.mark.parametrize("ofport", [None, -1, 0])
 def test_announce_skips_a_port_vswitchd_has_not_taken(monkeypatch, ofport):
-    """The topology thread sends announcements; it must never sit waiting
+    """The tunnel sync thread sends announcements; it must never sit waiting
     for a port (a short-lived container's port may already be gone)."""
     from ovsgre.dataplane.tunnels import Tunnels
     sent = []

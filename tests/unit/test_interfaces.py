@@ -29,7 +29,7 @@ IMPLEMENTATIONS = [
     (interfaces.NetworkRegistry, [NetworkRegistry, fakes.FakeRegistry]),
     (interfaces.TunnelPorts, [Tunnels, fakes.FakeTunnels]),
     (interfaces.PeerSource, [StaticPeers, EtcdPeers, fakes.FakePeers]),
-    (interfaces.TunnelSync, [TunnelSync, fakes.FakeTopology]),
+    (interfaces.TunnelSync, [TunnelSync, fakes.FakeTunnelSync]),
     (interfaces.DockerEndpoints, [DockerEndpoints, FakeDockerEndpoints]),
 ]
 

@@ -3,7 +3,7 @@
 Docker starts the container's process as soon as Join returns; a port that
 ovs-vswitchd has not taken yet drops the process's first packets.  These
 tests model vswitchd's side with the fake dataplane (wait_forwarding) and
-the fake topology (wait_installed)."""
+the fake tunnel_sync (wait_installed)."""
 
 import threading
 import time
@@ -13,16 +13,16 @@ from ovsgre.errors import DataplaneError
 from ovsgre.protocol import create_app
 
 from .conftest import DEFAULT_MTU, Api, make_id
-from .fakes import FakeDataplane, FakeRegistry, FakeTopology
+from .fakes import FakeDataplane, FakeRegistry, FakeTunnelSync
 
 NET = make_id("ready-net")
 EP = make_id("ready-ep")
 OTHER = make_id("ready-other")
 
 
-def _api(store, fake, topology=None, ready_timeout=3.0):
-    registry = FakeRegistry() if topology is not None else None
-    driver = Driver(store, fake, DEFAULT_MTU, registry, topology,
+def _api(store, fake, tunnel_sync=None, ready_timeout=3.0):
+    registry = FakeRegistry() if tunnel_sync is not None else None
+    driver = Driver(store, fake, DEFAULT_MTU, registry, tunnel_sync,
                     ready_timeout=ready_timeout)
     return Api(create_app(driver).test_client())
 
@@ -114,35 +114,35 @@ def test_endpoint_deleted_while_join_waited_is_404(store):
 
 
 def test_cross_host_network_also_waits_for_the_tunnel_table(store):
-    fake, topology = FakeDataplane(), FakeTopology()
-    api = _api(store, fake, topology, ready_timeout=4.0)
+    fake, tunnel_sync = FakeDataplane(), FakeTunnelSync()
+    api = _api(store, fake, tunnel_sync, ready_timeout=4.0)
     api.create_network(NET, {"ovsgre.network": "blue"})
     api.create_endpoint(NET, EP)
     assert api.join(NET, EP)[0] == 200
-    assert topology.waits == [4.0]
+    assert tunnel_sync.waits == [4.0]
     host_if = store.get("endpoints", EP)["host_if"]
-    assert topology.announced == [(host_if, store.get("endpoints",
+    assert tunnel_sync.announced == [(host_if, store.get("endpoints",
                                                       EP)["mac"])]
 
 
 def test_local_network_does_not_wait_for_tunnels(store):
-    fake, topology = FakeDataplane(), FakeTopology()
-    api = _api(store, fake, topology)
+    fake, tunnel_sync = FakeDataplane(), FakeTunnelSync()
+    api = _api(store, fake, tunnel_sync)
     api.create_network(NET)                 # no ovsgre.network: no key
     api.create_endpoint(NET, EP)
     assert api.join(NET, EP)[0] == 200
-    assert topology.waits == [] and topology.announced == []
+    assert tunnel_sync.waits == [] and tunnel_sync.announced == []
 
 
 def test_tunnel_table_not_back_fails_join(store):
-    fake, topology = FakeDataplane(), FakeTopology()
-    topology.wait_error = DataplaneError(
+    fake, tunnel_sync = FakeDataplane(), FakeTunnelSync()
+    tunnel_sync.wait_error = DataplaneError(
         "the tunnel flows are not back in ovs-vswitchd (pid 200) after "
         "4 s: ovs-ofctl replace-flows failed")
-    api = _api(store, fake, topology)
+    api = _api(store, fake, tunnel_sync)
     api.create_network(NET, {"ovsgre.network": "blue"})
     api.create_endpoint(NET, EP)
     status, reply, _ = api.join(NET, EP)
     assert status == 500 and "tunnel flows are not back" in reply["Err"]
     assert store.get("endpoints", EP)["state"] == "created"
-    assert topology.announced == []
+    assert tunnel_sync.announced == []

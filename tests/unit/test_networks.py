@@ -20,7 +20,7 @@ from ovsgre.store import LocalStore
 
 from .conftest import DEFAULT_MTU, Api, make_id
 from . import fakes
-from .fakes import FakeDataplane, FakeRegistry, FakeTopology
+from .fakes import FakeDataplane, FakeRegistry, FakeTunnelSync
 
 pytestmark = pytest.mark.usefixtures("no_fsync")
 
@@ -264,13 +264,13 @@ def registry():
 
 
 @pytest.fixture
-def topology():
-    return FakeTopology()
+def tunnel_sync():
+    return FakeTunnelSync()
 
 
 @pytest.fixture
-def mh_api(store, fake, registry, topology):
-    driver = Driver(store, fake, DEFAULT_MTU, registry, topology)
+def mh_api(store, fake, registry, tunnel_sync):
+    driver = Driver(store, fake, DEFAULT_MTU, registry, tunnel_sync)
     return Api(create_app(driver).test_client())
 
 
@@ -314,7 +314,7 @@ def test_key_bounds_accepted(mh_api, store, registry, key):
 
 
 def test_named_network_defined_and_recorded(mh_api, store, registry,
-                                            topology):
+                                            tunnel_sync):
     status, reply, _ = mh_api.create_network(
         NET, {"ovsgre.network": "blue", "ovsgre.key": "4242"},
         pool="10.10.0.0/24")
@@ -322,7 +322,7 @@ def test_named_network_defined_and_recorded(mh_api, store, registry,
     assert registry.calls == [("define", "blue", ["10.10.0.0/24"], [], 4242)]
     rec = store.get("networks", NET)
     assert rec["name"] == "blue" and rec["key"] == 4242
-    assert topology.requests and topology.requests[-1] > 0   # waits
+    assert tunnel_sync.requests and tunnel_sync.requests[-1] > 0   # waits
 
 
 def test_named_network_key_from_registry(mh_api, store, registry):
@@ -367,14 +367,14 @@ def test_replay_with_other_name_conflicts(mh_api, store):
     assert store.get("networks", NET)["name"] == "blue"
 
 
-def test_delete_releases(mh_api, store, registry, topology):
+def test_delete_releases(mh_api, store, registry, tunnel_sync):
     mh_api.create_network(NET, {"ovsgre.network": "blue"})
-    before = len(topology.requests)
+    before = len(tunnel_sync.requests)
     status, reply, _ = mh_api.delete_network(NET)
     assert status == 200 and reply == {}
     assert registry.calls[-1] == ("release", "blue")
     assert store.get("networks", NET) is None
-    assert len(topology.requests) == before + 1
+    assert len(tunnel_sync.requests) == before + 1
     # unknown network: nothing to release
     mh_api.delete_network(NET)
     assert [c[0] for c in registry.calls] == ["define", "release"]
