@@ -13,6 +13,7 @@ import ipaddress
 import logging
 import threading
 import time
+from dataclasses import replace
 
 from . import names
 from .crash_points import crash_point
@@ -20,6 +21,7 @@ from .config import DEFAULTS
 from .definitions import CREATED, DELETING, JOINED, derive_key
 from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
                      OvsgreError, Unavailable)
+from .records import Endpoint, HostRecords, Network, Pool
 from .schema import OPT_NAME
 from .specs import ChosenInterface, EndpointInfo, Joined
 
@@ -36,6 +38,7 @@ class Driver:
                  tunnel_sync=None, ready_timeout=READY_TIMEOUT, ipam=None,
                  scope="local"):
         self.store = store
+        self.records = HostRecords(store)
         self.scope = scope           # see capabilities()
         self.ipam = ipam             # ovsgre's IPAM: keeps aux addresses
         self.dataplane = dataplane
@@ -101,55 +104,51 @@ class Driver:
     # -- networks ---------------------------------------------------------
     def create_network(self, spec):
         network_id = spec.network_id
-        record = {
-            "network_id": network_id,
-            "mtu": self.default_mtu if spec.mtu is None else spec.mtu,
-            "gwbridge": spec.gwbridge,
-            "ipv4": [_pool_record(p) for p in spec.ipv4],
-            "ipv6": [_pool_record(p) for p in spec.ipv6],
-            "name": spec.name,
-            "port_type": spec.port_type,
-        }
+        net = Network(
+            network_id=network_id, vlan=0,
+            mtu=self.default_mtu if spec.mtu is None else spec.mtu,
+            gwbridge=spec.gwbridge, name=spec.name, port_type=spec.port_type,
+            ipv4=tuple(_pool(p) for p in spec.ipv4),
+            ipv6=tuple(_pool(p) for p in spec.ipv6))
         with self._lock:
-            existing = self.store.get("networks", network_id)
+            existing = self.records.network(network_id)
             if existing is not None:
-                if _same_network(existing, record):
+                if _same_network(existing, net):
                     return
                 raise Conflict(f"network {network_id} exists with a "
                                "different configuration")
-            self.dataplane.check_port_type(record["port_type"],
-                                           record["mtu"])
+            self.dataplane.check_port_type(net.port_type, net.mtu)
             # Local resources before the cluster record (a refusal must not
             # leave this host in the network's hosts); then the cluster's
             # view, which names a subnet disagreement, before the name
             # check (when that fails, this host holds the name already).
-            record["vlan"] = self._free_vlan()
-            record["key"] = self._cluster_key(record, spec.key)
-            self._check_name_free(record["name"])
-            self.store.put("networks", network_id, record)
-        self._keep_aux(record)
+            net = replace(net, vlan=self._free_vlan())
+            net = replace(net, key=self._cluster_key(net, spec.key))
+            self._check_name_free(net.name)
+            self.records.put_network(net)
+        self._keep_aux(net)
         LOG.info("network %s: vlan %d mtu %d name %s key %s",
-                 network_id[:12], record["vlan"], record["mtu"],
-                 record["name"] or "-", record["key"] or "-")
+                 network_id[:12], net.vlan, net.mtu, net.name or "-",
+                 net.key or "-")
         self._resync(wait=10)
 
-    def _keep_aux(self, record):
+    def _keep_aux(self, net):
         """Docker asked the IPAM for each --aux-address just before this
         call, on every host that creates the network: the first host's
         claims become reservations of the pool, which the other hosts'
         requests then share (see Ipam.keep_aux)."""
         if self.ipam is None:
             return
-        for pool in record["ipv4"] + record["ipv6"]:
-            if not pool["aux"]:
+        for pool in net.pools():
+            if not pool.aux:
                 continue
             try:
-                self.ipam.keep_aux(pool["pool"], pool["aux"])
+                self.ipam.keep_aux(pool.pool, list(pool.aux))
             except OvsgreError as exc:
                 # the network works; other hosts' creates fail until then
                 LOG.warning("network %s: aux addresses %s not shared with "
-                            "other hosts: %s", record["network_id"][:12],
-                            ", ".join(pool["aux"]), exc)
+                            "other hosts: %s", net.network_id[:12],
+                            ", ".join(pool.aux), exc)
 
     def _check_name_free(self, name):
         """One Docker network per cluster network on a host: two would share
@@ -157,22 +156,22 @@ class Driver:
         removing one would release the name under the other."""
         if not name:
             return
-        for other in self.store.list("networks").values():
-            if other.get("name") == name:
+        for other in self.records.networks().values():
+            if other.name == name:
                 raise Conflict(
                     f"option {OPT_NAME}={name} is already used by network "
-                    f"{other['network_id'][:12]} on this host; one Docker "
+                    f"{other.network_id[:12]} on this host; one Docker "
                     "network per cluster network and host")
 
-    def _cluster_key(self, record, key):
+    def _cluster_key(self, net, key):
         """Define a named network cluster-wide (or join its definition) and
         return its GRE key (the one asked for, or the cluster's); None for
         a network that stays on this host."""
-        if not record["name"] or self.registry is None:
+        if not net.name or self.registry is None:
             return None
         return self.registry.define(
-            record["name"], [p["pool"] for p in record["ipv4"]],
-            [p["pool"] for p in record["ipv6"]], key)
+            net.name, [p.pool for p in net.ipv4], [p.pool for p in net.ipv6],
+            key)
 
     def _resync(self, wait=0):
         sync = self.tunnel_sync
@@ -182,7 +181,7 @@ class Driver:
 
     def delete_network(self, network_id):
         with self._lock:
-            net = self.store.get("networks", network_id)
+            net = self.records.network(network_id)
             if net is None:
                 return
             failures = []
@@ -190,9 +189,9 @@ class Driver:
                 try:
                     self._delete_endpoint(ep)
                 except Exception as exc:  # left "deleting" for reconcile
-                    failures.append(f"{ep['endpoint_id'][:12]}: {exc}")
+                    failures.append(f"{ep.endpoint_id[:12]}: {exc}")
             # Docker never re-sends DeleteNetwork: release it regardless.
-            self.store.delete("networks", network_id)
+            self.records.delete_network(network_id)
         self._release(net)
         self._resync()
         if failures:
@@ -200,23 +199,23 @@ class Driver:
                                  f"endpoints failed: {'; '.join(failures)}")
 
     def _release(self, net):
-        if not net.get("name") or self.registry is None:
+        if not net.name or self.registry is None:
             return
         try:
-            self.registry.release(net["name"])
+            self.registry.release(net.name)
         except Exception as exc:  # etcd down: the definition stays
             LOG.warning("network %s: cluster record not released: %s",
-                        net["name"], exc)
+                        net.name, exc)
 
     def _free_vlan(self):
-        used = {n["vlan"] for n in self.store.list("networks").values()}
+        used = {n.vlan for n in self.records.networks().values()}
         for vlan in range(VLAN_MIN, VLAN_MAX + 1):
             if vlan not in used:
                 return vlan
         raise Conflict("no free VLAN tag: at most 4094 networks per host")
 
     def _network(self, network_id):
-        net = self.store.get("networks", network_id)
+        net = self.records.network(network_id)
         if net is None:
             raise NotFound(f"network {network_id} not found")
         return net
@@ -227,23 +226,23 @@ class Driver:
         network_id, endpoint_id = spec.network_id, spec.endpoint_id
         with self._lock:
             net = self._network(network_id)
-            ep = self.store.get("endpoints", endpoint_id)
-            if ep is not None and ep["state"] == DELETING:
+            ep = self.records.endpoint(endpoint_id)
+            if ep is not None and ep.state == DELETING:
                 self._delete_endpoint(ep)  # finish the interrupted delete
                 ep = None
             if ep is not None:
-                if ep["network_id"] != network_id:
+                if ep.network_id != network_id:
                     raise Conflict(f"endpoint {endpoint_id} belongs to "
-                                   f"network {ep['network_id']}")
+                                   f"network {ep.network_id}")
                 _check_repeat(ep, spec)
-                self._replug(ep, net["vlan"])
+                self._replug(ep, net.vlan)
                 return _chosen(spec, ep)
             ep = self._new_endpoint(net, spec)
-            self.store.put("endpoints", endpoint_id, ep)
-            self._name_index()[ep["host_if"]] = endpoint_id
+            self.records.put_endpoint(ep)
+            self._name_index()[ep.host_if] = endpoint_id
             crash_point("CreateEndpoint:after_record")
             try:
-                self.dataplane.plug(ep, net["vlan"])
+                self.dataplane.plug(ep, net.vlan)
             except Exception:
                 self._undo_endpoint(ep)
                 raise
@@ -255,7 +254,7 @@ class Driver:
         in the sandbox: re-creating the pair would cut the container off,
         so only the OVS port is made sure of, and only while the host end
         exists."""
-        if ep["state"] != JOINED:
+        if ep.state != JOINED:
             self.dataplane.plug(ep, vlan)
         elif self.dataplane.has_host_link(ep):
             self.dataplane.ensure_port(ep, vlan)
@@ -265,20 +264,12 @@ class Driver:
         _check_not_aux(net, spec)
         mac = spec.mac or names.mac_for(endpoint_id)
         host_if, peer_if = self._free_names(endpoint_id)
-        return {
-            "network_id": net["network_id"],
-            "endpoint_id": endpoint_id,
-            "host_if": host_if,
-            "peer_if": peer_if,
-            "mac": mac,
-            "mtu": net["mtu"],
-            "port_type": net.get("port_type", ""),
-            "address": spec.address,
-            "address6": spec.address6,
-            "state": CREATED,
-            "sandbox": "",
-            "created_at": round(time.time(), 3),
-        }
+        return Endpoint(
+            network_id=net.network_id, endpoint_id=endpoint_id,
+            host_if=host_if, peer_if=peer_if, mac=mac, mtu=net.mtu,
+            port_type=net.port_type, address=spec.address,
+            address6=spec.address6, state=CREATED, sandbox="",
+            created_at=round(time.time(), 3))
 
     def _free_names(self, endpoint_id):
         taken = self._name_index()
@@ -293,30 +284,30 @@ class Driver:
         endpoint costs the same with 10 or 1,000 others (call with the
         lock held)."""
         if self._host_ifs is None:
-            self._host_ifs = {e["host_if"]: e["endpoint_id"] for e in
-                              self.store.list("endpoints").values()}
+            self._host_ifs = {e.host_if: e.endpoint_id for e in
+                              self.records.endpoints().values()}
         return self._host_ifs
 
     def endpoint_info(self, network_id, endpoint_id):
         ep = self._endpoint(network_id, endpoint_id)
         net = self._network(network_id)
-        return EndpointInfo(host_if=ep["host_if"], peer_if=ep["peer_if"],
-                            mac=ep["mac"], vlan=net["vlan"], mtu=ep["mtu"],
-                            state=ep["state"])
+        return EndpointInfo(host_if=ep.host_if, peer_if=ep.peer_if,
+                            mac=ep.mac, vlan=net.vlan, mtu=ep.mtu,
+                            state=ep.state)
 
     def _endpoint(self, network_id, endpoint_id):
-        ep = self.store.get("endpoints", endpoint_id)
-        if ep is None or ep["state"] == DELETING:
+        ep = self.records.endpoint(endpoint_id)
+        if ep is None or ep.state == DELETING:
             raise NotFound(f"endpoint {endpoint_id} not found")
-        if ep["network_id"] != network_id:
+        if ep.network_id != network_id:
             raise NotFound(f"endpoint {endpoint_id} is not on network "
                            f"{network_id}")
         return ep
 
     def delete_endpoint(self, network_id, endpoint_id):
         with self._lock:
-            ep = self.store.get("endpoints", endpoint_id)
-            if ep is None or ep["network_id"] != network_id:
+            ep = self.records.endpoint(endpoint_id)
+            if ep is None or ep.network_id != network_id:
                 return
             self._delete_endpoint(ep)
 
@@ -324,31 +315,30 @@ class Driver:
         # Record first: should the plugin die before the port and the veth
         # pair are gone, they are orphans (owner-tagged port, ovsgre-named
         # link) that the start-up reconciler removes.
-        self.store.delete("endpoints", ep["endpoint_id"])
+        self.records.delete_endpoint(ep.endpoint_id)
         index = self._name_index()
-        if index.get(ep["host_if"]) == ep["endpoint_id"]:
-            del index[ep["host_if"]]
+        if index.get(ep.host_if) == ep.endpoint_id:
+            del index[ep.host_if]
         crash_point("DeleteEndpoint:after_record")
         try:
             self.dataplane.unplug(ep)
         except Exception:
             # Keep the job for Docker's retry or the start-up reconciler.
-            self.store.put("endpoints", ep["endpoint_id"],
-                           dict(ep, state=DELETING))
-            index[ep["host_if"]] = ep["endpoint_id"]
+            self.records.put_endpoint(ep.but(state=DELETING))
+            index[ep.host_if] = ep.endpoint_id
             raise
         crash_point("DeleteEndpoint:after_unplug")
 
     def forget_stale(self, endpoint_id):
         """Remove an endpoint Docker does not know (see reconcile.Janitor);
         call through locked()."""
-        ep = self.store.get("endpoints", endpoint_id)
+        ep = self.records.endpoint(endpoint_id)
         if ep is None:
             return False
         LOG.warning("removing endpoint %s of network %s: Docker does not "
                     "know it (dockerd restarted, or a call was interrupted "
                     "by a crash)",
-                    endpoint_id[:12], ep["network_id"][:12])
+                    endpoint_id[:12], ep.network_id[:12])
         self._delete_endpoint(ep)
         return True
 
@@ -357,11 +347,11 @@ class Driver:
             self._delete_endpoint(ep)
         except Exception as exc:  # the reconciler finishes it later
             LOG.error("cleanup of endpoint %s failed: %s",
-                      ep["endpoint_id"][:12], exc)
+                      ep.endpoint_id[:12], exc)
 
     def _endpoints_of(self, network_id):
-        return [e for e in self.store.list("endpoints").values()
-                if e["network_id"] == network_id]
+        return [e for e in self.records.endpoints().values()
+                if e.network_id == network_id]
 
     # -- join / leave -----------------------------------------------------
     def join(self, spec):
@@ -376,39 +366,37 @@ class Driver:
             if not self.dataplane.has_host_link(ep):
                 # The pair vanished (its old sandbox died, or the host
                 # rebooted): give the endpoint a fresh one.
-                self.dataplane.plug(ep, net["vlan"])
+                self.dataplane.plug(ep, net.vlan)
         # Outside the lock: other containers' calls go on meanwhile.
         self.dataplane.wait_forwarding(ep, self.ready_timeout)
-        if self.tunnel_sync is not None and net.get("key"):
+        if self.tunnel_sync is not None and net.key:
             self.tunnel_sync.wait_installed(self.ready_timeout)
         with self._lock:
-            ep = self._endpoint(network_id, endpoint_id)
-            ep.update(state=JOINED, sandbox=spec.sandbox_key)
+            ep = self._endpoint(network_id, endpoint_id).but(
+                state=JOINED, sandbox=spec.sandbox_key)
             # Not fsync'ed: "joined" and "created" differ only in what the
             # reconciler does with a missing veth, and either is safe.
-            self.store.put("endpoints", endpoint_id, ep, durable=False)
+            self.records.put_endpoint(ep, durable=False)
             crash_point("Join:after_record")
-        if self.tunnel_sync is not None and net.get("key"):
-            self.tunnel_sync.announce(ep["host_if"], ep["mac"])
-        return Joined(peer_if=ep["peer_if"],
-                      disable_gateway=not net["gwbridge"])
+        if self.tunnel_sync is not None and net.key:
+            self.tunnel_sync.announce(ep.host_if, ep.mac)
+        return Joined(peer_if=ep.peer_if, disable_gateway=not net.gwbridge)
 
     def leave(self, network_id, endpoint_id):
         with self._lock:
-            ep = self.store.get("endpoints", endpoint_id)
-            if ep is None or ep["network_id"] != network_id \
-                    or ep["state"] != JOINED:
+            ep = self.records.endpoint(endpoint_id)
+            if ep is None or ep.network_id != network_id \
+                    or ep.state != JOINED:
                 return
             # Docker moves the peer back to the host namespace itself; the
             # pair stays until DeleteEndpoint.
-            ep.update(state=CREATED, sandbox="")
-            self.store.put("endpoints", endpoint_id, ep, durable=False)
+            self.records.put_endpoint(ep.but(state=CREATED, sandbox=""),
+                                      durable=False)
             crash_point("Leave:after_record")
 
 
-def _pool_record(pool):
-    return {"pool": pool.pool, "gateway": pool.gateway,
-            "aux": list(pool.aux)}
+def _pool(spec):
+    return Pool(pool=spec.pool, gateway=spec.gateway, aux=tuple(spec.aux))
 
 
 def _check_not_aux(net, spec):
@@ -418,7 +406,7 @@ def _check_not_aux(net, spec):
         if not value:
             continue
         ip = str(ipaddress.ip_interface(value).ip)
-        if any(ip in pool.get("aux", ()) for pool in net["ipv4"] + net["ipv6"]):
+        if any(ip in pool.aux for pool in net.pools()):
             raise Conflict(f"address {ip} is reserved on this network "
                            "(--aux-address)")
 
@@ -428,14 +416,14 @@ def _check_repeat(ep, spec):
     answer of 200 with the old values would leave Docker believing in
     addresses or a MAC the container does not get."""
     asked = spec.mac
-    if asked and asked.lower() != ep["mac"].lower():
-        raise Conflict(f"endpoint {ep['endpoint_id'][:12]} exists with MAC "
-                       f"{ep['mac']}, not {asked}")
+    if asked and asked.lower() != ep.mac.lower():
+        raise Conflict(f"endpoint {ep.endpoint_id[:12]} exists with MAC "
+                       f"{ep.mac}, not {asked}")
     for field, key in (("Address", "address"), ("AddressIPv6", "address6")):
-        asked, has = getattr(spec, key), ep.get(key) or ""
+        asked, has = getattr(spec, key), getattr(ep, key)
         if _same_interface(asked, has):
             continue
-        raise Conflict(f"endpoint {ep['endpoint_id'][:12]} exists with "
+        raise Conflict(f"endpoint {ep.endpoint_id[:12]} exists with "
                        f"{field} {has or '(none)'}, not {asked or '(none)'}")
 
 
@@ -446,19 +434,13 @@ def _same_interface(a, b):
 
 
 def _same_network(a, b):
-    keys = ("mtu", "gwbridge")
-    return all(a.get(k) == b.get(k) for k in keys) and \
-        all(_pools(a, k) == _pools(b, k) for k in ("ipv4", "ipv6")) and \
-        all(a.get(k, "") == b.get(k, "") for k in ("name", "port_type"))
-
-
-def _pools(record, key):
-    """A record's pools; records written before aux addresses were kept
-    have none."""
-    return [dict(p, aux=p.get("aux", [])) for p in record.get(key) or []]
+    """What CreateNetwork asks for, compared (not what this host chose:
+    VLAN tag, key)."""
+    return (a.mtu, a.gwbridge, a.ipv4, a.ipv6, a.name, a.port_type) == \
+        (b.mtu, b.gwbridge, b.ipv4, b.ipv6, b.name, b.port_type)
 
 
 def _chosen(spec, ep):
     """The values the endpoint has where Docker left the choice to the
     driver (changing one Docker gave is refused in _check_repeat)."""
-    return ChosenInterface(mac="" if spec.mac else ep["mac"])
+    return ChosenInterface(mac="" if spec.mac else ep.mac)

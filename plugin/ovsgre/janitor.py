@@ -12,6 +12,7 @@ import time
 
 from .definitions import DELETING
 from .reconcile import collect_garbage
+from .records import HostRecords
 
 LOG = logging.getLogger(__name__)
 
@@ -25,11 +26,10 @@ def stale_endpoints(store, docker, stale_after, now=None):
     nothing of that network is touched."""
     now = time.time() if now is None else now
     by_network = {}
-    for ep in store.list("endpoints").values():
-        if ep["state"] == DELETING or \
-                now - ep.get("created_at", 0) < stale_after:
+    for ep in HostRecords(store).endpoints().values():
+        if ep.state == DELETING or now - ep.created_at < stale_after:
             continue
-        by_network.setdefault(ep["network_id"], []).append(ep["endpoint_id"])
+        by_network.setdefault(ep.network_id, []).append(ep.endpoint_id)
     stale = []
     for network_id, ids in sorted(by_network.items()):
         known = docker.endpoints(network_id)

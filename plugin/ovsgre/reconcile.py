@@ -20,6 +20,7 @@ import time
 
 from .definitions import (CREATED, DELETING, ENDPOINT_KEY, JOINED,
                           NETWORK_KEY, OWNER, OWNER_KEY)
+from .records import HostRecords
 
 LOG = logging.getLogger(__name__)
 
@@ -28,14 +29,13 @@ def reconcile(store, dataplane):
     start = time.monotonic()
     counts = {"restored": 0, "finished_delete": 0, "orphans": 0}
     dataplane.ensure_bridge()
-    networks = store.list("networks")
-    endpoints = store.list("endpoints")
+    records = HostRecords(store)
+    networks = records.networks()
+    endpoints = records.endpoints()
     for ep in endpoints.values():
-        net = networks.get(ep["network_id"])
-        _endpoint(store, dataplane, ep, net, counts)
-    known = {e["host_if"] for e in store.list("endpoints").values()}
-    known |= {e["peer_if"] for e in store.list("endpoints").values()}
-    known |= dataplane.being_deleted()
+        net = networks.get(ep.network_id)
+        _endpoint(records, dataplane, ep, net, counts)
+    known = _interfaces(records) | dataplane.being_deleted()
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
                     lambda name: _remove_port_and_link(dataplane, name),
                     counts)
@@ -54,39 +54,46 @@ def _remove_port_and_link(dataplane, name):
     dataplane.remove_link(name)
 
 
-def _endpoint(store, dataplane, ep, net, counts):
-    eid = ep["endpoint_id"]
-    if ep["state"] == DELETING or net is None:
+def _interfaces(records):
+    """The veth names the endpoints in the store own."""
+    known = set()
+    for ep in records.endpoints().values():
+        known |= {ep.host_if, ep.peer_if}
+    return known
+
+
+def _endpoint(records, dataplane, ep, net, counts):
+    if ep.state == DELETING or net is None:
         dataplane.unplug(ep)
-        store.delete("endpoints", eid)
+        records.delete_endpoint(ep.endpoint_id)
         counts["finished_delete"] += 1
         return
-    port = dataplane.port(ep["host_if"])
+    port = dataplane.port(ep.host_if)
     link = dataplane.host_link(ep)
-    if ep["state"] == CREATED:
+    if ep.state == CREATED:
         if link is None or not _port_ok(port, ep, net):
-            dataplane.plug(ep, net["vlan"])
+            dataplane.plug(ep, net.vlan)
             counts["restored"] += 1
         return
-    if ep["state"] == JOINED and link is None:
+    if ep.state == JOINED and link is None:
         if port is not None:
-            dataplane.remove_port(ep["host_if"])
+            dataplane.remove_port(ep.host_if)
             counts["orphans"] += 1
         return
     if not _port_ok(port, ep, net):
-        dataplane.ensure_port(ep, net["vlan"])
+        dataplane.ensure_port(ep, net.vlan)
         counts["restored"] += 1
 
 
 def _port_ok(port, ep, net):
     """The port exists with the network's tag and the external_ids by which
     ovsgre finds its own ports (someone may have cleared them)."""
-    if port is None or port["tag"] != net["vlan"]:
+    if port is None or port["tag"] != net.vlan:
         return False
     ids = port["external_ids"]
     return ids.get(OWNER_KEY) == OWNER and \
-        ids.get(NETWORK_KEY) == ep["network_id"] and \
-        ids.get(ENDPOINT_KEY) == ep["endpoint_id"]
+        ids.get(NETWORK_KEY) == ep.network_id and \
+        ids.get(ENDPOINT_KEY) == ep.endpoint_id
 
 
 def _remove_orphans(what, names, known, remove, counts):
@@ -109,24 +116,22 @@ def collect_garbage(store, dataplane, stale_after=None, now=None):
     counts = {"finished_delete": 0, "dead_sandbox": 0, "orphans": 0}
     now = time.time() if now is None else now
     links = set(dataplane.owned_links())
-    for ep in store.list("endpoints").values():
-        if ep["state"] == DELETING:
+    records = HostRecords(store)
+    for ep in records.endpoints().values():
+        if ep.state == DELETING:
             kind = "finished_delete"
-        elif stale_after is not None and ep["state"] == JOINED and \
-                ep["host_if"] not in links and \
-                now - ep.get("created_at", 0) >= stale_after:
+        elif stale_after is not None and ep.state == JOINED and \
+                ep.host_if not in links and \
+                now - ep.created_at >= stale_after:
             kind = "dead_sandbox"
             LOG.warning("removing endpoint %s: its sandbox is gone",
-                        ep["endpoint_id"][:12])
+                        ep.endpoint_id[:12])
         else:
             continue
         dataplane.unplug(ep)
-        store.delete("endpoints", ep["endpoint_id"])
+        records.delete_endpoint(ep.endpoint_id)
         counts[kind] += 1
-    known = set()
-    for ep in store.list("endpoints").values():
-        known |= {ep["host_if"], ep["peer_if"]}
-    known |= dataplane.being_deleted()
+    known = _interfaces(records) | dataplane.being_deleted()
     _remove_orphans("OVS port", dataplane.owned_ports(), known,
                     dataplane.remove_port, counts)
     _remove_orphans("link", links, known, dataplane.remove_link, counts)

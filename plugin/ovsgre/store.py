@@ -16,48 +16,15 @@ import re
 import threading
 import time
 
-from .cluster.records import Malformed, parse_key
-from .definitions import ENDPOINT_STATES  # noqa: F401 (re-exported)
 from .errors import Unavailable
+from .records import ENDPOINTS, NETWORKS, problems
 
 LOG = logging.getLogger(__name__)
 
-KINDS = ("networks", "endpoints")
+KINDS = (NETWORKS, ENDPOINTS)
 LOCK_WAIT = 10  # seconds
 QUARANTINE = "quarantine"
 _ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-
-# Fields the plugin reads from every record (driver.py, reconcile.py), with
-# their types: a record without one of them is reported, not used.
-REQUIRED = {
-    "networks": {"network_id": str, "vlan": int, "mtu": int},
-    "endpoints": {"network_id": str, "endpoint_id": str, "host_if": str,
-                  "peer_if": str, "mac": str, "mtu": int, "state": str},
-}
-
-
-def malformed(kind, record):
-    """What is wrong with a record the plugin would read: missing fields,
-    wrong types (empty list when it is well-formed)."""
-    problems = []
-    for field, typ in REQUIRED[kind].items():
-        if field not in record:
-            problems.append(f"no {field}")
-            continue
-        value = record[field]
-        if not isinstance(value, typ) or isinstance(value, bool) or \
-                (typ is str and not value):
-            problems.append(f"{field} is {json.dumps(value)}")
-    if kind == "networks" and record.get("key") is not None:
-        try:
-            parse_key(record["key"])   # it goes into the tunnel table
-        except Malformed as exc:
-            problems.append(str(exc))
-    if kind == "endpoints" and isinstance(record.get("state"), str) and \
-            record["state"] and record["state"] not in ENDPOINT_STATES:
-        problems.append(f"state is {json.dumps(record['state'])}")
-    return problems
-
 
 class LocalStore:
     def __init__(self, state_dir, lock=True, lock_wait=None,
@@ -124,9 +91,9 @@ class LocalStore:
             if not isinstance(record, dict):
                 LOG.error("ignoring record %s: not a JSON object", path)
                 continue
-            problems = malformed(kind, record) if self._validate else []
-            if problems:
-                self._set_aside(path, problems)
+            found = problems(kind, record) if self._validate else []
+            if found:
+                self._set_aside(path, found)
                 continue
             records[name[:-5]] = record
         return records

@@ -14,6 +14,7 @@ import threading
 import time
 
 from .errors import DataplaneError
+from .records import HostRecords
 
 LOG = logging.getLogger(__name__)
 
@@ -210,9 +211,9 @@ class TunnelSync(threading.Thread):
 
     def _sync(self, peers, holders=None):
         start = time.monotonic()
-        networks = {n["vlan"]: n["key"]
-                    for n in self.store.list("networks").values()
-                    if n.get("key")}
+        networks = {n.vlan: n.key
+                    for n in HostRecords(self.store).networks().values()
+                    if n.key}
         count = self.tunnels.sync(peers, networks, holders)
         LOG.info("tunnels synced: %d peers, %d networks in %.0f ms", count,
                  len(networks), (time.monotonic() - start) * 1000)

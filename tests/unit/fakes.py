@@ -145,31 +145,31 @@ class FakeDataplane(Failing):
         self.bridge_ensured += 1
 
     def plug(self, ep, tag):
-        self._enter("plug", ep["endpoint_id"], tag)
-        self._create_veth(ep["host_if"], ep["peer_if"], ep["mtu"], ep["mac"])
-        self._add_port(ep["host_if"], tag,
-                       _owner_ids(ep["network_id"], ep["endpoint_id"]))
+        self._enter("plug", ep.endpoint_id, tag)
+        self._create_veth(ep.host_if, ep.peer_if, ep.mtu, ep.mac)
+        self._add_port(ep.host_if, tag,
+                       _owner_ids(ep.network_id, ep.endpoint_id))
 
     def check_port_type(self, port_type, mtu):
         self._enter("check_port_type", port_type, mtu)
 
     def ensure_port(self, ep, tag):
-        self._enter("ensure_port", ep["endpoint_id"], tag)
-        self._add_port(ep["host_if"], tag,
-                       _owner_ids(ep["network_id"], ep["endpoint_id"]))
+        self._enter("ensure_port", ep.endpoint_id, tag)
+        self._add_port(ep.host_if, tag,
+                       _owner_ids(ep.network_id, ep.endpoint_id))
 
     def wait_forwarding(self, ep, timeout):
         """The fake vswitchd takes every port at once; fail() it to model
         a refused or late port."""
-        self._enter("wait_forwarding", ep["endpoint_id"], timeout)
-        port = self.ports.get(ep["host_if"])
+        self._enter("wait_forwarding", ep.endpoint_id, timeout)
+        port = self.ports.get(ep.host_if)
         if port is None:
-            raise DataplaneError(f"port {ep['host_if']} is not in OVSDB")
+            raise DataplaneError(f"port {ep.host_if} is not in OVSDB")
         return {"type": "", "ofport": port["ofport"], "error": ""}
 
     def unplug(self, ep):
-        self._enter("unplug", ep["endpoint_id"])
-        self._remove(ep["host_if"], ep["peer_if"])
+        self._enter("unplug", ep.endpoint_id)
+        self._remove(ep.host_if, ep.peer_if)
 
     def _remove(self, host, peer):
         self.ports.pop(host, None)
@@ -191,13 +191,13 @@ class FakeDataplane(Failing):
         self._delete_link(name)
 
     def host_link(self, ep):
-        self._enter("host_link", ep["endpoint_id"])
-        link = self.links.get(ep["host_if"])
+        self._enter("host_link", ep.endpoint_id)
+        link = self.links.get(ep.host_if)
         return dict(link) if link is not None else None
 
     def has_host_link(self, ep):
-        self._enter("has_host_link", ep["endpoint_id"])
-        return ep["host_if"] in self.links
+        self._enter("has_host_link", ep.endpoint_id)
+        return ep.host_if in self.links
 
     def owned_ports(self):
         self._enter("owned_ports")

@@ -251,7 +251,8 @@ def test_vlan_tags_persist_across_restart(state_dir, fake):
 
 def test_vlan_exhaustion_is_409(driver, store):
     for vlan in range(1, 4095):
-        store._cache["networks"][f"n{vlan}"] = {"vlan": vlan}
+        store._cache["networks"][f"n{vlan}"] = {
+            "network_id": f"n{vlan}", "vlan": vlan, "mtu": 1450}
     with pytest.raises(Conflict, match="4094"):
         create_network(driver, NET, {}, [], [])
 

@@ -5,11 +5,14 @@ import inspect
 
 import pytest
 
+from ovsgre.records import Endpoint
+
 from .fakes import FakeDataplane
 
 EP = {"network_id": "n1", "endpoint_id": "e" * 64,
       "host_if": "ovgh" + "e" * 11, "peer_if": "ovgc" + "e" * 11,
       "mac": "02:00:00:00:00:09", "mtu": 1450}
+RECORD = Endpoint(**EP, state="created")
 
 
 def _public(cls):
@@ -43,16 +46,16 @@ def test_driver_and_reconcile_use_only_the_interface():
 
 def test_plug_is_idempotent_and_veth_ends_die_together():
     fake = FakeDataplane()
-    fake.plug(EP, 5)
-    fake.plug(EP, 5)
+    fake.plug(RECORD, 5)
+    fake.plug(RECORD, 5)
     assert set(fake.links) == {EP["host_if"], EP["peer_if"]}
     assert fake.ports[EP["host_if"]]["tag"] == 5
     fake.remove_link(EP["peer_if"])
     assert fake.links == {}
-    assert fake.host_link(EP) is None
-    fake.plug(EP, 6)
+    assert fake.host_link(RECORD) is None
+    fake.plug(RECORD, 6)
     assert fake.ports[EP["host_if"]]["tag"] == 6
-    fake.unplug(EP)
+    fake.unplug(RECORD)
     assert fake.links == {} and fake.ports == {}
 
 
@@ -61,6 +64,6 @@ def test_failure_injection():
     fake.fail("plug", RuntimeError("x"), times=2)
     for _ in range(2):
         with pytest.raises(RuntimeError):
-            fake.plug(EP, 1)
-    fake.plug(EP, 1)
+            fake.plug(RECORD, 1)
+    fake.plug(RECORD, 1)
     assert fake.count("plug") == 3

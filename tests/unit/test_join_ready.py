@@ -68,7 +68,7 @@ def test_other_calls_proceed_while_a_join_waits(store):
     real_wait = fake.wait_forwarding
 
     def slow_wait(ep, timeout):
-        if ep["endpoint_id"] == EP:
+        if ep.endpoint_id == EP:
             waiting.set()
             assert release.wait(5)
         return real_wait(ep, timeout)
@@ -103,7 +103,7 @@ def test_endpoint_deleted_while_join_waited_is_404(store):
 
     def wait_then_lose(ep, timeout):
         info = real_wait(ep, timeout)
-        store.delete("endpoints", ep["endpoint_id"])
+        store.delete("endpoints", ep.endpoint_id)
         return info
 
     fake.wait_forwarding = wait_then_lose

@@ -9,6 +9,7 @@ from ovsgre.dataplane import (AFXDP_MAX_MTU, PROBE_HOST, Dataplane,
 from ovsgre.config import from_env
 from ovsgre.driver import Driver
 from ovsgre.protocol import create_app
+from ovsgre.records import Endpoint
 from ovsgre.errors import InvalidRequest, Unavailable
 
 from .conftest import DEFAULT_MTU, Api, make_id
@@ -61,7 +62,9 @@ def dataplane(datapath, wanted, ovsdb=None):
 
 
 def ep(port_type="", mtu=1458):
-    return {"host_if": "ovghx", "mtu": mtu, "port_type": port_type}
+    return Endpoint(network_id="n", endpoint_id="e", host_if="ovghx",
+                    peer_if="ovgcx", mac="02:00:00:00:00:01", mtu=mtu,
+                    state="created", port_type=port_type)
 
 
 def test_the_default_is_system_ports():

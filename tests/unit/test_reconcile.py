@@ -4,6 +4,7 @@ import pytest
 
 from ovsgre import OWNER
 from ovsgre.reconcile import reconcile
+from ovsgre.records import ENDPOINTS, from_json
 
 from .conftest import make_id
 from .fakes import FakeDataplane
@@ -30,7 +31,7 @@ def _ep(store, label, state="created", nid=NET):
 
 def _plugged(fake, ep, tag=VLAN):
     """The pair and port as the driver would have left them."""
-    fake.plug(ep, tag)
+    fake.plug(from_json(ENDPOINTS, ep), tag)
     fake.calls.clear()
 
 

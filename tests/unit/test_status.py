@@ -20,6 +20,7 @@ from ovsgre import config
 from ovsgre.commands import status
 from ovsgre.dataplane.tunnels import build_flows
 from ovsgre.definitions import HOSTS_PREFIX
+from ovsgre.records import problems as record_problems
 from ovsgre.hoststate import cluster, command, flowtable, localstore
 from ovsgre.hoststate import collect as collection
 from ovsgre.hoststate import ovsdb as ovsdb_reader
@@ -236,7 +237,7 @@ class FakeProbe:
         data.setdefault("malformed", [])
         for kind in localstore.KINDS:
             for rid, record in list(data[kind].items()):
-                problems = localstore.malformed(kind, record)
+                problems = record_problems(kind, record)
                 if problems:
                     del data[kind][rid]
                     data["malformed"].append({

@@ -23,7 +23,9 @@ class FakeStore:
 
     def list(self, kind):
         assert kind == "networks"
-        return {k: dict(v) for k, v in self.networks.items()}
+        # what every stored record has besides what the tests vary
+        return {k: {"network_id": k, "mtu": 1450, **v}
+                for k, v in self.networks.items()}
 
 
 

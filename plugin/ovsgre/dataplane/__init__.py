@@ -206,33 +206,33 @@ class Dataplane:
     def _ovs_type(self, ep):
         """OVS type of an endpoint's port: its network's choice, else the
         host's; "" is a plain (system) port."""
-        wanted = ep.get("port_type") or self.port_type
+        wanted = ep.port_type or self.port_type
         if self.datapath != "netdev" or wanted not in AFXDP_TYPES or \
-                ep["mtu"] > AFXDP_MAX_MTU:
+                ep.mtu > AFXDP_MAX_MTU:
             return ""
         if mem_available() < AFXDP_MIN_AVAILABLE:
             LOG.warning("less than %d MiB of memory available: port %s is "
                         "a system port, not %s (which takes ~70 MB in "
                         "ovs-vswitchd)", AFXDP_MIN_AVAILABLE >> 20,
-                        ep["host_if"], wanted)
+                        ep.host_if, wanted)
             return ""
         return wanted
 
     def plug(self, ep, tag):
         """Make the endpoint's veth pair exist and its host end a port.
         Does not wait for ovs-vswitchd (see wait_forwarding)."""
-        self.reaper.settle(ep["host_if"], ep["peer_if"])
+        self.reaper.settle(ep.host_if, ep.peer_if)
         # Userspace OVS does not complete partial checksums: TCP from the
         # container would carry bad checksums (ping still works).
-        self.links.create_veth(ep["host_if"], ep["peer_if"], ep["mtu"],
-                               ep["mac"],
+        self.links.create_veth(ep.host_if, ep.peer_if, ep.mtu,
+                               ep.mac,
                                peer_tx_checksum=self.datapath != "netdev")
         self.ensure_port(ep, tag)
 
     def ensure_port(self, ep, tag):
         """Re-add the OVS port of a joined endpoint whose veth still exists."""
-        self.ovsdb.add_port(self.bridge, ep["host_if"], tag,
-                            owner_ids(ep["network_id"], ep["endpoint_id"]),
+        self.ovsdb.add_port(self.bridge, ep.host_if, tag,
+                            owner_ids(ep.network_id, ep.endpoint_id),
                             self._ovs_type(ep))
 
     def wait_forwarding(self, ep, timeout):
@@ -240,7 +240,7 @@ class Dataplane:
         an OpenFlow port number: the datapath polls it and the bridge knows
         its VLAN); raise DataplaneError naming the port and what OVS
         reported when it refused the port or did not take it in time."""
-        name = ep["host_if"]
+        name = ep.host_if
         info = self.ovsdb.wait_interface(name, timeout)
         if info is None:
             raise DataplaneError(f"port {name} is not in OVSDB (removed "
@@ -261,7 +261,7 @@ class Dataplane:
     def unplug(self, ep):
         """Remove the port and the veth pair (the pair goes with either
         end) in the background: see reaper.py.  Missing pieces are fine."""
-        self.reaper.delete_later(ep["host_if"])
+        self.reaper.delete_later(ep.host_if)
 
     def _remove_ports(self, names):
         """The reaper's first step: take ports off the bridge, and wait for
@@ -284,10 +284,10 @@ class Dataplane:
         self.links.delete(name)
 
     def host_link(self, ep):
-        return self.links.get(ep["host_if"])
+        return self.links.get(ep.host_if)
 
     def has_host_link(self, ep):
-        return self.links.exists(ep["host_if"])
+        return self.links.exists(ep.host_if)
 
     def owned_ports(self):
         return self.ovsdb.owned_ports()

@@ -3,7 +3,7 @@
 One module per subsystem, each reading through the same modules the plugin
 uses, and changing nothing:
 
-  localstore  the plugin's state directory (store.malformed judges records)
+  localstore  the plugin's state directory (records.problems judges records)
   ovsdb       bridges, ports, interfaces (dataplane.ovsdb.read_snapshot)
   vswitchd    the ovs-vswitchd process: control socket, version, upcalls,
               start time, OpenFlow tables; the datapath expected

@@ -4,7 +4,8 @@ created, no temporary file removed (the running plugin owns them)."""
 import json
 import os
 
-from ..store import KINDS, malformed
+from ..records import problems
+from ..store import KINDS
 from .command import ProbeError
 from .records import Store
 
@@ -12,7 +13,7 @@ from .records import Store
 def read_store(state_dir) -> Store:
     """{"networks": {id: record}, "endpoints": {id: record}, "bad": [path],
     "malformed": [{kind, id, path, problems, record}]} read without locking
-    or writing anything.  Malformed records (see `malformed`) are kept out
+    or writing anything.  Malformed records (see records.problems) are kept out
     of networks/endpoints.  ProbeError when the directory or one of its
     kinds cannot be listed."""
     root = os.path.abspath(state_dir)
@@ -43,10 +44,10 @@ def read_store(state_dir) -> Store:
             if not isinstance(record, dict):
                 out["bad"].append(f"{path}: not a JSON object")
                 continue
-            problems = malformed(kind, record)
-            if problems:
+            found = problems(kind, record)
+            if found:
                 out["malformed"].append({"kind": kind, "id": name[:-5],
-                                         "path": path, "problems": problems,
+                                         "path": path, "problems": found,
                                          "record": record})
                 continue
             records[name[:-5]] = record
