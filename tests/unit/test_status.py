@@ -678,7 +678,8 @@ class OvsdbServer(threading.Thread):
                 time.sleep(2)
                 return
             tables = [op["table"] for op in self.request["params"][1:]]
-            reply = json.dumps({"id": 1, "error": None, "result": [
+            reply = json.dumps({"id": self.request["id"], "error": None,
+                                "result": [
                 {"rows": self.rows[t]} for t in tables]}).encode()
             conn.sendall(b'{"id":"echo","method":"echo","params":[]}')
             conn.sendall(reply[:50])

@@ -1,16 +1,22 @@
-"""The integration bridge and its ports, through OVSDB (ovsdbapp IDL).
+"""The integration bridge and its ports, through OVSDB: the plugin through
+ovsdbapp's IDL, status and doctor through one bounded `transact` of
+python-ovs's JSON-RPC client (read_snapshot), the library under that IDL.
 
 Only this module talks to ovsdb-server.  Every port ovsgre creates carries
 external_ids {owner: ovsgre, ovsgre_network: ID, ovsgre_endpoint: ID}, so the
 plugin can always tell its own ports from anybody else's.
 """
 
-import json
+import errno
 import logging
-import socket
+import os
 import threading
 import time
 
+import ovs.jsonrpc
+import ovs.poller
+import ovs.stream
+import ovs.timeval
 from ovsdbapp import exceptions as ovsdb_exc
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 from ovsdbapp.backend.ovs_idl import transaction
@@ -433,55 +439,55 @@ def _as_list(value):
 
 
 def transact_once(remote, operations, timeout):
-    """One JSON-RPC `transact` on the Open_vSwitch database; the result
-    list.  remote: unix:PATH or tcp:HOST:PORT."""
-    deadline = time.monotonic() + timeout
-    if remote.startswith("unix:"):
-        family, address = socket.AF_UNIX, remote[len("unix:"):]
-    elif remote.startswith("tcp:"):
-        host, _, port = remote[len("tcp:"):].rpartition(":")
-        family, address = socket.AF_INET, (host.strip("[]"), int(port))
-        if ":" in host:
-            family = socket.AF_INET6
-    else:
+    """One JSON-RPC `transact` on the Open_vSwitch database, through
+    python-ovs's client (the IDL's own), bounded by timeout: status and
+    doctor must answer while ovsdb-server hangs, and python-ovs's blocking
+    calls would wait for ever.  remote: unix:PATH or tcp:HOST:PORT."""
+    if not remote.startswith(("unix:", "tcp:")):
         raise Unavailable(f"OVSDB remote {remote!r}: only unix: and tcp: "
-                         "are supported here")
-    request = {"method": "transact",
-               "params": ["Open_vSwitch"] + list(operations), "id": 1}
+                          "are supported here")
+    deadline = ovs.timeval.msec() + int(timeout * 1000)
+    error, stream = ovs.stream.Stream.open_block(
+        ovs.stream.Stream.open(remote), int(timeout * 1000))
+    if error:
+        raise Unavailable(f"cannot reach OVSDB at {remote}: "
+                          f"{os.strerror(error)}")
+    conn = ovs.jsonrpc.Connection(stream)
     try:
-        with socket.socket(family, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(address)
-            sock.sendall(json.dumps(request).encode())
-            data = b""
-            decoder = json.JSONDecoder()
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise socket.timeout("no reply")
-                sock.settimeout(left)
-                chunk = sock.recv(1 << 16)
-                if not chunk:
-                    raise Unavailable(f"OVSDB at {remote} closed the "
-                                     "connection")
-                data += chunk
-                while True:
-                    try:
-                        text = data.decode().lstrip()
-                        message, end = decoder.raw_decode(text)
-                    except ValueError:
-                        break   # incomplete: read more
-                    data = text[end:].encode()
-                    if isinstance(message, dict) and message.get("id") == 1:
-                        if message.get("error"):
-                            raise Unavailable(f"OVSDB at {remote}: "
-                                             f"{message['error']}")
-                        return message.get("result") or []
-    except socket.timeout as exc:
+        request = ovs.jsonrpc.Message.create_request(
+            "transact", ["Open_vSwitch"] + list(operations))
+        reply = _exchange(conn, request, deadline)
+    finally:
+        conn.close()
+    if reply is None:
         raise Unavailable(f"OVSDB at {remote} did not answer within "
-                         f"{timeout:g}s") from exc
-    except OSError as exc:
-        raise Unavailable(f"cannot reach OVSDB at {remote}: {exc}") from exc
+                          f"{timeout:g}s")
+    if reply.type == ovs.jsonrpc.Message.T_ERROR or reply.error:
+        raise Unavailable(f"OVSDB at {remote}: {reply.error}")
+    return reply.result or []
+
+
+def _exchange(conn, request, deadline):
+    """Send request and wait for its reply until deadline (ms, ovs.timeval
+    clock); None on timeout, Unavailable when the connection fails."""
+    error = conn.send(request)
+    while not error:
+        conn.run()
+        error, message = conn.recv()
+        if error == errno.EAGAIN:
+            if ovs.timeval.msec() >= deadline:
+                return None
+            poller = ovs.poller.Poller()
+            conn.wait(poller)
+            conn.recv_wait(poller)
+            poller.timer_wait_until(deadline)
+            poller.block()
+            error = 0
+        elif message is not None and message.id == request.id:
+            return message
+    reason = os.strerror(error) if error > 0 else "end of stream"
+    raise Unavailable(f"OVSDB at {conn.name} closed the connection: "
+                      f"{reason}")
 
 
 def read_snapshot(remote, timeout):
