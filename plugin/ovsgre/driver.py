@@ -21,7 +21,7 @@ from .config import DEFAULTS
 from .definitions import CREATED, DELETING, JOINED, derive_key
 from .errors import (Conflict, DataplaneError, InvalidRequest, NotFound,
                      OvsgreError, Unavailable)
-from .records import Endpoint, HostRecords, Network, Pool
+from .records import Endpoint, HostRecords, Network
 from .schema import OPT_NAME
 from .specs import ChosenInterface, EndpointInfo, Joined
 
@@ -108,8 +108,7 @@ class Driver:
             network_id=network_id, vlan=0,
             mtu=self.default_mtu if spec.mtu is None else spec.mtu,
             gwbridge=spec.gwbridge, name=spec.name, port_type=spec.port_type,
-            ipv4=tuple(_pool(p) for p in spec.ipv4),
-            ipv6=tuple(_pool(p) for p in spec.ipv6))
+            ipv4=spec.ipv4, ipv6=spec.ipv6)
         with self._lock:
             existing = self.records.network(network_id)
             if existing is not None:
@@ -393,10 +392,6 @@ class Driver:
             self.records.put_endpoint(ep.but(state=CREATED, sandbox=""),
                                       durable=False)
             crash_point("Leave:after_record")
-
-
-def _pool(spec):
-    return Pool(pool=spec.pool, gateway=spec.gateway, aux=tuple(spec.aux))
 
 
 def _check_not_aux(net, spec):

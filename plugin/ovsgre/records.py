@@ -18,20 +18,15 @@ from typing import Optional
 
 from .cluster.records import Malformed, parse_key
 from .definitions import ENDPOINT_STATES
+from .specs import PoolSpec
 
 LOG = logging.getLogger(__name__)
 
 NETWORKS, ENDPOINTS = "networks", "endpoints"   # the store's kinds
 
 
-@dataclass(frozen=True)
-class Pool:
-    """A subnet of a network, its gateway ("" if none) and the addresses
-    reserved with --aux-address (records older than aux support have
-    none)."""
-    pool: str
-    gateway: str = ""
-    aux: tuple = ()
+# A network keeps its pools as CreateNetwork gave them.
+Pool = PoolSpec
 
 
 @dataclass(frozen=True)
