@@ -88,6 +88,27 @@ def _url_list(text):
     return urls
 
 
+def _listen_address(text):
+    """--metrics-address: PORT or :PORT (loopback), IP:PORT or [IPv6]:PORT;
+    "" serves nothing.  Returns "IP:PORT", "[IPv6]:PORT" or ""."""
+    text = text.strip()
+    if not text:
+        return ""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("must be PORT, IP:PORT or [IPv6]:PORT")
+    if not host:
+        return f"127.0.0.1:{int(port)}"   # only a port: loopback
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        raise ValueError(f"{host} is not an IP address") from None
+    if ip.version == 6 and not bracketed:
+        raise ValueError("write an IPv6 address in brackets: [IPv6]:PORT")
+    return f"[{ip}]:{int(port)}" if ip.version == 6 else f"{ip}:{int(port)}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Option:
     name: str
@@ -180,6 +201,10 @@ OPTIONS = (
            "memory and ~130 ms per port) or afxdp (also busy-polls a "
            "core); auto is the old name of system; the kernel datapath "
            "always uses system"),
+    Option("metrics_address", "", _listen_address,
+           "serve Prometheus metrics at http://ADDRESS/metrics: PORT "
+           "(on loopback), HOST:PORT or [IPv6]:PORT; empty = no metrics "
+           "(nothing listens)"),
 )
 
 # Each setting's default lives in its Option; Settings takes it from here.
@@ -215,6 +240,7 @@ class Settings:
     local_ip: str = DEFAULTS["local_ip"]
     stale_after: int = DEFAULTS["stale_after"]
     port_type: str = DEFAULTS["port_type"]
+    metrics_address: str = DEFAULTS["metrics_address"]
 
     @property
     def multi_host(self):

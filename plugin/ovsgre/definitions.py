@@ -14,6 +14,7 @@ OWNER = "ovsgre"
 # -- OVSDB external_ids of what ovsgre creates ------------------------------
 OWNER_KEY = "owner"                 # = OWNER on every bridge/port it made
 ROLE_KEY = "ovsgre_role"            # endpoint (default), patch or tunnel
+ROLE_PATCH, ROLE_TUNNEL = "patch", "tunnel"   # ROLE_KEY's values
 NETWORK_KEY = "ovsgre_network"
 ENDPOINT_KEY = "ovsgre_endpoint"
 PEER_KEY = "ovsgre_peer"            # a tunnel port's peer address

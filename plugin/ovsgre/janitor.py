@@ -43,9 +43,11 @@ class Janitor(threading.Thread):
     the middle of one): collect_garbage, and endpoints Docker does not know
     any more (after stale_after seconds) are removed."""
 
-    def __init__(self, driver, docker=None, stale_after=60, every=None):
+    def __init__(self, driver, docker=None, stale_after=60, every=None,
+                 metrics=None):
         super().__init__(name="janitor", daemon=True)
         self.driver = driver
+        self.metrics = metrics     # metrics.Metrics: counts removals
         self.docker = docker
         self.stale_after = stale_after
         self.every = every or max(1.0, min(GC_EVERY, stale_after / 2))
@@ -60,13 +62,15 @@ class Janitor(threading.Thread):
 
     def run_once(self):
         driver = self.driver
-        driver.locked(collect_garbage, driver.store, driver.dataplane,
-                      self.stale_after)
-        if self.docker is None:
-            return
-        for endpoint_id in stale_endpoints(driver.store, self.docker,
-                                           self.stale_after):
-            driver.locked(driver.forget_stale, endpoint_id)
+        counts = driver.locked(collect_garbage, driver.store,
+                               driver.dataplane, self.stale_after)
+        if self.docker is not None:
+            counts["unknown_to_docker"] = sum(
+                bool(driver.locked(driver.forget_stale, endpoint_id))
+                for endpoint_id in stale_endpoints(
+                    driver.store, self.docker, self.stale_after))
+        if self.metrics is not None:
+            self.metrics.janitor_removed(counts)
 
     def stop(self):
         self._halt.set()

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from . import schema
@@ -24,7 +24,8 @@ ERR_KEY = "Err"          # NetworkDriver replies
 IPAM_ERR_KEY = "Error"   # IpamDriver replies (its client reads only this on 200)
 
 
-def create_app(driver, ipam=None):
+def create_app(driver, ipam=None, metrics=None):
+    """metrics: a metrics.Metrics that counts and times every call."""
     app = Flask("ovsgre")
     app.config["MAX_CONTENT_LENGTH"] = schema.MAX_BODY
     app.config["ovsgre.driver"] = driver
@@ -44,7 +45,7 @@ def create_app(driver, ipam=None):
             handler = ipam_handlers.get(call)
             if handler is None:
                 return _error(404, f"unknown call IpamDriver.{call}",
-                              IPAM_ERR_KEY)
+                              IPAM_ERR_KEY, "unknown_call")
             return _dispatch(call, handler, schema.IPAM_CALLS, IPAM_ERR_KEY)
 
     @app.post("/NetworkDriver.GetCapabilities")
@@ -55,16 +56,40 @@ def create_app(driver, ipam=None):
     def network_driver(call):
         handler = handlers.get(call)
         if handler is None:
-            return _error(404, f"unknown call NetworkDriver.{call}")
+            return _error(404, f"unknown call NetworkDriver.{call}",
+                          reason="unknown_call")
         return _dispatch(call, handler)
 
     @app.errorhandler(HTTPException)
     def http_error(exc):
         key = IPAM_ERR_KEY if request.path.startswith("/IpamDriver.") \
             else ERR_KEY
-        return _error(exc.code, exc.description or exc.name, key)
+        return _error(exc.code, exc.description or exc.name, key, "http")
 
+    if metrics is not None:
+        known = {"Plugin.Activate", "NetworkDriver.GetCapabilities"}
+        known |= {"NetworkDriver." + c for c in handlers}
+        known |= {"IpamDriver." + c for c in ipam_handlers}
+        _count_calls(app, metrics, known)
     return app
+
+
+def _count_calls(app, metrics, known):
+    """Every answered request, timed from its arrival, under its call name
+    (unknown paths under one label: whoever can reach the socket must not
+    make up series)."""
+    @app.before_request
+    def started():
+        g.started = time.monotonic()
+
+    @app.after_request
+    def answered(response):
+        call = request.path.lstrip("/")
+        if call not in known:
+            call = "unknown"
+        metrics.observe_call(call, time.monotonic() - g.started,
+                             g.get("error_reason"))
+        return response
 
 
 def _handlers(driver):
@@ -156,7 +181,7 @@ def _dispatch(call, handler, calls=schema.CALLS, err_key=ERR_KEY):
     except OvsgreError as exc:
         LOG.warning("%s%s rejected in %.1f ms: %s", call, _ids(body),
                     _ms(start), exc)
-        return _error(exc.status, str(exc), err_key)
+        return _error(exc.status, str(exc), err_key, exc.reason)
     return _timed(call, clean, lambda: handler(spec), err_key, start)
 
 
@@ -200,11 +225,11 @@ def _timed(call, body, func, err_key=ERR_KEY, start=None):
     except OvsgreError as exc:
         LOG.warning("%s%s failed in %.1f ms: %s", call, ids,
                     _ms(start), exc)
-        return _error(exc.status, str(exc), err_key)
+        return _error(exc.status, str(exc), err_key, exc.reason)
     except Exception as exc:  # a bug or an unexpected library error
         LOG.exception("%s%s crashed in %.1f ms", call, ids, _ms(start))
         return _error(500, f"internal error in {call}: "
-                      f"{type(exc).__name__}: {exc}", err_key)
+                      f"{type(exc).__name__}: {exc}", err_key, "internal")
     LOG.info("%s%s ok in %.1f ms", call, ids, _ms(start))
     return jsonify(reply)
 
@@ -231,9 +256,11 @@ def _ms(start):
     return (time.monotonic() - start) * 1000
 
 
-def _error(status, message, key=ERR_KEY):
+def _error(status, message, key=ERR_KEY, reason="error"):
     """On any status but 200, dockerd's plugin client reads only "Err",
-    whatever the interface: an IPAM error carries both keys."""
+    whatever the interface: an IPAM error carries both keys.  reason: the
+    error's label in the metrics."""
+    g.error_reason = reason
     response = jsonify({key: message, ERR_KEY: message})
     response.status_code = status
     return response

@@ -9,16 +9,20 @@ from .cluster.etcd import EtcdKV
 from .cluster.kv import LocalKV
 from .cluster.networks import NetworkRegistry
 from .dataplane import Dataplane, container_mtu, detect_local_ip
+from .dataplane.ovsdb import read_counters
 from .dataplane.tunnels import Tunnels
 from .declared_networks import DeclaredNetworks
 from .docker_api import DockerEndpoints
 from .driver import Driver
 from .errors import Unavailable
+from .hoststate.docker import DockerReader
 from .ipam import Ipam
 from .janitor import Janitor
+from .metrics import Metrics, StateCollector
 from .peers import EtcdPeers, StaticPeers
 from .protocol import create_app
 from .reconcile import reconcile
+from .records import HostRecords
 from .store import LocalStore
 from .tunnel_sync import TunnelSync
 
@@ -63,8 +67,9 @@ class Runtime:
         driver = Driver(store, dataplane, mtu, NetworkRegistry(kv, host_id),
                         tunnel_sync, settings.ready_timeout, ipam,
                         settings.scope)
+        metrics = _metrics(settings, store, tunnel_sync)
         janitor = Janitor(driver, DockerEndpoints(settings.docker_host),
-                          settings.stale_after)
+                          settings.stale_after, metrics=metrics)
         janitor.start()
         self.running.append(janitor)
         if settings.etcd:
@@ -72,7 +77,10 @@ class Runtime:
                                         settings.driver_name)
             declared.begin()
             self.running.append(declared)
-        return create_app(driver, ipam)
+        if metrics is not None:
+            _serve_metrics(metrics, settings.metrics_address)
+            self.running.append(metrics)
+        return create_app(driver, ipam, metrics)
 
     def stop(self):
         while self.running:
@@ -81,6 +89,33 @@ class Runtime:
                 part.stop()
             except Exception as exc:   # stop the others all the same
                 LOG.warning("stopping %s: %s", type(part).__name__, exc)
+
+
+def _metrics(settings, store, tunnel_sync):
+    """The metrics registry, when --metrics-address asks for one; what is
+    read at scrape time is read through the plugin's own store, OVSDB
+    client module and the Docker reader of `ovsgre status`."""
+    if not settings.metrics_address:
+        return None
+    timeout = min(settings.ovsdb_timeout, 5)
+    registration = getattr(getattr(tunnel_sync, "peer_source", None),
+                           "registration", None)
+    metrics = Metrics()
+    metrics.watch(StateCollector(
+        HostRecords(store),
+        counters=lambda: read_counters(settings.ovsdb, timeout),
+        names=DockerReader(settings.docker_host, timeout).names,
+        tunnel_sync=tunnel_sync,
+        etcd_up=registration.registered.is_set if registration else None))
+    return metrics
+
+
+def _serve_metrics(metrics, address):
+    try:
+        metrics.serve(address)
+    except OSError as exc:
+        raise Unavailable(f"cannot serve metrics at {address} "
+                          f"(--metrics-address): {exc}") from exc
 
 
 def _local_ip(settings):

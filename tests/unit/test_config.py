@@ -40,6 +40,7 @@ EXAMPLES = {
     "local_ip": ("198.18.0.1", "198.18.0.1"),
     "stale_after": ("5", 5),
     "port_type": ("afxdp-nonpmd", "afxdp-nonpmd"),
+    "metrics_address": ("9490", "127.0.0.1:9490"),
 }
 OTHER = {
     "socket": ("/tmp/u.sock", "/tmp/u.sock"),
@@ -69,6 +70,7 @@ OTHER = {
     "local_ip": ("198.18.0.9", "198.18.0.9"),
     "stale_after": ("600", 600),
     "port_type": ("system", "system"),
+    "metrics_address": ("198.18.0.9:9100", "198.18.0.9:9100"),
 }
 INVALID = [
     ("peers", "198.18.0.2,peer-a"), ("peers", "224.0.0.1"),
@@ -88,7 +90,8 @@ INVALID = [
     ("port_type", "afxdp-nonpmd;id"), ("port_type", "AUTO"),
     ("ready_timeout", "0"), ("ready_timeout", "soon"),
     ("ready_timeout", "1000"), ("stale_after", "0"),
-    ("stale_after", "soon"),
+    ("stale_after", "soon"), ("metrics_address", "x"),
+    ("metrics_address", "web:80"), ("metrics_address", "0"),
 ]
 NAMES = [o.name for o in config.OPTIONS]
 

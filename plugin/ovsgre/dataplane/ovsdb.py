@@ -504,6 +504,36 @@ def read_snapshot(remote, timeout):
     return parse_snapshot(rows)
 
 
+def read_counters(remote, timeout):
+    """{port name: {external_ids, statistics, ofport, error, link_state}}
+    of the ports ovsgre made (endpoints, tunnels, patch ports): what the
+    metrics serve, read when they are scraped (the IDL leaves statistics
+    out, see COLUMNS).  ovsgre's ports each have one interface of the same
+    name."""
+    owned = [["external_ids", "includes", ["map", [[OWNER_KEY, OWNER]]]]]
+    ops = [{"op": "select", "table": "Port", "where": owned,
+            "columns": ["name", "external_ids"]},
+           {"op": "select", "table": "Interface", "where": [],
+            "columns": ["name", "statistics", "ofport", "error",
+                        "link_state"]}]
+    result = transact_once(remote, ops, timeout)
+    if len(result) != 2 or not all(isinstance(r, dict) and "rows" in r
+                                   for r in result):
+        raise Unavailable(f"OVSDB select Port, Interface: {result}")
+    interfaces = {row["name"]: row for row in result[1]["rows"]}
+    out = {}
+    for port in result[0]["rows"]:
+        row = interfaces.get(port["name"], {})
+        out[port["name"]] = {
+            "external_ids": _datum(port.get("external_ids", ["map", []])),
+            "statistics": _datum(row.get("statistics", ["map", []])),
+            "ofport": _optional_datum(row.get("ofport", ["set", []])),
+            "error": _optional_datum(row.get("error", ["set", []])),
+            "link_state": _optional_datum(row.get("link_state",
+                                                  ["set", []]))}
+    return out
+
+
 def parse_snapshot(rows):
     """Raw select rows per table -> the snapshot dict used here."""
     interfaces, by_iface_uuid = {}, {}

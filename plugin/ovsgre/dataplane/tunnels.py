@@ -25,7 +25,8 @@ import time
 
 from ..config import DEFAULTS
 from ..definitions import (OWNER, OWNER_KEY, PATCH_INT, PATCH_TUN, PEER_KEY,
-                           ROLE_KEY, tunnel_port_name, valid_key)
+                           ROLE_KEY, ROLE_PATCH, ROLE_TUNNEL,
+                           tunnel_port_name, valid_key)
 from ..errors import DataplaneError
 
 LOG = logging.getLogger(__name__)
@@ -115,9 +116,9 @@ class Tunnels:
     def ensure_bridges(self):
         self.ovsdb.ensure_tunnel_bridge(self.tun_bridge, self.datapath)
         self.ovsdb.ensure_patch(self.int_bridge, PATCH_TUN, PATCH_INT,
-                                _ids("patch"))
+                                _ids(ROLE_PATCH))
         self.ovsdb.ensure_patch(self.tun_bridge, PATCH_INT, PATCH_TUN,
-                                _ids("patch"))
+                                _ids(ROLE_PATCH))
         # A container can send frames from any number of source MACs, and
         # every peer learns each one here: bounded, per network first.
         self.ovsdb.ensure_flow_limit(self.tun_bridge, LEARNED_TABLE,
@@ -128,11 +129,11 @@ class Tunnels:
         (flooding as holders says, see build_flows)."""
         self.ensure_bridges()
         wanted = {tunnel_port_name(ip): ip for ip in peers}
-        current = self.ovsdb.ports_with(self.tun_bridge, ROLE_KEY, "tunnel")
+        current = self.ovsdb.ports_with(self.tun_bridge, ROLE_KEY, ROLE_TUNNEL)
         for name in set(current) - set(wanted):
             self.ovsdb.del_port(name, self.tun_bridge)
         for name, ip in wanted.items():
-            ids = dict(_ids("tunnel"), **{PEER_KEY: ip,
+            ids = dict(_ids(ROLE_TUNNEL), **{PEER_KEY: ip,
                                           LOCAL_KEY: self.local_ip or ""})
             have = current.get(name, {}).get("external_ids", {})
             # re-set when the peer or this host's --local-ip changed

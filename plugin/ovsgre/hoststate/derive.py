@@ -2,7 +2,8 @@
 one port's state, the peers expected and the flow table expected."""
 
 from .. import OWNER
-from ..definitions import OWNER_KEY, PATCH_INT, PEER_KEY, ROLE_KEY
+from ..definitions import (OWNER_KEY, PATCH_INT, PEER_KEY, ROLE_KEY,
+                           ROLE_TUNNEL)
 
 
 def tunnel_ports(obs):
@@ -17,7 +18,7 @@ def tunnel_ports(obs):
     out = {}
     for name in bridge["ports"]:
         port = ovsdb["ports"].get(name) or {}
-        if port.get("external_ids", {}).get(ROLE_KEY) != "tunnel":
+        if port.get("external_ids", {}).get(ROLE_KEY) != ROLE_TUNNEL:
             continue
         iface = ovsdb["interfaces"].get(name) or {}
         peer = port["external_ids"].get(PEER_KEY) or \
