@@ -17,7 +17,7 @@ if [ "${OVSGRE_SKIP_APT:-0}" != 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >/dev/null
     apt-get install -y -q --no-install-recommends \
-        openvswitch-switch docker.io containerd runc busybox-static \
+        openvswitch-switch docker.io docker-compose containerd runc busybox-static \
         iproute2 ethtool iperf3 tcpdump iputils-ping kmod procps \
         etcd-server etcd-client openssl debootstrap \
         qemu-system-x86 cpio \

@@ -17,6 +17,8 @@ COMMANDS = (
     ("settings", "print the effective settings as JSON"),
     ("status", "show networks, endpoints, peers and tunnels (read-only)"),
     ("doctor", "check OVS, links, tunnels, flows and the store; name fixes"),
+    ("trace", "why a container cannot reach an address: its packet "
+              "traced through this host's bridges"),
     ("network", "networks declared once for the whole cluster (etcd)"),
     ("host", "release what a host that is gone for good holds (etcd)"),
 )

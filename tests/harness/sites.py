@@ -58,10 +58,17 @@ class Site:
         return {"links": links, "ports": ports, "records": records}
 
     def wait_no_leftovers(self, timeout=10):
+        return self.wait_leftovers({}, timeout)
+
+    def wait_leftovers(self, expected, timeout=10):
+        """leftovers() once they are what was expected ({}: nothing), or
+        what they are after timeout seconds."""
         deadline = time.monotonic() + timeout
+        want = {k: sorted(v) for k, v in expected.items() if v}
         while True:
             left = self.leftovers()
-            if not any(left.values()) or time.monotonic() > deadline:
+            if {k: sorted(v) for k, v in left.items() if v} == want or \
+                    time.monotonic() > deadline:
                 return left
             time.sleep(0.2)
 

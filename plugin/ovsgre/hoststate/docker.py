@@ -42,6 +42,20 @@ class DockerReader:
             raise ProbeError(f"container {container_id[:12]} is not running")
         return f"/proc/{pid}/ns/net"
 
+    def inspect(self, container):
+        """`docker inspect` of a container (name or ID); ProbeError when
+        Docker does not know it or cannot be asked."""
+        import docker   # the SDK, only for its NotFound
+        with self._lock:
+            try:
+                return self._api().inspect_container(container)
+            except docker.errors.NotFound:
+                raise ProbeError(f"no container {container!r} on this "
+                                 "host") from None
+            except Exception as exc:
+                raise ProbeError(f"Docker API at {self.docker_host}: "
+                                 f"{exc}") from exc
+
     def names(self) -> DockerNames:
         """{"networks": {id: name}, "endpoints": {endpoint id: container
         name}, "containers": {endpoint id: container id}}."""

@@ -57,6 +57,13 @@ class HostProbe:
     def dump_flows(self, bridge):
         return vswitchd.dump_flows(self.settings.rundir, bridge, self.timeout)
 
+    def ofproto_trace(self, bridge, flow):
+        ctl = self.vswitchd()["ctl"]
+        return vswitchd.ofproto_trace(ctl, bridge, flow, self.timeout)
+
+    def fdb(self, bridge):
+        return vswitchd.fdb(self.vswitchd()["ctl"], bridge, self.timeout)
+
     def kernel_module(self):
         return vswitchd.kernel_module()
 
@@ -95,6 +102,9 @@ class HostProbe:
     # dockerd
     def docker(self):
         return self._dockerd().names()
+
+    def container(self, ref):
+        return self._dockerd().inspect(ref)
 
     def container_netns(self, container_id):
         return self._dockerd().container_netns(container_id)

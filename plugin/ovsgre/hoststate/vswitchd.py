@@ -145,3 +145,26 @@ def choose_datapath(wanted, existing, module_state):
     if module == "absent":
         return "netdev", "no openvswitch module"
     return "system", f"openvswitch module {module}"
+
+
+def ofproto_trace(ctl, bridge, flow, timeout):
+    """The text of `ovs-appctl ofproto/trace BRIDGE FLOW` (a dry run: no
+    MAC is learned, no packet sent)."""
+    rc, out, err = _appctl(ctl, timeout, "ofproto/trace", bridge, flow)
+    if rc != 0:
+        raise ProbeError(f"ofproto/trace {bridge}: "
+                         f"{(err or out).strip()}")
+    return out
+
+
+def fdb(ctl, bridge, timeout):
+    """{(vlan, mac): OpenFlow port number} the bridge has learned."""
+    rc, out, err = _appctl(ctl, timeout, "fdb/show", bridge)
+    if rc != 0:
+        raise ProbeError(f"fdb/show {bridge}: {(err or out).strip()}")
+    learned = {}
+    for line in out.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit() and parts[1].isdigit():
+            learned[(int(parts[1]), parts[2].lower())] = int(parts[0])
+    return learned
