@@ -15,7 +15,7 @@ import threading
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client import start_http_server
+from prometheus_client import disable_created_metrics, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from .definitions import ENDPOINT_STATES, PEER_KEY, ROLE_KEY, ROLE_TUNNEL
@@ -53,6 +53,8 @@ class Metrics:
     time collector added by watch()."""
 
     def __init__(self):
+        # no *_created series: counters reset with the plugin anyway
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "ovsgre_requests", "Calls from Docker, by call",

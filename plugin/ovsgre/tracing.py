@@ -14,6 +14,7 @@ from typing import List, Optional
 from .definitions import GRE_OVERHEAD, PATCH_TUN, PEER_KEY
 
 PROTOCOLS = ("icmp", "tcp", "udp")
+BROADCAST = "ff:ff:ff:ff:ff:ff"
 ETH_IP = 14 + 20    # Ethernet and IPv4 headers in a traced packet's size
 
 
@@ -29,8 +30,20 @@ class Packet:
     port: int = 0
     size: int = 84
 
+    @property
+    def arp(self):
+        """An ARP request: what the container sends first when it has no
+        ARP entry for the destination."""
+        return self.proto == "arp"
+
     def flow(self, in_port, extra=""):
         """The flow ofproto/trace takes (in_port by name)."""
+        if self.arp:
+            return ",".join([f"in_port={in_port}"] + ([extra] if extra
+                                                      else []) + [
+                "arp", f"dl_src={self.src_mac}", f"dl_dst={BROADCAST}",
+                "arp_op=1", f"arp_spa={self.src_ip}",
+                f"arp_tpa={self.dst_ip}", f"arp_sha={self.src_mac}"])
         parts = [f"in_port={in_port}"] + ([extra] if extra else []) + [
             self.proto, f"dl_src={self.src_mac}", f"dl_dst={self.dst_mac}",
             f"nw_src={self.src_ip}", f"nw_dst={self.dst_ip}", "nw_ttl=64"]
@@ -148,6 +161,8 @@ def port_problem(host, name):
         return f"port {name}: {iface['error']}"
     if not iface.get("ofport") or iface["ofport"] < 0:
         return f"port {name} has no OpenFlow port number (not in service)"
+    if iface.get("link_state") == "down":
+        return f"port {name} is down (its link is down, or its veth is gone)"
     return ""
 
 
@@ -179,11 +194,11 @@ def tunnel_ports(host, ofports):
     return out
 
 
-def int_bridge_port(host, steps, fdb_port):
+def int_bridge_port(host, steps, fdb_port, broadcast=False):
     """Where the integration bridge sends the frame: ("flood", None),
     ("port", name) or ("drop", note)."""
     seen = notes(steps, host.bridge)
-    if any("no learned MAC" in n for n in seen):
+    if broadcast or any("no learned MAC" in n for n in seen):
         return "flood", None
     if any("forwarding to learned port" in n for n in seen):
         name = host.ofports.get(host.bridge, {}).get(fdb_port)
@@ -204,17 +219,28 @@ class Local:
     network has here (where a flood also goes)."""
     names: dict
     others_in_network: int = 0
+    owner: str = ""            # the port of the container with dst's IP
 
 
 def from_container(packet, host, steps, fdb_port, local):
     """The verdict for a packet a local container sends."""
-    kind, where = int_bridge_port(host, steps, fdb_port)
+    kind, where = int_bridge_port(host, steps, fdb_port, packet.arp)
     if kind == "drop":
         return Verdict("dropped", f"dropped on {host.bridge}: {where}",
                        cause=where, steps=steps)
     if kind == "port" and where != PATCH_TUN:
         return delivered(host, where, local, steps)
     return through_tunnels(packet, host, steps, kind == "flood", local)
+
+
+def unknown_text(packet, arriving=False):
+    """Why a frame is flooded, said for the verdict."""
+    if packet.arp and arriving:
+        return f"the ARP request for {packet.dst_ip} (a broadcast) is"
+    if packet.arp:
+        return (f"the container has no ARP entry for {packet.dst_ip}: its "
+                "ARP request (a broadcast) is")
+    return f"MAC {packet.dst_mac} is unknown on this host:"
 
 
 def delivered(host, port, local, steps):
@@ -232,8 +258,7 @@ def through_tunnels(packet, host, steps, flooded, local):
     outs = outputs(steps, host.tun_bridge)
     peers = tunnel_ports(host, outs)
     key = tunnel_key(steps, host.tun_bridge)
-    unknown = f"MAC {packet.dst_mac} is unknown on this host" if flooded \
-        else ""
+    unknown = unknown_text(packet) if flooded else ""
     missing = [n for n, peer in peers.items() if peer is None]
     if missing:
         return Verdict(
@@ -261,13 +286,13 @@ def through_tunnels(packet, host, steps, flooded, local):
 def _no_peer(host, steps, flooded, unknown, local):
     """Nothing leaves the host: the network has no tunnel flow."""
     if flooded and local.others_in_network:
-        line = (f"{unknown}: flooded to {local.others_in_network} other "
+        line = (f"{unknown} flooded to {local.others_in_network} other "
                 "container port(s) here, and to no other host: the network"
                 " has no tunnel flow (no other host holds it, or the tunnel"
                 " sync has not run; see `ovsgre doctor`)")
         return Verdict("flooded", line, cause="no tunnel for the network",
                        steps=steps)
-    line = ("dropped: " + (unknown + ", and " if unknown else "") +
+    line = ("dropped: " + (unknown + " flooded, but " if unknown else "") +
             "the network has no tunnel flow to any other host (no other "
             "host holds it, or the tunnel sync has not run; see "
             "`ovsgre doctor`)")
@@ -278,10 +303,10 @@ def _no_peer(host, steps, flooded, unknown, local):
 def _sent(packet, steps, peers, key, unknown, local):
     via = f"GRE key {key}" if key is not None else "GRE"
     if unknown:
-        line = (f"{unknown}: flooded to {', '.join(peers)} with {via}"
+        line = (f"{unknown} flooded to {', '.join(peers)} with {via}"
                 + (f" and to {local.others_in_network} container port(s) "
                    "here" if local.others_in_network else ""))
-        outcome, cause = "flooded", "MAC unknown"
+        outcome, cause = "flooded", "" if packet.arp else "MAC unknown"
     else:
         line = f"sent to peer {peers[0]} with {via}"
         outcome, cause = "tunnel", ""
@@ -299,15 +324,21 @@ def from_tunnel(packet, host, steps, fdb_port, local, key, peer):
             "host (it holds no container of that network, or the tunnel "
             "sync has not run)", cause="wrong network", key=key,
             steps=steps)
-    kind, where = int_bridge_port(host, steps, fdb_port)
+    kind, where = int_bridge_port(host, steps, fdb_port, packet.arp)
     if kind == "port":
         return delivered(host, where, local, steps)
+    cause = "" if packet.arp else "MAC unknown"
     if kind == "flood" and local.others_in_network:
+        owner = local.names.get(local.owner, "")
         return Verdict(
-            "flooded", f"MAC {packet.dst_mac} is unknown on this host: "
-            f"flooded to the network's {local.others_in_network} container"
-            " port(s) here", cause="MAC unknown", key=key, steps=steps)
+            "flooded", f"{unknown_text(packet, True)} flooded to the "
+            "network's "
+            f"{local.others_in_network} container port(s) here" +
+            (f"; container {owner} has {packet.dst_ip}" if owner else
+             f"; no container here has {packet.dst_ip}" if packet.arp
+             else ""),
+            cause=cause, key=key, steps=steps)
     return Verdict(
-        "dropped", f"dropped: MAC {packet.dst_mac} is unknown on this host "
-        "and the network has no container here", cause="MAC unknown",
-        key=key, steps=steps)
+        "dropped", f"dropped: {unknown_text(packet, True)} flooded, but "
+        "the network has no container here", cause="MAC unknown", key=key,
+        steps=steps)

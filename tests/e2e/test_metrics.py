@@ -3,13 +3,13 @@ containers and real traffic.  Each host's plugin runs in its own network
 namespace, so `--metrics-address 9490` listens on that namespace's
 loopback; the scrape runs there too, like Prometheus on the same host."""
 
+import json
 import sys
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ovsgre.definitions import derive_key
 from tests.harness.cluster import Cluster
 from tests.harness.sites import (BLUE, import_busybox, received,
                                  start_plugin, stop_sites, tunnels, wait_for)
@@ -63,7 +63,7 @@ def test_state_and_calls_are_served(pair):
                   state="joined") == 1
     assert sample(got, "ovsgre_network_info", network="blue",
                   network_id=_network_id(site)[:12], cluster_name="blue",
-                  vlan="1", key=str(derive_key("blue"))) == 1
+                  vlan="1", key=str(_stored_key(site))) == 1
     peer = cluster.host_ip(other.host)
     assert sample(got, "ovsgre_peers") == 1
     assert sample(got, "ovsgre_tunnel_up", peer=peer) == 1
@@ -151,6 +151,13 @@ def _scrape_with(site, container, timeout=10):
                 f"no endpoint series of {container}: "
                 f"{sorted(k for k in samples if 'endpoint_port' in k[0])}")
         time.sleep(0.5)
+
+
+def _stored_key(site):
+    """The GRE key the plugin recorded for blue (the cluster's)."""
+    path = f"{site.plugin.state_dir}/networks/{_network_id(site)}.json"
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)["key"]
 
 
 def _network_id(site):

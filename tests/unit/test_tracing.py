@@ -205,6 +205,10 @@ def test_delivered_here_or_port_down():
                           2, local)
     assert down.outcome == "dropped" and down.cause == "port down"
     assert "could not open" in down.line and "web" in down.line
+    gone = host()
+    gone.ports["ovghb"]["link_state"] = "down"
+    down = from_container(PACKET, gone, steps, 2, local)
+    assert down.cause == "port down" and "ovghb is down" in down.line
 
 
 def test_from_tunnel_key_known_or_not():

@@ -35,8 +35,9 @@ def add_arguments(parser):
                         help="IP packet size in bytes (default 84: a "
                         "ping); try the MTU to find MTU trouble")
     parser.add_argument("--dst-mac", default="", help="the destination's "
-                        "MAC (default: the container's, or the one Docker "
-                        "derives from the address)")
+                        "MAC (default: the container's on this host, or the "
+                        "sender's ARP entry; with neither, the ARP request "
+                        "the sender would broadcast is traced)")
     parser.add_argument("--src-mac", default="",
                         help="with --from-tunnel: the sender's MAC")
     parser.add_argument("--from-tunnel", type=int, metavar="KEY",
@@ -91,6 +92,7 @@ def host_view(probe, settings):
             port = snapshot["ports"].get(name, {})
             ports[name] = {"ofport": iface.get("ofport"),
                            "error": iface.get("error"),
+                           "link_state": iface.get("link_state"),
                            "external_ids": port.get("external_ids", {}),
                            "tag": port.get("tag")}
             if iface.get("ofport"):
@@ -116,9 +118,9 @@ def _underlay_mtu(probe, local_ip):
     return 0
 
 
-def local_side(probe, host, endpoints, network_id, skip=""):
-    """tracing.Local: container names of the network's ports here and how
-    many of them (besides `skip`) OVSDB has."""
+def local_side(probe, host, endpoints, network_id, skip="", dst_ip=""):
+    """tracing.Local: container names of the network's ports here, how
+    many of them (besides `skip`) OVSDB has, and which has dst_ip."""
     try:
         names = probe.docker().get("endpoints", {})
     except ProbeError:
@@ -129,7 +131,9 @@ def local_side(probe, host, endpoints, network_id, skip=""):
                         for ep in mine},
                  others_in_network=sum(1 for ep in mine
                                        if ep.host_if != skip and
-                                       ep.host_if in host.ports))
+                                       ep.host_if in host.ports),
+                 owner=getattr(owner_of(endpoints, network_id, dst_ip),
+                               "host_if", ""))
 
 
 def learned_port(probe, bridge, vlan, mac):
@@ -139,10 +143,11 @@ def learned_port(probe, bridge, vlan, mac):
         return None
 
 
-def docker_mac(ip):
-    """The MAC Docker gives a container with this IPv4 address."""
-    return "02:42:" + ":".join(f"{b:02x}" for b in
-                               ipaddress.IPv4Address(ip).packed)
+def owner_of(endpoints, network_id, ip):
+    """The endpoint on this host with that address on the network."""
+    return next((ep for ep in endpoints.values()
+                 if ep.network_id == network_id and ep.address and
+                 ep.address.split("/")[0] == ip), None)
 
 
 # -- from a container on this host ---------------------------------------------
@@ -172,9 +177,12 @@ def trace_from_container(probe, settings, args):
     if ep is None:
         raise ValueError(f"the plugin has no record of {args.src}'s "
                          "endpoint (is this the container's host?)")
-    packet = Packet(ep.mac, args.dst_mac or dst_mac,
-                    mine[network_id]["IPAddress"], dst_ip, args.proto,
-                    args.port, args.size)
+    dst_mac = args.dst_mac or dst_mac or _known_mac(
+        probe, src["Id"], endpoints, network_id, dst_ip)
+    packet = Packet(ep.mac, dst_mac or tracing.BROADCAST,
+                    mine[network_id]["IPAddress"], dst_ip,
+                    args.proto if dst_mac else "arp", args.port, args.size)
+    facts["dst_mac"] = dst_mac
     verdict = container_verdict(probe, host, networks[network_id], ep,
                                 packet, endpoints)
     if verdict.peers and verdict.key is not None:
@@ -182,6 +190,18 @@ def trace_from_container(probe, settings, args):
                                                           local_ip)
                             for peer in verdict.peers]
     return verdict, facts
+
+
+def _known_mac(probe, container_id, endpoints, network_id, ip):
+    """dst's MAC: a container's on this host, or the sender's ARP entry
+    ("" when neither: the sender would ask with ARP first)."""
+    here = owner_of(endpoints, network_id, ip)
+    if here is not None:
+        return here.mac
+    try:
+        return probe.neighbour(container_id, ip)
+    except ProbeError:
+        return ""
 
 
 def container_verdict(probe, host, net, ep, packet, endpoints):
@@ -198,7 +218,8 @@ def container_verdict(probe, host, net, ep, packet, endpoints):
     text = probe.ofproto_trace(host.bridge, packet.flow(ep.host_if))
     steps, _ = tracing.parse_trace(text)
     fdb_port = learned_port(probe, host.bridge, net.vlan, packet.dst_mac)
-    local = local_side(probe, host, endpoints, net.network_id, ep.host_if)
+    local = local_side(probe, host, endpoints, net.network_id, ep.host_if,
+                       packet.dst_ip)
     return tracing.from_container(packet, host, steps, fdb_port, local)
 
 
@@ -212,11 +233,11 @@ def pick_destination(probe, args, mine, networks):
         subnet = ipaddress.ip_interface(
             f"{entry['IPAddress']}/{entry['IPPrefixLen']}").network
         if ipaddress.ip_address(dst_ip) in subnet:
-            return network_id, dst_ip, docker_mac(dst_ip), ""
+            return network_id, dst_ip, "", ""
     subnets = ", ".join(f"{e['name']} {e['IPAddress']}/{e['IPPrefixLen']}"
                         for e in mine.values())
     first = next(iter(mine))
-    return first, dst_ip, docker_mac(dst_ip), (
+    return first, dst_ip, "", (
         f"{dst_ip} is on none of {args.src}'s ovsgre networks ({subnets}):"
         " networks are isolated from each other")
 
@@ -240,9 +261,10 @@ def _container_destination(probe, args, mine):
 def next_command(packet, key, local_ip):
     """The command that follows the packet on the peer."""
     argv = ["ovsgre", "trace", "--from-tunnel", str(key), "--peer",
-            local_ip, "--src-mac", packet.src_mac, "--dst-mac",
-            packet.dst_mac]
-    if packet.proto != "icmp":
+            local_ip, "--src-mac", packet.src_mac]
+    if not packet.arp:
+        argv += ["--dst-mac", packet.dst_mac]
+    if packet.proto not in ("icmp", "arp"):
         argv += ["--proto", packet.proto]
         if packet.port:
             argv += ["--port", str(packet.port)]
@@ -255,15 +277,16 @@ def next_command(packet, key, local_ip):
 def trace_from_tunnel(probe, settings, args):
     host, networks, endpoints, local_ip = host_view(probe, settings)
     key = args.from_tunnel
-    if not args.peer or not args.src_mac or not args.dst_mac:
-        raise ValueError("--from-tunnel needs --peer, --src-mac and "
-                         "--dst-mac (copy the command `ovsgre trace` "
-                         "printed on the sending host)")
+    if not args.peer or not args.src_mac:
+        raise ValueError("--from-tunnel needs --peer and --src-mac (copy "
+                         "the command `ovsgre trace` printed on the "
+                         "sending host)")
     peer = str(ipaddress.IPv4Address(args.peer))
-    packet = Packet(args.src_mac, args.dst_mac,
+    packet = Packet(args.src_mac, args.dst_mac or tracing.BROADCAST,
                     str(ipaddress.IPv4Address(args.src)),
-                    str(ipaddress.IPv4Address(args.dst)), args.proto,
-                    args.port, args.size)
+                    str(ipaddress.IPv4Address(args.dst)),
+                    args.proto if args.dst_mac else "arp", args.port,
+                    args.size)
     facts = {"src": packet.src_ip, "dst": packet.dst_ip, "peer": peer,
              "key": key}
     port = tunnel_port_name(peer)
@@ -281,6 +304,6 @@ def trace_from_tunnel(probe, settings, args):
     fdb_port = learned_port(probe, host.bridge, net.vlan, packet.dst_mac) \
         if net else None
     local = local_side(probe, host, endpoints,
-                       net.network_id if net else "")
+                       net.network_id if net else "", dst_ip=packet.dst_ip)
     return tracing.from_tunnel(packet, host, steps, fdb_port, local, key,
                                peer), facts

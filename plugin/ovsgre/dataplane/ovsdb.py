@@ -405,7 +405,7 @@ SNAPSHOT_COLUMNS = {
                "external_ids"],
     "Port": ["_uuid", "name", "tag", "interfaces", "external_ids"],
     "Interface": ["_uuid", "name", "type", "options", "ofport", "error",
-                  "external_ids"],
+                  "link_state", "external_ids"],
 }
 def _atom(value):
     if isinstance(value, list) and len(value) == 2 and \
@@ -543,6 +543,8 @@ def parse_snapshot(rows):
                 "options": _datum(row.get("options", ["map", []])),
                 "ofport": ofport,
                 "error": _optional_datum(row.get("error")),
+                "link_state": _optional_datum(row.get("link_state",
+                                                      ["set", []])),
                 "external_ids": _datum(row.get("external_ids",
                                                ["map", []]))}
         interfaces[row["name"]] = info

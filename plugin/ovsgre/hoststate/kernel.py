@@ -63,6 +63,24 @@ def tx_checksum_in(netns_path, ifindex, timeout):
     raise ProbeError(f"ethtool -k {name}: no tx-checksumming line")
 
 
+def neighbour(netns_path, ip, timeout):
+    """The MAC the namespace at netns_path (a container's) has for ip in
+    its ARP cache, or "" when it has none that is usable."""
+    rc, out, err = _nsenter(netns_path, timeout, "ip", "-j", "neigh",
+                            "show", "to", ip)
+    if rc != 0:
+        raise ProbeError(f"nsenter {netns_path}: {err.strip()}")
+    try:
+        entries = json.loads(out or "[]")
+    except ValueError as exc:
+        raise ProbeError(f"ip neigh in {netns_path}: {exc}") from exc
+    for entry in entries:
+        states = set(entry.get("state") or [])
+        if entry.get("lladdr") and not states & {"FAILED", "INCOMPLETE"}:
+            return entry["lladdr"].lower()
+    return ""
+
+
 def local_ip(settings):
     """(tunnel source address, how it was found)."""
     if settings.local_ip:

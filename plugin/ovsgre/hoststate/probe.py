@@ -103,6 +103,11 @@ class HostProbe:
     def docker(self):
         return self._dockerd().names()
 
+    def neighbour(self, container_id, ip):
+        """The container's ARP entry for ip ("" when it has none)."""
+        return kernel.neighbour(self.container_netns(container_id), ip,
+                                self.timeout)
+
     def container(self, ref):
         return self._dockerd().inspect(ref)
 
