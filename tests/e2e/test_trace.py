@@ -56,9 +56,14 @@ def test_followed_through_the_tunnel_to_the_container(bed):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[0].startswith(
         "delivered on this host to container tb (port ovgh"), proc.stdout
-    text = ovsgre_cli(a, "trace", "ta", b.ip("tb", "blue")).stdout
-    assert text.splitlines()[1].strip().startswith(
+    text = ovsgre_cli(a, "trace", "ta", b.ip("tb", "blue"), "-v").stdout
+    lines = [line.strip() for line in text.splitlines()]
+    assert lines[1].startswith(
         f"then on {cluster.host_ip(b.host)}: ovsgre trace --from-tunnel")
+    assert lines[2].startswith("flow: in_port=ovgh"), text
+    # the learned MAC in the tunnel bridge's table 2 sets the key
+    assert any(line.startswith("br-ovsgre-tun table 2:") and
+               "->NXM_NX_TUN_ID" in line for line in lines), text
 
 
 def test_same_host_container_by_name(bed):

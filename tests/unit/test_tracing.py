@@ -36,30 +36,16 @@ Final flow: unchanged
 Megaflow: recirc_id=0,eth,ip,in_port=1
 Datapath actions: push_vlan(vid=1,pcp=0),1,pop_vlan
 """
-NO_TUNNEL_FLOW = """\
-Flow: icmp,in_port=2,vlan_tci=0x0000
-
-bridge("br-ovsgre")
--------------------
- 0. priority 0
-    NORMAL
-     -> no learned MAC for destination, flooding
-
-bridge("br-ovsgre-tun")
------------------------
- 0. in_port=1, priority 1
-    goto_table:1
- 1. dl_dst=00:00:00:00:00:00/01:00:00:00:00:00, priority 1
-    goto_table:2
- 2. priority 0
-    goto_table:4
- 4. priority 0
+# the same frame on a VLAN the tunnel table has no flow for
+NO_TUNNEL_FLOW = FLOODED_TO_TUNNEL.replace(""" 4. dl_vlan=1, priority 1
+    pop_vlan
+    set_field:0x1092->tun_id
+    output:2
+     -> output to native tunnel
+     >> native tunnel routing failed
+""", """ 4. priority 0
     drop
-
-Final flow: unchanged
-Megaflow: recirc_id=0,eth,ip,in_port=2
-Datapath actions: push_vlan(vid=2,pcp=0),1
-"""
+""")
 FROM_TUNNEL = """\
 Flow: icmp,tun_src=198.18.0.2,tun_dst=198.18.0.1,in_port=2
 

@@ -48,6 +48,9 @@ def add_arguments(parser):
                         "the underlay address of the host it comes from")
     parser.add_argument("--json", action="store_true",
                         help="the verdict and every step as JSON")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also every OpenFlow table the packet went "
+                        "through")
     parser.add_argument("--timeout", type=float, default=5.0,
                         help="seconds per read of Docker, OVSDB or "
                         "ovs-vswitchd (default 5)")
@@ -65,11 +68,11 @@ def run(settings, args):
         return 2
     finally:
         probe.close()
-    show(verdict, facts, args.json)
+    show(verdict, facts, args.json, args.verbose)
     return EXIT[verdict.outcome]
 
 
-def show(verdict, facts, as_json):
+def show(verdict, facts, as_json, verbose=False):
     if as_json:
         print(json.dumps(dict(dataclasses.asdict(verdict), **facts),
                          indent=2, sort_keys=True))
@@ -77,6 +80,13 @@ def show(verdict, facts, as_json):
     print(verdict.line)
     for command in verdict.next_hop:
         print(f"  then {command}")
+    if verbose:
+        if facts.get("flow"):
+            print(f"  flow: {facts['flow']}")
+        for step in verdict.steps:
+            print(f"  {step.bridge} table {step.table}: {step.match} -> "
+                  f"{', '.join(step.actions)}" +
+                  "".join(f" ({note})" for note in step.notes))
 
 
 # -- what the host says -------------------------------------------------------
@@ -185,6 +195,8 @@ def trace_from_container(probe, settings, args):
     facts["dst_mac"] = dst_mac
     verdict = container_verdict(probe, host, networks[network_id], ep,
                                 packet, endpoints)
+    facts.update(flow=packet.flow(ep.host_if), port=ep.host_if,
+                 vlan=networks[network_id].vlan)
     if verdict.peers and verdict.key is not None:
         verdict.next_hop = [f"on {peer}: " + next_command(packet, verdict.key,
                                                           local_ip)
@@ -301,6 +313,7 @@ def trace_from_tunnel(probe, settings, args):
                              f"tun_dst={local_ip}")
     steps, _ = tracing.parse_trace(probe.ofproto_trace(host.tun_bridge,
                                                        flow))
+    facts["flow"] = flow
     fdb_port = learned_port(probe, host.bridge, net.vlan, packet.dst_mac) \
         if net else None
     local = local_side(probe, host, endpoints,
