@@ -19,6 +19,7 @@ SCRAPE = ("import sys, urllib.request; sys.stdout.write(urllib.request."
           "urlopen(sys.argv[1], timeout=10).read().decode())")
 
 
+
 @pytest.fixture(scope="module")
 def pair():
     """Host 0 serves metrics; host 1 does not ask for them."""
