@@ -79,6 +79,17 @@ def test_same_host_container_by_name(bed):
     assert "to container tc" in got["line"]
 
 
+def test_what_cannot_be_traced_says_why(bed):
+    _, a, _ = bed
+    proc = ovsgre_cli(a, "trace", "nobody", "198.19.0.3", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == \
+        "ovsgre trace: no container 'nobody' on this host", proc.stderr
+    proc = ovsgre_cli(a, "trace", "ta", "198.19.0.3", "--size", "9",
+                      check=False)
+    assert proc.returncode == 2 and "--size 9" in proc.stderr
+
+
 def test_wrong_network_is_named(bed):
     cluster, a, b = bed
     rc, got = trace(a, "ta", "tr")

@@ -3,6 +3,9 @@ ovs-vswitchd 3.1 printed for ovsgre's bridges (integration bridge with
 NORMAL, tunnel bridge with build_flows' table), shortened only in the
 Flow/Megaflow lines."""
 
+import pytest
+
+from ovsgre.cli import main
 from ovsgre.definitions import PATCH_INT, PATCH_TUN, PEER_KEY
 from ovsgre.tracing import (Host, Local, Packet, from_container,
                             from_tunnel, outputs, parse_trace, tunnel_key)
@@ -222,3 +225,30 @@ def test_packet_flow_text():
         "nw_src=198.18.0.5,nw_dst=198.18.0.6,nw_ttl=64,tp_dst=8080")
     assert PACKET.flow("gre-1", "tun_id=5").startswith(
         "in_port=gre-1,tun_id=5,icmp,")
+
+
+@pytest.mark.parametrize("argv,reason", [
+    (["web", "198.19.0.3", "--size", "20"], "--size 20: an IP packet"),
+    (["web", "198.19.0.3", "--port", "80"], "with --proto tcp or udp"),
+    (["web", "198.19.0.3", "--proto", "tcp", "--port", "70000"],
+     "a port from 1 to 65535"),
+    (["web", "198.19.0.3", "--dst-mac", "02:00:00:00:00"],
+     "is not a MAC address"),
+    (["198.19.0.2", "198.19.0.3", "--from-tunnel", "0", "--peer",
+      "198.18.0.1", "--src-mac", "02:00:00:00:00:01"], "a GRE key is"),
+])
+def test_what_cannot_be_a_packet_is_refused(argv, reason, capsys,
+                                            tmp_path):
+    code = main(["trace", *argv, "--state-dir", str(tmp_path),
+                 "--docker-host", "unix:///nonexistent.sock"])
+    assert code == 2
+    assert reason in capsys.readouterr().err
+
+
+def test_ovsdb_out_of_reach_is_a_clear_error(capsys, tmp_path):
+    code = main(["trace", "web", "198.19.0.3", "--state-dir",
+                 str(tmp_path), "--ovsdb", f"unix:{tmp_path}/none.sock",
+                 "--timeout", "1"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ovsgre trace: ") and "OVSDB" in err, err

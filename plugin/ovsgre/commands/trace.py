@@ -12,7 +12,7 @@ import ipaddress
 import json
 import sys
 
-from ..definitions import tunnel_port_name
+from ..definitions import KEY_RULE, MAC, tunnel_port_name, valid_key
 from ..hoststate.command import ProbeError
 from ..hoststate.probe import HostProbe
 from ..records import ENDPOINTS, NETWORKS, from_json
@@ -56,7 +56,31 @@ def add_arguments(parser):
                         "ovs-vswitchd (default 5)")
 
 
+def check_args(args):
+    """Refuse what cannot be a packet, before anything is read."""
+    if not 28 <= args.size <= 65535:
+        raise ValueError(f"--size {args.size}: an IP packet of 28 to 65535 "
+                         "bytes")
+    if args.port and (args.proto == "icmp" or not 1 <= args.port <= 65535):
+        raise ValueError(f"--port {args.port}: a port from 1 to 65535, with"
+                         " --proto tcp or udp")
+    for flag, mac in (("--dst-mac", args.dst_mac),
+                      ("--src-mac", args.src_mac)):
+        if mac and not MAC.fullmatch(mac):
+            raise ValueError(f"{flag} {mac!r} is not a MAC address")
+    if args.from_tunnel is not None and not valid_key(args.from_tunnel):
+        raise ValueError(f"--from-tunnel {args.from_tunnel}: a GRE key is "
+                         f"{KEY_RULE}")
+    if args.timeout <= 0:
+        raise ValueError("--timeout must be above 0 seconds")
+
+
 def run(settings, args):
+    try:
+        check_args(args)
+    except ValueError as exc:
+        print(f"ovsgre trace: {exc}", file=sys.stderr)
+        return 2
     probe = HostProbe(settings, args.timeout)
     try:
         if args.from_tunnel is not None:
